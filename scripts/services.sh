@@ -1,0 +1,106 @@
+# Shared by scripts/dev and scripts/test (sourced, not run): find PostgreSQL and Redis, or
+# start private ones under ./.local/, installing the distribution's packages when missing.
+# shellcheck shell=bash
+
+ROOT=${ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}
+LOCAL="$ROOT/.local"
+PRIVATE_PG_PORT=${PRIVATE_PG_PORT:-55432}
+PRIVATE_REDIS_PORT=${PRIVATE_REDIS_PORT:-56379}
+
+say() { printf '\033[1m==>\033[0m %s\n' "$*" >&2; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+# Installs Debian packages when we can (root + apt-get); otherwise says exactly what to install.
+install_packages() {
+    if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+        say "installing $*"
+        apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+    else
+        die "missing $*; install them (Debian/Ubuntu: sudo apt-get install $*) and run again"
+    fi
+}
+
+pg_bindir() {
+    if command -v pg_ctl >/dev/null 2>&1; then dirname "$(command -v pg_ctl)"; return; fi
+    # Debian keeps the server tools out of PATH.
+    find /usr/lib/postgresql -maxdepth 3 -name pg_ctl -path '*/bin/*' 2>/dev/null | sort -V | tail -n 1 | xargs -r dirname
+}
+
+pg_answers() { psql "$1" -Atqc 'SELECT 1' >/dev/null 2>&1; }
+
+# Exports DATABASE_URL pointing at a PostgreSQL server that answers, as a superuser able to
+# create databases. $1 is the database name to put in the URL.
+ensure_postgres() {
+    local dbname=$1 candidate
+    command -v psql >/dev/null 2>&1 || install_packages postgresql-client
+    candidate=${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}
+    # Check the server through its maintenance database, then point at $dbname.
+    local server_url=${candidate%/*}/postgres
+    if pg_answers "$server_url"; then
+        export DATABASE_URL="${candidate%/*}/$dbname"
+        return
+    fi
+    [ -n "${DATABASE_URL:-}" ] && say "DATABASE_URL does not answer; starting a private PostgreSQL instead"
+    start_private_postgres
+    export DATABASE_URL="postgres://postgres@127.0.0.1:$PRIVATE_PG_PORT/$dbname"
+}
+
+start_private_postgres() {
+    local dir="$LOCAL/pg" bindir run=()
+    bindir=$(pg_bindir)
+    if [ -z "$bindir" ]; then install_packages postgresql; bindir=$(pg_bindir); fi
+    [ -n "$bindir" ] || die "PostgreSQL server tools (initdb, pg_ctl) not found"
+    mkdir -p "$dir"
+    # PostgreSQL refuses to run as root: run it as the postgres system user.
+    if [ "$(id -u)" = 0 ]; then
+        id postgres >/dev/null 2>&1 || useradd --system --home-dir "$dir" postgres
+        chown -R postgres "$dir"
+        run=(runuser -u postgres --)
+    fi
+    if pg_answers "postgres://postgres@127.0.0.1:$PRIVATE_PG_PORT/postgres"; then return; fi
+    if [ ! -f "$dir/data/PG_VERSION" ]; then
+        say "creating a private PostgreSQL cluster in $dir"
+        "${run[@]}" "$bindir/initdb" -D "$dir/data" -U postgres --auth=trust -E UTF8 >"$dir/initdb.log" 2>&1 \
+            || die "initdb failed; see $dir/initdb.log"
+    fi
+    say "starting private PostgreSQL on 127.0.0.1:$PRIVATE_PG_PORT"
+    "${run[@]}" "$bindir/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w \
+        -o "-p $PRIVATE_PG_PORT -k $dir -c listen_addresses=127.0.0.1 -c max_connections=300" start >/dev/null \
+        || die "PostgreSQL did not start; see $dir/server.log"
+}
+
+# Creates database $1 on the server of DATABASE_URL when it does not exist.
+ensure_database() {
+    local server_url=${DATABASE_URL%/*}/postgres
+    if ! psql "$server_url" -Atqc "SELECT 1 FROM pg_database WHERE datname = '$1'" | grep -q 1; then
+        say "creating database $1"
+        psql "$server_url" -qc "CREATE DATABASE \"$1\"" >/dev/null
+    fi
+}
+
+redis_answers() { [ "$(redis-cli -u "$1" ping 2>/dev/null)" = PONG ]; }
+
+# Exports REDIS_URL pointing at a Redis server that answers.
+ensure_redis() {
+    command -v redis-cli >/dev/null 2>&1 || install_packages redis-server
+    local candidate=${REDIS_URL:-redis://127.0.0.1:6379}
+    if redis_answers "$candidate"; then export REDIS_URL=$candidate; return; fi
+    local url="redis://127.0.0.1:$PRIVATE_REDIS_PORT"
+    if ! redis_answers "$url"; then
+        command -v redis-server >/dev/null 2>&1 || install_packages redis-server
+        mkdir -p "$LOCAL/redis"
+        say "starting private Redis on 127.0.0.1:$PRIVATE_REDIS_PORT"
+        redis-server --port "$PRIVATE_REDIS_PORT" --bind 127.0.0.1 --daemonize yes --save '' \
+            --appendonly no --dir "$LOCAL/redis" --logfile "$LOCAL/redis/server.log" \
+            --pidfile "$LOCAL/redis/redis.pid" >/dev/null
+        for _ in $(seq 50); do redis_answers "$url" && break; sleep 0.1; done
+        redis_answers "$url" || die "Redis did not start; see $LOCAL/redis/server.log"
+    fi
+    export REDIS_URL=$url
+}
+
+ensure_cargo() {
+    command -v cargo >/dev/null 2>&1 && return
+    [ -x "$HOME/.cargo/bin/cargo" ] && { export PATH="$HOME/.cargo/bin:$PATH"; return; }
+    die "cargo not found: install the Rust toolchain (https://rustup.rs) and run again"
+}

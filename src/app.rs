@@ -1,0 +1,202 @@
+//! The composition root: builds the platform, wires the modules, mounts the routes, binds
+//! the port and starts the job workers. Nothing else in the crate knows how the pieces fit.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+
+use actix_web::dev::{Server, ServerHandle};
+use actix_web::middleware::{ErrorHandlers, from_fn};
+use actix_web::{App, HttpServer, web};
+use anyhow::Context;
+use tokio_util::sync::CancellationToken;
+use tracing_actix_web::TracingLogger;
+
+use crate::config::Settings;
+use crate::platform::jobs::{JobRegistry, JobRunner};
+use crate::platform::{Platform, http, migrate, ops};
+
+type RouteConfig = Arc<dyn Fn(&mut web::ServiceConfig) + Send + Sync>;
+
+/// Builds an [`Application`]. Tests use it to add routes or job handlers of their own.
+pub struct ApplicationBuilder {
+    settings: Settings,
+    registry: JobRegistry,
+    api_routes: Vec<RouteConfig>,
+}
+
+/// A bound, ready-to-run server with its job workers.
+pub struct Application {
+    port: u16,
+    server: Server,
+    runner: JobRunner,
+    jobs_stop: CancellationToken,
+    platform: Platform,
+}
+
+/// Stops a running [`Application`] gracefully (what SIGTERM does).
+#[derive(Clone)]
+pub struct StopHandle {
+    server: ServerHandle,
+    jobs: CancellationToken,
+}
+
+impl StopHandle {
+    /// Stops accepting connections, lets in-flight requests and running jobs finish within
+    /// `server.shutdown_timeout_secs`, and returns when the HTTP server has stopped.
+    pub async fn stop(&self) {
+        self.jobs.cancel();
+        self.server.stop(true).await;
+    }
+}
+
+impl ApplicationBuilder {
+    /// Registers job handlers and schedules (in addition to the modules').
+    pub fn jobs(mut self, register: impl FnOnce(&mut JobRegistry)) -> Self {
+        register(&mut self.registry);
+        self
+    }
+
+    /// Mounts extra routes under `/api/v1`.
+    pub fn api_routes(
+        mut self,
+        routes: impl Fn(&mut web::ServiceConfig) + Send + Sync + 'static,
+    ) -> Self {
+        self.api_routes.push(Arc::new(routes));
+        self
+    }
+
+    pub async fn build(self) -> anyhow::Result<Application> {
+        let settings = self.settings;
+        if settings.database.migrate_on_start {
+            let url = settings.database_url().to_owned();
+            let patience = std::time::Duration::from_secs(settings.database.startup_timeout_secs);
+            let applied =
+                tokio::task::spawn_blocking(move || migrate::run_with_patience(&url, patience))
+                    .await
+                    .context("migration task failed")??;
+            for name in applied {
+                tracing::info!(migration = %name, "migration applied");
+            }
+        }
+
+        let listener = TcpListener::bind((settings.server.host.as_str(), settings.server.port))
+            .with_context(|| {
+                format!("could not listen on {}:{}", settings.server.host, settings.server.port)
+            })?;
+        let port = listener.local_addr()?.port();
+        let platform = Platform::new(settings).context("could not set up the platform")?;
+        let settings = platform.settings.clone();
+
+        let registry = self.registry;
+        let grace = settings.shutdown_timeout();
+        let runner = JobRunner::start(platform.db.clone(), registry, &settings.jobs, grace);
+        let jobs_stop = runner.stop_token();
+
+        let server = {
+            let platform = platform.clone();
+            let api_routes = self.api_routes;
+            let mut server = HttpServer::new(move || {
+                let api_routes = api_routes.clone();
+                App::new()
+                    .app_data(web::Data::new(platform.clone()))
+                    .app_data(web::Data::from(platform.tokens.clone()))
+                    .app_data(web::Data::from(platform.metrics.clone()))
+                    .app_data(http::json_config(platform.settings.http.json_limit_bytes))
+                    .app_data(http::path_config())
+                    .app_data(http::query_config())
+                    .wrap(ErrorHandlers::new().default_handler(http::envelope_errors))
+                    .wrap(from_fn(http::record_metrics))
+                    .wrap(cors(&platform.settings))
+                    .wrap(from_fn(http::security_headers))
+                    .wrap(TracingLogger::<http::CompanionRootSpan>::new())
+                    .wrap(from_fn(http::request_id))
+                    .configure(ops::routes)
+                    .service(
+                        web::scope("/api/v1")
+                            .configure(move |cfg| {
+                                for routes in &api_routes {
+                                    routes(cfg);
+                                }
+                            })
+                            .default_service(web::to(http::not_found)),
+                    )
+                    .service(
+                        actix_files::Files::new("/", "static")
+                            .index_file("index.html")
+                            .default_handler(web::to(http::not_found)),
+                    )
+                    .default_service(web::to(http::not_found))
+            })
+            .listen(listener)?
+            .disable_signals()
+            .shutdown_timeout(settings.server.shutdown_timeout_secs);
+            if settings.server.workers > 0 {
+                server = server.workers(settings.server.workers);
+            }
+            server.run()
+        };
+        tracing::info!(port, environment = settings.environment.as_str(), "listening");
+        Ok(Application {
+            port,
+            server,
+            runner,
+            jobs_stop,
+            platform,
+        })
+    }
+}
+
+fn cors(settings: &Settings) -> actix_cors::Cors {
+    let mut cors = actix_cors::Cors::default()
+        .allowed_methods(["GET", "POST", "PUT", "PATCH", "DELETE"])
+        .allowed_headers(["authorization", "content-type", "accept", "x-request-id"])
+        .expose_headers([
+            "x-request-id",
+            "retry-after",
+            "x-ratelimit-limit",
+            "x-ratelimit-remaining",
+            "x-ratelimit-reset",
+        ])
+        .max_age(3600);
+    for origin in &settings.http.cors_origins {
+        cors = cors.allowed_origin(origin);
+    }
+    cors
+}
+
+impl Application {
+    pub fn builder(settings: Settings) -> ApplicationBuilder {
+        ApplicationBuilder {
+            settings,
+            registry: JobRegistry::new(),
+            api_routes: Vec::new(),
+        }
+    }
+
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        Self::builder(settings).build().await
+    }
+
+    /// The bound port (useful when the configured port was 0).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn platform(&self) -> &Platform {
+        &self.platform
+    }
+
+    pub fn stop_handle(&self) -> StopHandle {
+        StopHandle {
+            server: self.server.handle(),
+            jobs: self.jobs_stop.clone(),
+        }
+    }
+
+    /// Serves until stopped, then waits for the job workers to wind down.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let served = self.server.await;
+        self.runner.shutdown().await;
+        served
+    }
+}

@@ -1,0 +1,345 @@
+//! Settings, built once in `main` (or by a test) and passed down; never global.
+//!
+//! Layers, later wins: `config/default.toml`, `config/<env>.toml` (env from `COMPANION_ENV`,
+//! default `development`), `COMPANION__SECTION__KEY` variables, then the PaaS conventions
+//! `PORT`, `DATABASE_URL` and `REDIS_URL`. Secrets are [`SecretString`]s so they never print.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+/// Prefix that marks a secret as a development placeholder.
+const DEV_SECRET_PREFIX: &str = "insecure-dev-";
+const MIN_PRODUCTION_SECRET_LEN: usize = 32;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Environment {
+    Development,
+    Test,
+    Production,
+}
+
+impl Environment {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Development => "development",
+            Self::Test => "test",
+            Self::Production => "production",
+        }
+    }
+}
+
+impl std::str::FromStr for Environment {
+    type Err = ConfigError;
+
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        match value.to_ascii_lowercase().as_str() {
+            "development" | "dev" => Ok(Self::Development),
+            "test" => Ok(Self::Test),
+            "production" | "prod" => Ok(Self::Production),
+            other => Err(ConfigError::Invalid(format!(
+                "COMPANION_ENV is \"{other}\"; use development, test or production"
+            ))),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration could not be read: {0}")]
+    Load(#[from] config::ConfigError),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Settings {
+    #[serde(skip, default = "default_environment")]
+    pub environment: Environment,
+    pub server: ServerSettings,
+    pub http: HttpSettings,
+    pub database: DatabaseSettings,
+    #[serde(default)]
+    pub redis: RedisSettings,
+    pub storage: StorageSettings,
+    pub auth: AuthSettings,
+    pub jobs: JobSettings,
+    pub telemetry: TelemetrySettings,
+    #[serde(default)]
+    pub metrics: MetricsSettings,
+}
+
+fn default_environment() -> Environment {
+    Environment::Development
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ServerSettings {
+    pub host: String,
+    pub port: u16,
+    pub shutdown_timeout_secs: u64,
+    pub workers: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct HttpSettings {
+    pub json_limit_bytes: usize,
+    #[serde(default)]
+    pub cors_origins: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct DatabaseSettings {
+    pub url: Option<SecretString>,
+    pub pool_size: u32,
+    pub connect_timeout_ms: u64,
+    pub migrate_on_start: bool,
+    pub startup_timeout_secs: u64,
+}
+
+impl DatabaseSettings {
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.connect_timeout_ms)
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct RedisSettings {
+    pub url: Option<SecretString>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct StorageSettings {
+    pub url: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct AuthSettings {
+    pub jwt_secret: SecretString,
+    pub issuer: String,
+    pub audience: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct JobSettings {
+    pub workers: usize,
+    pub poll_interval_ms: u64,
+    pub lease_secs: u64,
+    pub retry_base_ms: u64,
+    pub retry_max_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct TelemetrySettings {
+    pub log_format: LogFormat,
+    pub log_level: String,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct MetricsSettings {
+    pub bearer_token: Option<SecretString>,
+}
+
+impl Settings {
+    /// Loads settings from `config_dir` and the given environment variables (normally
+    /// `std::env::vars()`; tests pass their own map so the process environment cannot leak in).
+    pub fn load(config_dir: &Path, vars: &HashMap<String, String>) -> Result<Self, ConfigError> {
+        let environment: Environment = vars
+            .get("COMPANION_ENV")
+            .map(|v| v.parse())
+            .transpose()?
+            .unwrap_or(Environment::Development);
+
+        let companion_vars: HashMap<String, String> = vars
+            .iter()
+            .filter(|(k, _)| k.starts_with("COMPANION__"))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+
+        let mut builder = config::Config::builder()
+            .add_source(config::File::from(config_dir.join("default.toml")))
+            .add_source(
+                config::File::from(config_dir.join(format!("{}.toml", environment.as_str())))
+                    .required(false),
+            )
+            .add_source(
+                config::Environment::with_prefix("COMPANION")
+                    .prefix_separator("__")
+                    .separator("__")
+                    .list_separator(",")
+                    .with_list_parse_key("http.cors_origins")
+                    .try_parsing(true)
+                    .source(Some(companion_vars)),
+            );
+        for (var, key) in [
+            ("PORT", "server.port"),
+            ("DATABASE_URL", "database.url"),
+            ("REDIS_URL", "redis.url"),
+        ] {
+            builder = builder.set_override_option(key, vars.get(var).cloned())?;
+        }
+
+        let mut settings: Settings = builder.build()?.try_deserialize()?;
+        settings.environment = environment;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Refuses settings that cannot work, and in production, settings that are unsafe.
+    /// Each error is one line naming the setting to fix.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |msg: &str| Err(ConfigError::Invalid(msg.to_owned()));
+        if self.http.json_limit_bytes == 0 {
+            return invalid("http.json_limit_bytes must be greater than 0");
+        }
+        if self.database.pool_size == 0 {
+            return invalid("database.pool_size must be greater than 0");
+        }
+        if self.jobs.lease_secs == 0 || self.jobs.poll_interval_ms == 0 {
+            return invalid("jobs.lease_secs and jobs.poll_interval_ms must be greater than 0");
+        }
+        let url_missing = self
+            .database
+            .url
+            .as_ref()
+            .is_none_or(|url| url.expose_secret().trim().is_empty());
+        if url_missing {
+            return invalid(
+                "DATABASE_URL is not set (or COMPANION__DATABASE__URL); the server needs PostgreSQL",
+            );
+        }
+        if self.environment == Environment::Production {
+            let secret = self.auth.jwt_secret.expose_secret();
+            if secret.starts_with(DEV_SECRET_PREFIX) {
+                return invalid(
+                    "COMPANION__AUTH__JWT_SECRET is a development secret; set a random production secret",
+                );
+            }
+            if secret.len() < MIN_PRODUCTION_SECRET_LEN {
+                return invalid("COMPANION__AUTH__JWT_SECRET must be at least 32 characters");
+            }
+        }
+        Ok(())
+    }
+
+    /// The database URL; [`Settings::validate`] guarantees it is present.
+    pub fn database_url(&self) -> &str {
+        self.database
+            .url
+            .as_ref()
+            .map(|u| u.expose_secret())
+            .unwrap_or_default()
+    }
+
+    pub fn shutdown_timeout(&self) -> Duration {
+        Duration::from_secs(self.server.shutdown_timeout_secs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config_dir() -> std::path::PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("config")
+    }
+
+    fn load(vars: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        let vars = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Settings::load(&config_dir(), &vars)
+    }
+
+    #[test]
+    fn development_is_the_default_and_has_a_database() {
+        let settings = load(&[]).unwrap();
+        assert_eq!(settings.environment, Environment::Development);
+        assert!(settings.database_url().contains("companion_dev"));
+    }
+
+    #[test]
+    fn env_vars_override_files_and_paas_conventions_override_both() {
+        let settings = load(&[
+            ("COMPANION__SERVER__PORT", "9000"),
+            ("COMPANION__HTTP__CORS_ORIGINS", "https://a.example,https://b.example"),
+            ("COMPANION__JOBS__WORKERS", "7"),
+            ("DATABASE_URL", "postgres://elsewhere/db"),
+            ("REDIS_URL", "redis://cache:6379"),
+        ])
+        .unwrap();
+        assert_eq!(settings.server.port, 9000);
+        assert_eq!(settings.jobs.workers, 7);
+        assert_eq!(
+            settings.http.cors_origins,
+            ["https://a.example", "https://b.example"]
+        );
+        assert_eq!(settings.database_url(), "postgres://elsewhere/db");
+        assert!(settings.redis.url.is_some());
+
+        let settings = load(&[("COMPANION__SERVER__PORT", "9000"), ("PORT", "3000")]).unwrap();
+        assert_eq!(settings.server.port, 3000);
+    }
+
+    #[test]
+    fn production_requires_a_database_url() {
+        let err = load(&[
+            ("COMPANION_ENV", "production"),
+            ("COMPANION__AUTH__JWT_SECRET", "a-real-secret-that-is-long-enough-123456"),
+        ])
+        .unwrap_err();
+        assert!(err.to_string().contains("DATABASE_URL"), "{err}");
+    }
+
+    #[test]
+    fn production_refuses_the_development_secret_and_short_secrets() {
+        let err = load(&[
+            ("COMPANION_ENV", "production"),
+            ("DATABASE_URL", "postgres://db/companion"),
+        ])
+        .unwrap_err();
+        assert!(err.to_string().contains("JWT_SECRET"), "{err}");
+        assert!(!err.to_string().contains("insecure-dev"), "{err}");
+
+        let err = load(&[
+            ("COMPANION_ENV", "production"),
+            ("DATABASE_URL", "postgres://db/companion"),
+            ("COMPANION__AUTH__JWT_SECRET", "short"),
+        ])
+        .unwrap_err();
+        assert!(err.to_string().contains("32"), "{err}");
+
+        let ok = load(&[
+            ("COMPANION_ENV", "production"),
+            ("DATABASE_URL", "postgres://db/companion"),
+            ("COMPANION__AUTH__JWT_SECRET", "a-real-secret-that-is-long-enough-123456"),
+        ])
+        .unwrap();
+        assert_eq!(ok.server.host, "0.0.0.0");
+    }
+
+    #[test]
+    fn secrets_do_not_print() {
+        let settings = load(&[("DATABASE_URL", "postgres://user:hunter2@db/x")]).unwrap();
+        let printed = format!("{settings:?}");
+        assert!(!printed.contains("hunter2"));
+        assert!(!printed.contains("insecure-dev-secret"));
+    }
+
+    #[test]
+    fn unknown_environment_is_a_clear_error() {
+        let err = load(&[("COMPANION_ENV", "staging")]).unwrap_err();
+        assert!(err.to_string().contains("COMPANION_ENV"));
+    }
+}

@@ -1,0 +1,106 @@
+//! The `companion` command: reads configuration, sets up logging, and runs.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use companion::{Application, Settings, platform};
+
+/// Companion — backend for AI companion products.
+///
+/// Configuration comes from config/default.toml, config/<COMPANION_ENV>.toml,
+/// COMPANION__SECTION__KEY variables and PORT / DATABASE_URL / REDIS_URL.
+#[derive(Parser)]
+#[command(version, about, long_about)]
+struct Cli {
+    /// Folder holding default.toml and the environment overlays.
+    #[arg(long, env = "COMPANION_CONFIG_DIR", default_value = "config", global = true)]
+    config_dir: PathBuf,
+
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the HTTP server and the job workers (the default). Applies pending migrations
+    /// first, under an advisory lock; stops gracefully on SIGTERM or Ctrl-C.
+    Serve,
+    /// Apply pending database migrations, then exit.
+    Migrate,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let vars: HashMap<String, String> = std::env::vars().collect();
+    let settings = match Settings::load(&cli.config_dir, &vars) {
+        Ok(settings) => settings,
+        Err(e) => {
+            eprintln!("companion: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    platform::telemetry::init(&settings.telemetry);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("companion: could not start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command.unwrap_or(Command::Serve) {
+            Command::Serve => serve(settings).await,
+            Command::Migrate => migrate(settings).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "companion stopped with an error");
+            eprintln!("companion: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(settings: Settings) -> anyhow::Result<()> {
+    let app = Application::build(settings).await?;
+    let stop = app.stop_handle();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("shutdown requested; finishing in-flight work");
+        stop.stop().await;
+    });
+    app.run_until_stopped().await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn migrate(settings: Settings) -> anyhow::Result<()> {
+    let url = settings.database_url().to_owned();
+    let applied = tokio::task::spawn_blocking(move || platform::migrate::run(&url)).await??;
+    if applied.is_empty() {
+        println!("database is up to date");
+    }
+    for name in applied {
+        println!("applied {name}");
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

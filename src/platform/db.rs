@@ -1,0 +1,125 @@
+//! The one way to reach PostgreSQL: an r2d2 pool of diesel connections behind a gateway that
+//! runs each unit of work on the blocking thread pool.
+//!
+//! - The connection is taken from the pool *inside* the blocking closure, so an async worker
+//!   never waits on the pool.
+//! - A semaphore sized to the pool makes extra requests queue in async land instead of
+//!   piling up blocking threads that would each wait for a connection.
+//! - Connections are tested on checkout, so after a PostgreSQL restart broken connections are
+//!   replaced and service resumes by itself.
+//! - The caller's tracing span is carried into the blocking thread.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use diesel::PgConnection;
+use diesel::r2d2::{ConnectionManager, Pool, PoolError};
+use tokio::sync::Semaphore;
+
+use crate::config::DatabaseSettings;
+
+pub type PgPool = Pool<ConnectionManager<PgConnection>>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// No connection could be had (database down, pool exhausted past the timeout).
+    #[error("database unavailable")]
+    Unavailable(#[source] PoolError),
+    #[error(transparent)]
+    Query(#[from] diesel::result::Error),
+    /// The blocking task panicked or was cancelled.
+    #[error("database task failed")]
+    TaskFailed,
+}
+
+impl DbError {
+    /// True when the failure is about reaching the database, not about the query.
+    pub fn is_unavailable(&self) -> bool {
+        use diesel::result::{DatabaseErrorKind, Error};
+        match self {
+            Self::Unavailable(_) => true,
+            Self::Query(Error::DatabaseError(DatabaseErrorKind::ClosedConnection, _)) => true,
+            Self::Query(Error::DatabaseError(DatabaseErrorKind::UnableToSendCommand, _)) => true,
+            Self::Query(Error::BrokenTransactionManager) => true,
+            Self::Query(_) | Self::TaskFailed => false,
+        }
+    }
+}
+
+/// Pool statistics for `/metrics`.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolStats {
+    pub in_use: u32,
+    pub idle: u32,
+    pub max: u32,
+}
+
+#[derive(Clone)]
+pub struct Db {
+    pool: PgPool,
+    permits: Arc<Semaphore>,
+}
+
+impl Db {
+    /// Builds the pool without connecting: the server can start (and report "not ready")
+    /// while the database is still coming up.
+    pub fn new(url: &str, settings: &DatabaseSettings) -> Self {
+        let manager = ConnectionManager::<PgConnection>::new(url);
+        let pool = Pool::builder()
+            .max_size(settings.pool_size)
+            .min_idle(Some(0))
+            .connection_timeout(settings.connect_timeout())
+            .idle_timeout(Some(Duration::from_secs(300)))
+            .test_on_check_out(true)
+            .build_unchecked(manager);
+        Self {
+            permits: Arc::new(Semaphore::new(settings.pool_size as usize)),
+            pool,
+        }
+    }
+
+    /// Runs `work` with a pooled connection on the blocking thread pool.
+    pub async fn run<T, E, F>(&self, work: F) -> Result<T, E>
+    where
+        F: FnOnce(&mut PgConnection) -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: From<DbError> + Send + 'static,
+    {
+        let _permit = self
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| DbError::TaskFailed)?;
+        let pool = self.pool.clone();
+        let span = tracing::Span::current();
+        tokio::task::spawn_blocking(move || {
+            span.in_scope(|| {
+                let mut conn = pool.get().map_err(DbError::Unavailable)?;
+                work(&mut conn)
+            })
+        })
+        .await
+        .map_err(|_| DbError::TaskFailed)?
+    }
+
+    /// Runs `work` inside a transaction (committed when it returns `Ok`).
+    pub async fn transaction<T, E, F>(&self, work: F) -> Result<T, E>
+    where
+        F: FnOnce(&mut PgConnection) -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: From<DbError> + From<diesel::result::Error> + Send + 'static,
+    {
+        use diesel::Connection;
+        self.run(move |conn| conn.transaction(work)).await
+    }
+
+    pub fn stats(&self) -> PoolStats {
+        let state = self.pool.state();
+        PoolStats {
+            in_use: state.connections - state.idle_connections,
+            idle: state.idle_connections,
+            max: self.pool.max_size(),
+        }
+    }
+}

@@ -1,0 +1,262 @@
+//! The error policy, written once.
+//!
+//! Every failure the API answers — a handler's, an extractor's, a middleware's, actix's own
+//! 404 and 405 — leaves as the envelope
+//! `{"error":{"code":"VALIDATION_ERROR","message":"…","details":{…}}}`.
+//!
+//! - `code` is a stable [`ErrorCode`] clients can branch on; `message` is for people.
+//! - The cause (a diesel error, an I/O error…) is kept for the logs only: no error body
+//!   carries a stack trace, SQL, a secret or another user's data.
+//! - Modules keep their own `thiserror` enums and convert into [`AppError`] at the edge.
+
+use std::fmt;
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::{HttpResponse, ResponseError};
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::platform::db::DbError;
+
+/// The stable error codes of the public API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ErrorCode {
+    BadRequest,
+    Unauthorized,
+    Forbidden,
+    NotFound,
+    MethodNotAllowed,
+    Conflict,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    ValidationError,
+    RateLimited,
+    InternalError,
+    ServiceUnavailable,
+}
+
+impl ErrorCode {
+    pub fn status(self) -> StatusCode {
+        match self {
+            Self::BadRequest => StatusCode::BAD_REQUEST,
+            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::Forbidden => StatusCode::FORBIDDEN,
+            Self::NotFound => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::Conflict => StatusCode::CONFLICT,
+            Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::ValidationError => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            Self::InternalError => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::ServiceUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// The code that describes a bare status (used for responses actix produced itself).
+    pub fn for_status(status: StatusCode) -> Self {
+        match status.as_u16() {
+            400 => Self::BadRequest,
+            401 => Self::Unauthorized,
+            403 => Self::Forbidden,
+            404 => Self::NotFound,
+            405 => Self::MethodNotAllowed,
+            409 => Self::Conflict,
+            413 => Self::PayloadTooLarge,
+            415 => Self::UnsupportedMediaType,
+            422 => Self::ValidationError,
+            429 => Self::RateLimited,
+            503 => Self::ServiceUnavailable,
+            400..=499 => Self::BadRequest,
+            _ => Self::InternalError,
+        }
+    }
+
+    fn default_message(self) -> &'static str {
+        match self {
+            Self::BadRequest => "The request is malformed.",
+            Self::Unauthorized => "Authentication is required.",
+            Self::Forbidden => "You are not allowed to do this.",
+            Self::NotFound => "Not found.",
+            Self::MethodNotAllowed => "This method is not allowed here.",
+            Self::Conflict => "The request conflicts with the current state.",
+            Self::PayloadTooLarge => "The request body is too large.",
+            Self::UnsupportedMediaType => "Unsupported content type.",
+            Self::ValidationError => "Validation failed.",
+            Self::RateLimited => "Too many requests; slow down.",
+            Self::InternalError => "Something went wrong on our side.",
+            Self::ServiceUnavailable => "The service is temporarily unavailable.",
+        }
+    }
+}
+
+/// An API error: what the client is told, plus the cause for the logs.
+pub struct AppError {
+    code: ErrorCode,
+    message: String,
+    details: Option<Value>,
+    retry_after_secs: Option<u64>,
+    cause: Option<anyhow::Error>,
+}
+
+#[derive(Serialize)]
+struct Envelope<'a> {
+    error: Body<'a>,
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    code: ErrorCode,
+    message: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    details: Option<&'a Value>,
+}
+
+impl AppError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+            details: None,
+            retry_after_secs: None,
+            cause: None,
+        }
+    }
+
+    /// The code's standard message.
+    pub fn from_code(code: ErrorCode) -> Self {
+        Self::new(code, code.default_message())
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::BadRequest, message)
+    }
+
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Unauthorized, message)
+    }
+
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Forbidden, message)
+    }
+
+    /// Absent **or not yours**: never reveal that another user's resource exists.
+    pub fn not_found() -> Self {
+        Self::from_code(ErrorCode::NotFound)
+    }
+
+    pub fn conflict(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Conflict, message)
+    }
+
+    /// 422 with the offending fields, e.g. `{"fields": {"email": "is not an address"}}`.
+    pub fn validation(message: impl Into<String>, details: Value) -> Self {
+        Self::new(ErrorCode::ValidationError, message).with_details(details)
+    }
+
+    pub fn rate_limited(retry_after_secs: u64) -> Self {
+        let mut err = Self::from_code(ErrorCode::RateLimited);
+        err.retry_after_secs = Some(retry_after_secs);
+        err
+    }
+
+    /// 500: the client learns nothing about the cause; the logs do.
+    pub fn internal(cause: impl Into<anyhow::Error>) -> Self {
+        Self::from_code(ErrorCode::InternalError).with_cause(cause)
+    }
+
+    pub fn unavailable(cause: impl Into<anyhow::Error>) -> Self {
+        Self::from_code(ErrorCode::ServiceUnavailable).with_cause(cause)
+    }
+
+    pub fn with_details(mut self, details: Value) -> Self {
+        self.details = Some(details);
+        self
+    }
+
+    pub fn with_cause(mut self, cause: impl Into<anyhow::Error>) -> Self {
+        self.cause = Some(cause.into());
+        self
+    }
+
+    pub fn code(&self) -> ErrorCode {
+        self.code
+    }
+
+    /// The cause chain, for logs.
+    pub fn cause(&self) -> Option<&anyhow::Error> {
+        self.cause.as_ref()
+    }
+}
+
+impl fmt::Debug for AppError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AppError")
+            .field("code", &self.code)
+            .field("message", &self.message)
+            .field("cause", &self.cause)
+            .finish()
+    }
+}
+
+impl fmt::Display for AppError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}: {}", self.code, self.message)?;
+        if let Some(cause) = &self.cause {
+            write!(f, " (cause: {cause:#})")?;
+        }
+        Ok(())
+    }
+}
+
+impl ResponseError for AppError {
+    fn status_code(&self) -> StatusCode {
+        self.code.status()
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut response = HttpResponse::build(self.status_code());
+        if let Some(secs) = self.retry_after_secs {
+            response.insert_header((header::RETRY_AFTER, secs.to_string()));
+        }
+        response.json(Envelope {
+            error: Body {
+                code: self.code,
+                message: &self.message,
+                details: self.details.as_ref(),
+            },
+        })
+    }
+}
+
+/// The envelope for a bare status, as bytes (used to replace actix's own empty bodies).
+pub fn envelope_for_status(status: StatusCode) -> (HeaderValue, Vec<u8>) {
+    let code = ErrorCode::for_status(status);
+    let body = serde_json::to_vec(&Envelope {
+        error: Body {
+            code,
+            message: code.default_message(),
+            details: None,
+        },
+    })
+    .unwrap_or_default();
+    (HeaderValue::from_static("application/json"), body)
+}
+
+impl From<DbError> for AppError {
+    fn from(err: DbError) -> Self {
+        match err {
+            DbError::Query(diesel::result::Error::NotFound) => Self::not_found(),
+            err if err.is_unavailable() => Self::unavailable(err),
+            err => Self::internal(err),
+        }
+    }
+}
+
+impl From<diesel::result::Error> for AppError {
+    fn from(err: diesel::result::Error) -> Self {
+        DbError::Query(err).into()
+    }
+}

@@ -1,0 +1,95 @@
+//! Prometheus metrics. One registry per application instance (not the global default), so
+//! several servers in one test process do not share counters.
+
+use std::time::Duration;
+
+use actix_web::http::{Method, StatusCode};
+use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry};
+
+use crate::platform::db::PoolStats;
+
+pub struct Metrics {
+    registry: Registry,
+    http_requests: IntCounterVec,
+    http_duration: HistogramVec,
+    db_pool: IntGaugeVec,
+}
+
+/// Label for requests no route matched, so unknown paths cannot blow up cardinality.
+const UNMATCHED_ROUTE: &str = "unmatched";
+
+impl Metrics {
+    pub fn new() -> Result<Self, prometheus::Error> {
+        let registry = Registry::new();
+        let http_requests = IntCounterVec::new(
+            Opts::new("http_requests_total", "HTTP requests answered"),
+            &["method", "route", "status"],
+        )?;
+        let http_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "http_request_duration_seconds",
+                "Time from request to response head",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                10.0,
+            ]),
+            &["method", "route"],
+        )?;
+        let db_pool = IntGaugeVec::new(
+            Opts::new("db_pool_connections", "Database pool connections by state"),
+            &["state"],
+        )?;
+        registry.register(Box::new(http_requests.clone()))?;
+        registry.register(Box::new(http_duration.clone()))?;
+        registry.register(Box::new(db_pool.clone()))?;
+        Ok(Self {
+            registry,
+            http_requests,
+            http_duration,
+            db_pool,
+        })
+    }
+
+    pub fn observe_request(
+        &self,
+        method: &Method,
+        route: Option<&str>,
+        status: StatusCode,
+        elapsed: Duration,
+    ) {
+        let method = standard_method(method);
+        let route = route.unwrap_or(UNMATCHED_ROUTE);
+        self.http_requests
+            .with_label_values(&[method, route, status.as_str()])
+            .inc();
+        self.http_duration
+            .with_label_values(&[method, route])
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// The text exposition, with pool gauges read at scrape time.
+    pub fn render(&self, pool: PoolStats) -> Result<String, prometheus::Error> {
+        self.db_pool
+            .with_label_values(&["in_use"])
+            .set(pool.in_use.into());
+        self.db_pool.with_label_values(&["idle"]).set(pool.idle.into());
+        self.db_pool.with_label_values(&["max"]).set(pool.max.into());
+        let mut buffer = Vec::new();
+        prometheus::TextEncoder::new().encode(&self.registry.gather(), &mut buffer)?;
+        String::from_utf8(buffer).map_err(|e| prometheus::Error::Msg(e.to_string()))
+    }
+}
+
+fn standard_method(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "OTHER",
+    }
+}

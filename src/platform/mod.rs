@@ -1,0 +1,61 @@
+//! The shared kernel: infrastructure every module uses, and no business rules.
+//! `platform` knows nothing of modules; modules depend on it, never the reverse.
+
+pub mod db;
+pub mod http;
+pub mod jobs;
+pub mod metrics;
+pub mod migrate;
+pub mod ops;
+pub mod redis;
+pub mod storage;
+pub mod telemetry;
+
+use std::sync::Arc;
+
+use crate::config::Settings;
+
+/// Handles on the shared infrastructure, built once by `app.rs` and handed to modules.
+#[derive(Clone)]
+pub struct Platform {
+    pub settings: Arc<Settings>,
+    pub db: db::Db,
+    pub redis: Option<redis::RedisPool>,
+    pub storage: storage::Storage,
+    pub jobs: jobs::JobQueue,
+    pub tokens: Arc<http::TokenKeys>,
+    pub metrics: Arc<metrics::Metrics>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PlatformError {
+    #[error(transparent)]
+    Redis(#[from] redis::RedisError),
+    #[error(transparent)]
+    Storage(#[from] storage::StorageError),
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+}
+
+impl Platform {
+    /// Builds every handle from settings. Connects to nothing yet: the database pool, Redis
+    /// and cloud stores connect lazily, so the process starts (and reports "not ready") while
+    /// a dependency is still coming up.
+    pub fn new(settings: Settings) -> Result<Self, PlatformError> {
+        use secrecy::ExposeSecret;
+        let db = db::Db::new(settings.database_url(), &settings.database);
+        let redis = match &settings.redis.url {
+            Some(url) => Some(redis::pool(url.expose_secret())?),
+            None => None,
+        };
+        Ok(Self {
+            redis,
+            storage: storage::Storage::from_url(&settings.storage.url)?,
+            jobs: jobs::JobQueue::new(db.clone()),
+            tokens: Arc::new(http::TokenKeys::new(&settings.auth)),
+            metrics: Arc::new(metrics::Metrics::new()?),
+            db,
+            settings: Arc::new(settings),
+        })
+    }
+}

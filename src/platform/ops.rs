@@ -1,0 +1,111 @@
+//! Operations endpoints (no `/api` prefix): `/health`, `/ready`, `/metrics`.
+
+use std::time::Duration;
+
+use actix_web::http::header;
+use actix_web::{HttpRequest, HttpResponse, web};
+use secrecy::ExposeSecret;
+use serde_json::{Map, json};
+
+use super::Platform;
+use super::db::DbError;
+use super::http::{AppError, ErrorCode};
+use super::{migrate, redis};
+
+const CHECK_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Routes are registered as `web::resource(path).route(…)`: the method guard then sits on
+/// the route, so a wrong method answers 405 (with `App::route` it would fall through to 404).
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(web::resource("/health").route(web::get().to(health)))
+        .service(web::resource("/ready").route(web::get().to(ready)))
+        .service(web::resource("/metrics").route(web::get().to(metrics)));
+}
+
+/// The process is alive and serving HTTP. Nothing else is checked.
+async fn health() -> HttpResponse {
+    HttpResponse::Ok().json(json!({ "status": "ok" }))
+}
+
+/// Ready to take traffic: database reachable with migrations applied, Redis (when configured)
+/// and the object store answering. 503 names what failed.
+async fn ready(platform: web::Data<Platform>) -> Result<HttpResponse, AppError> {
+    let (database, redis, storage) =
+        tokio::join!(check_database(&platform), check_redis(&platform), check_storage(&platform));
+    let mut checks = Map::new();
+    let mut failed = Vec::new();
+    for (name, outcome) in [("database", database), ("redis", redis), ("storage", storage)] {
+        let value = match outcome {
+            Ok(status) => json!({ "status": status }),
+            Err(reason) => {
+                failed.push(name);
+                json!({ "status": "failed", "reason": reason })
+            }
+        };
+        checks.insert(name.to_owned(), value);
+    }
+    if failed.is_empty() {
+        Ok(HttpResponse::Ok().json(json!({ "status": "ready", "checks": checks })))
+    } else {
+        Err(AppError::new(
+            ErrorCode::ServiceUnavailable,
+            format!("Not ready: {}.", failed.join(", ")),
+        )
+        .with_details(json!({ "checks": checks })))
+    }
+}
+
+async fn within<T>(check: impl Future<Output = Result<T, String>>) -> Result<T, String> {
+    tokio::time::timeout(CHECK_TIMEOUT, check)
+        .await
+        .unwrap_or_else(|_| Err("timed out".to_owned()))
+}
+
+async fn check_database(platform: &Platform) -> Result<&'static str, String> {
+    let applied = within(async {
+        platform
+            .db
+            .run(|c| migrate::applied_version(c).map_err(DbError::from))
+            .await
+            .map_err(|e| if e.is_unavailable() { "unreachable".to_owned() } else { "query failed".to_owned() })
+    })
+    .await?;
+    match applied {
+        Some(v) if v >= migrate::latest_version() => Ok("ok"),
+        _ => Err("migrations pending".to_owned()),
+    }
+}
+
+async fn check_redis(platform: &Platform) -> Result<&'static str, String> {
+    match &platform.redis {
+        None => Ok("not configured"),
+        Some(pool) => within(async { redis::ping(pool).await.map(|()| "ok").map_err(|_| "unreachable".to_owned()) }).await,
+    }
+}
+
+async fn check_storage(platform: &Platform) -> Result<&'static str, String> {
+    within(async { platform.storage.check().await.map(|()| "ok").map_err(|_| "unreachable".to_owned()) }).await
+}
+
+/// Prometheus text format. Open unless `metrics.bearer_token` is configured.
+async fn metrics(platform: web::Data<Platform>, req: HttpRequest) -> Result<HttpResponse, AppError> {
+    if let Some(expected) = &platform.settings.metrics.bearer_token {
+        let presented = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        let matches = presented.is_some_and(|p| {
+            use subtle::ConstantTimeEq;
+            p.as_bytes().ct_eq(expected.expose_secret().as_bytes()).into()
+        });
+        if !matches {
+            return Err(AppError::unauthorized("The metrics token is missing or wrong."));
+        }
+    }
+    let body = platform.metrics.render(platform.db.stats()).map_err(AppError::internal)?;
+    Ok(HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(body))
+}
+

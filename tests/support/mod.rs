@@ -1,0 +1,258 @@
+//! The integration-test harness.
+//!
+//! - Every test gets a **fresh database**, cloned (`CREATE DATABASE … TEMPLATE …`) from a
+//!   template that is migrated once per migration set; the clone is dropped when the test ends.
+//! - The real server runs in-process on `127.0.0.1:0` and is driven with a real HTTP client.
+//! - `DATABASE_URL` names the PostgreSQL server to use (any database on it; default
+//!   `postgres://postgres@127.0.0.1:5432/postgres`), `REDIS_URL` the Redis server.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+pub mod proxy;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use companion::{Application, ApplicationBuilder, Settings, StopHandle};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+pub fn admin_url() -> String {
+    std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+pub fn redis_url() -> String {
+    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
+}
+
+/// The URL of database `name` on the test server.
+pub fn database_url(name: &str) -> String {
+    let mut url = url::Url::parse(&admin_url()).expect("DATABASE_URL is a URL");
+    url.set_path(name);
+    url.to_string()
+}
+
+fn admin_client() -> postgres::Client {
+    postgres::Client::connect(&admin_url(), postgres::NoTls)
+        .expect("PostgreSQL must be reachable at DATABASE_URL (scripts/test starts one)")
+}
+
+/// Name of the template for the current migrations: a new migration means a new template.
+fn template_name() -> String {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    let mut hash = Sha256::new();
+    for file in files {
+        hash.update(file.file_name().unwrap().as_encoded_bytes());
+        hash.update(std::fs::read(&file).unwrap());
+    }
+    let digest = hash.finalize();
+    let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+    format!("companion_template_{hex}")
+}
+
+/// Creates and migrates the template once; safe across parallel test processes.
+fn template() -> &'static str {
+    static TEMPLATE: OnceLock<String> = OnceLock::new();
+    TEMPLATE.get_or_init(|| {
+        let name = template_name();
+        let mut admin = admin_client();
+        admin.execute("SELECT pg_advisory_lock(7265)", &[]).unwrap();
+        let exists = admin
+            .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
+            .unwrap()
+            .is_some();
+        if !exists {
+            // Build under a scratch name and rename when complete, so a crash never leaves a
+            // half-migrated template behind.
+            let building = format!("{name}_building");
+            admin
+                .batch_execute(&format!("DROP DATABASE IF EXISTS {building} WITH (FORCE)"))
+                .unwrap();
+            admin
+                .batch_execute(&format!("CREATE DATABASE {building}"))
+                .unwrap();
+            companion::platform::migrate::run(&database_url(&building)).unwrap();
+            admin
+                .batch_execute(&format!("ALTER DATABASE {building} RENAME TO {name}"))
+                .unwrap();
+        }
+        admin.execute("SELECT pg_advisory_unlock(7265)", &[]).unwrap();
+        name
+    })
+}
+
+/// A database of its own for one test; dropped with the value.
+pub struct TestDb {
+    pub name: String,
+    pub url: String,
+}
+
+impl TestDb {
+    /// A migrated database (a clone of the template).
+    pub async fn fresh() -> Self {
+        tokio::task::spawn_blocking(|| {
+            let template = template();
+            Self::create(&format!("TEMPLATE {template}"))
+        })
+        .await
+        .unwrap()
+    }
+
+    /// An empty database: no migrations applied.
+    pub async fn empty() -> Self {
+        tokio::task::spawn_blocking(|| Self::create("")).await.unwrap()
+    }
+
+    fn create(options: &str) -> Self {
+        let name = format!("companion_test_{}", uuid::Uuid::new_v4().simple());
+        admin_client()
+            .batch_execute(&format!("CREATE DATABASE {name} {options}"))
+            .unwrap();
+        Self {
+            url: database_url(&name),
+            name,
+        }
+    }
+
+    /// Test settings pointing at this database.
+    pub fn settings(&self) -> Settings {
+        test_settings(&self.url, &[])
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        // A plain thread: Drop may run inside an async runtime.
+        let _ = std::thread::spawn(move || {
+            if let Ok(mut admin) = postgres::Client::connect(&admin_url(), postgres::NoTls) {
+                let _ = admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+            }
+        })
+        .join();
+    }
+}
+
+/// Settings as the test environment defines them, with `vars` applied like env variables.
+pub fn test_settings(database_url: &str, vars: &[(&str, &str)]) -> Settings {
+    let mut env: HashMap<String, String> = HashMap::from([
+        ("COMPANION_ENV".to_owned(), "test".to_owned()),
+        ("DATABASE_URL".to_owned(), database_url.to_owned()),
+    ]);
+    for (k, v) in vars {
+        env.insert((*k).to_owned(), (*v).to_owned());
+    }
+    Settings::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("config"), &env).unwrap()
+}
+
+/// A running server and a client for it.
+pub struct TestApp {
+    pub address: String,
+    pub port: u16,
+    pub client: reqwest::Client,
+    pub platform: companion::platform::Platform,
+    stop: StopHandle,
+    running: tokio::task::JoinHandle<std::io::Result<()>>,
+    // Last, so the server stops before its database is dropped.
+    pub db: Option<TestDb>,
+}
+
+impl TestApp {
+    /// The server on a fresh database with the test configuration.
+    pub async fn spawn() -> Self {
+        let db = TestDb::fresh().await;
+        let builder = Application::builder(db.settings());
+        Self::start(builder, Some(db)).await
+    }
+
+    /// The server on a fresh database, customised (extra routes, jobs, settings).
+    pub async fn spawn_with(
+        customize: impl FnOnce(&TestDb) -> ApplicationBuilder,
+    ) -> Self {
+        let db = TestDb::fresh().await;
+        let builder = customize(&db);
+        Self::start(builder, Some(db)).await
+    }
+
+    /// Starts `builder` as is; the caller owns the database.
+    pub async fn start(builder: ApplicationBuilder, db: Option<TestDb>) -> Self {
+        let app = builder.build().await.expect("the application builds");
+        let port = app.port();
+        let platform = app.platform().clone();
+        let stop = app.stop_handle();
+        let running = tokio::spawn(app.run_until_stopped());
+        Self {
+            address: format!("http://127.0.0.1:{port}"),
+            port,
+            client: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap(),
+            platform,
+            stop,
+            running,
+            db,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.address, path)
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client.get(self.url(path)).send().await.unwrap()
+    }
+
+    pub async fn post_json(&self, path: &str, body: &Value) -> reqwest::Response {
+        self.client.post(self.url(path)).json(body).send().await.unwrap()
+    }
+
+    /// Graceful stop, as on SIGTERM; returns the server's exit result.
+    pub async fn stop(self) -> std::io::Result<()> {
+        self.stop.stop().await;
+        self.running.await.unwrap()
+    }
+
+    pub fn stop_handle(&self) -> StopHandle {
+        self.stop.clone()
+    }
+}
+
+/// Asserts the error envelope with `status` and `code`; returns the `error` object.
+pub async fn assert_error(response: reqwest::Response, status: u16, code: &str) -> Value {
+    assert_eq!(response.status().as_u16(), status, "status");
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    assert!(content_type.starts_with("application/json"), "content type {content_type}");
+    let body: Value = response.json().await.expect("a JSON body");
+    let error = body.get("error").expect("an `error` object").clone();
+    assert_eq!(error["code"], code, "code in {body}");
+    assert!(error["message"].as_str().is_some_and(|m| !m.is_empty()), "a message in {body}");
+    error
+}
+
+/// Polls `check` every 20 ms until it yields a value or `timeout` passes.
+pub async fn eventually<T, F, Fut>(timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "condition not met within {timeout:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
