@@ -81,7 +81,10 @@ impl ApplicationBuilder {
 
         let listener = TcpListener::bind((settings.server.host.as_str(), settings.server.port))
             .with_context(|| {
-                format!("could not listen on {}:{}", settings.server.host, settings.server.port)
+                format!(
+                    "could not listen on {}:{}",
+                    settings.server.host, settings.server.port
+                )
             })?;
         let port = listener.local_addr()?.port();
         let platform = Platform::new(settings).context("could not set up the platform")?;
@@ -135,7 +138,11 @@ impl ApplicationBuilder {
             }
             server.run()
         };
-        tracing::info!(port, environment = settings.environment.as_str(), "listening");
+        tracing::info!(
+            port,
+            environment = settings.environment.as_str(),
+            "listening"
+        );
         Ok(Application {
             port,
             server,

@@ -273,7 +273,10 @@ mod tests {
     fn env_vars_override_files_and_paas_conventions_override_both() {
         let settings = load(&[
             ("COMPANION__SERVER__PORT", "9000"),
-            ("COMPANION__HTTP__CORS_ORIGINS", "https://a.example,https://b.example"),
+            (
+                "COMPANION__HTTP__CORS_ORIGINS",
+                "https://a.example,https://b.example",
+            ),
             ("COMPANION__JOBS__WORKERS", "7"),
             ("DATABASE_URL", "postgres://elsewhere/db"),
             ("REDIS_URL", "redis://cache:6379"),
@@ -296,7 +299,10 @@ mod tests {
     fn production_requires_a_database_url() {
         let err = load(&[
             ("COMPANION_ENV", "production"),
-            ("COMPANION__AUTH__JWT_SECRET", "a-real-secret-that-is-long-enough-123456"),
+            (
+                "COMPANION__AUTH__JWT_SECRET",
+                "a-real-secret-that-is-long-enough-123456",
+            ),
         ])
         .unwrap_err();
         assert!(err.to_string().contains("DATABASE_URL"), "{err}");
@@ -323,7 +329,10 @@ mod tests {
         let ok = load(&[
             ("COMPANION_ENV", "production"),
             ("DATABASE_URL", "postgres://db/companion"),
-            ("COMPANION__AUTH__JWT_SECRET", "a-real-secret-that-is-long-enough-123456"),
+            (
+                "COMPANION__AUTH__JWT_SECRET",
+                "a-real-secret-that-is-long-enough-123456",
+            ),
         ])
         .unwrap();
         assert_eq!(ok.server.host, "0.0.0.0");

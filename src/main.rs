@@ -15,7 +15,12 @@ use companion::{Application, Settings, platform};
 #[command(version, about, long_about)]
 struct Cli {
     /// Folder holding default.toml and the environment overlays.
-    #[arg(long, env = "COMPANION_CONFIG_DIR", default_value = "config", global = true)]
+    #[arg(
+        long,
+        env = "COMPANION_CONFIG_DIR",
+        default_value = "config",
+        global = true
+    )]
     config_dir: PathBuf,
 
     #[command(subcommand)]

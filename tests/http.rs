@@ -22,7 +22,8 @@ struct Greeting {
 }
 
 async fn greet(body: web::Json<Greeting>) -> HttpResponse {
-    HttpResponse::Ok().json(json!({ "greeting": format!("hello {}", body.name).repeat(body.times.into()) }))
+    HttpResponse::Ok()
+        .json(json!({ "greeting": format!("hello {}", body.name).repeat(body.times.into()) }))
 }
 
 async fn whoami(user: AuthUser) -> HttpResponse {
@@ -67,7 +68,9 @@ async fn spawn() -> TestApp {
 #[tokio::test]
 async fn a_valid_request_passes_through_the_stack() {
     let app = spawn().await;
-    let response = app.post_json("/api/v1/test/greet", &json!({"name": "Ann", "times": 2})).await;
+    let response = app
+        .post_json("/api/v1/test/greet", &json!({"name": "Ann", "times": 2}))
+        .await;
     assert_eq!(response.status(), 200);
     let body: serde_json::Value = response.json().await.unwrap();
     assert_eq!(body["greeting"], "hello Annhello Ann");
@@ -90,13 +93,32 @@ async fn malformed_json_is_400() {
 #[tokio::test]
 async fn json_of_the_wrong_shape_is_422_with_the_reason() {
     let app = spawn().await;
-    let response = app.post_json("/api/v1/test/greet", &json!({"name": "Ann", "times": "many"})).await;
+    let response = app
+        .post_json(
+            "/api/v1/test/greet",
+            &json!({"name": "Ann", "times": "many"}),
+        )
+        .await;
     let error = assert_error(response, 422, "VALIDATION_ERROR").await;
-    assert!(error["details"]["reason"].as_str().unwrap().contains("invalid type"), "{error}");
+    assert!(
+        error["details"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("invalid type"),
+        "{error}"
+    );
 
-    let response = app.post_json("/api/v1/test/greet", &json!({"times": 1})).await;
+    let response = app
+        .post_json("/api/v1/test/greet", &json!({"times": 1}))
+        .await;
     let error = assert_error(response, 422, "VALIDATION_ERROR").await;
-    assert!(error["details"]["reason"].as_str().unwrap().contains("name"), "{error}");
+    assert!(
+        error["details"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("name"),
+        "{error}"
+    );
 }
 
 #[tokio::test]
@@ -117,7 +139,12 @@ async fn a_body_that_is_not_json_is_415() {
 async fn a_body_over_the_limit_is_413() {
     let app = spawn().await;
     let long_name = "a".repeat(2048);
-    let response = app.post_json("/api/v1/test/greet", &json!({"name": long_name, "times": 1})).await;
+    let response = app
+        .post_json(
+            "/api/v1/test/greet",
+            &json!({"name": long_name, "times": 1}),
+        )
+        .await;
     let error = assert_error(response, 413, "PAYLOAD_TOO_LARGE").await;
     assert!(error["message"].as_str().unwrap().contains("1024"));
 }
@@ -127,7 +154,12 @@ async fn unknown_routes_and_malformed_ids_are_404() {
     let app = spawn().await;
     assert_error(app.get("/api/v1/no-such-thing").await, 404, "NOT_FOUND").await;
     assert_error(app.get("/no-such-page").await, 404, "NOT_FOUND").await;
-    assert_error(app.get("/api/v1/test/things/not-a-uuid").await, 404, "NOT_FOUND").await;
+    assert_error(
+        app.get("/api/v1/test/things/not-a-uuid").await,
+        404,
+        "NOT_FOUND",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -135,7 +167,12 @@ async fn a_wrong_method_is_405() {
     let app = spawn().await;
     let response = app.client.delete(app.url("/health")).send().await.unwrap();
     assert_error(response, 405, "METHOD_NOT_ALLOWED").await;
-    let response = app.client.get(app.url("/api/v1/test/greet")).send().await.unwrap();
+    let response = app
+        .client
+        .get(app.url("/api/v1/test/greet"))
+        .send()
+        .await
+        .unwrap();
     assert_error(response, 405, "METHOD_NOT_ALLOWED").await;
 }
 
@@ -148,7 +185,13 @@ async fn a_missing_or_forged_token_is_401_and_a_valid_one_passes() {
     let token = app
         .platform
         .tokens
-        .issue_access(user, uuid::Uuid::now_v7(), "user", "free", Duration::from_secs(60))
+        .issue_access(
+            user,
+            uuid::Uuid::now_v7(),
+            "user",
+            "free",
+            Duration::from_secs(60),
+        )
         .unwrap();
     let whoami = |token: String| {
         app.client
@@ -167,7 +210,13 @@ async fn a_missing_or_forged_token_is_401_and_a_valid_one_passes() {
     let forged = format!("{head_and_claims}.c2lnbmVkLWJ5LXNvbWVvbmUtZWxzZQ");
     assert_error(whoami(forged).await.unwrap(), 401, "UNAUTHORIZED").await;
     // Correctly signed, but expired, of the wrong type, or with another algorithm.
-    let secret = app.platform.settings.auth.jwt_secret.expose_secret().to_owned();
+    let secret = app
+        .platform
+        .settings
+        .auth
+        .jwt_secret
+        .expose_secret()
+        .to_owned();
     let now = chrono::Utc::now().timestamp();
     let claims = |typ: &str, exp: i64| AccessClaims {
         sub: user,
@@ -182,8 +231,12 @@ async fn a_missing_or_forged_token_is_401_and_a_valid_one_passes() {
         jti: uuid::Uuid::now_v7(),
     };
     let sign = |alg: Algorithm, claims: &AccessClaims| {
-        jsonwebtoken::encode(&Header::new(alg), claims, &EncodingKey::from_secret(secret.as_bytes()))
-            .unwrap()
+        jsonwebtoken::encode(
+            &Header::new(alg),
+            claims,
+            &EncodingKey::from_secret(secret.as_bytes()),
+        )
+        .unwrap()
     };
     let expired = sign(Algorithm::HS256, &claims("access", now - 60));
     assert_error(whoami(expired).await.unwrap(), 401, "UNAUTHORIZED").await;
@@ -194,14 +247,29 @@ async fn a_missing_or_forged_token_is_401_and_a_valid_one_passes() {
     // The control: the same construction with the pinned algorithm is accepted.
     let good = sign(Algorithm::HS256, &claims("access", now + 600));
     assert_eq!(whoami(good).await.unwrap().status(), 200);
-    assert_error(whoami("not-a-jwt".into()).await.unwrap(), 401, "UNAUTHORIZED").await;
+    assert_error(
+        whoami("not-a-jwt".into()).await.unwrap(),
+        401,
+        "UNAUTHORIZED",
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn module_errors_keep_their_status_and_hide_their_cause() {
     let app = spawn().await;
-    assert_error(app.get("/api/v1/test/refuse/forbidden").await, 403, "FORBIDDEN").await;
-    assert_error(app.get("/api/v1/test/refuse/conflict").await, 409, "CONFLICT").await;
+    assert_error(
+        app.get("/api/v1/test/refuse/forbidden").await,
+        403,
+        "FORBIDDEN",
+    )
+    .await;
+    assert_error(
+        app.get("/api/v1/test/refuse/conflict").await,
+        409,
+        "CONFLICT",
+    )
+    .await;
 
     let response = app.get("/api/v1/test/refuse/slow-down").await;
     assert_eq!(response.headers()["retry-after"], "7");
@@ -214,7 +282,12 @@ async fn module_errors_keep_their_status_and_hide_their_cause() {
     };
     let body: serde_json::Value = serde_json::from_str(&text).unwrap();
     assert_eq!(body["error"]["code"], "INTERNAL_ERROR");
-    for leak in ["SELECT", "password_hash", "identity.users", "connection reset"] {
+    for leak in [
+        "SELECT",
+        "password_hash",
+        "identity.users",
+        "connection reset",
+    ] {
         assert!(!text.contains(leak), "500 body leaks {leak:?}: {text}");
     }
 }
@@ -222,12 +295,23 @@ async fn module_errors_keep_their_status_and_hide_their_cause() {
 #[tokio::test]
 async fn every_response_carries_the_security_headers() {
     let app = spawn().await;
-    for path in ["/health", "/api/v1/no-such-thing", "/api/v1/test/refuse/conflict"] {
+    for path in [
+        "/health",
+        "/api/v1/no-such-thing",
+        "/api/v1/test/refuse/conflict",
+    ] {
         let response = app.get(path).await;
         let headers = response.headers();
         let csp = headers["content-security-policy"].to_str().unwrap();
-        for directive in ["object-src 'none'", "base-uri 'none'", "frame-ancestors 'none'"] {
-            assert!(csp.contains(directive), "{path}: CSP lacks {directive}: {csp}");
+        for directive in [
+            "object-src 'none'",
+            "base-uri 'none'",
+            "frame-ancestors 'none'",
+        ] {
+            assert!(
+                csp.contains(directive),
+                "{path}: CSP lacks {directive}: {csp}"
+            );
         }
         assert_eq!(headers["x-content-type-options"], "nosniff", "{path}");
         assert!(headers.contains_key("referrer-policy"), "{path}");
@@ -248,7 +332,9 @@ async fn hsts_is_sent_when_served_over_https() {
         .send()
         .await
         .unwrap();
-    let hsts = response.headers()["strict-transport-security"].to_str().unwrap();
+    let hsts = response.headers()["strict-transport-security"]
+        .to_str()
+        .unwrap();
     assert!(hsts.contains("max-age=31536000"), "{hsts}");
 }
 
@@ -292,7 +378,10 @@ async fn cors_answers_only_configured_origins() {
             .send()
     };
     let allowed = preflight("https://app.example").await.unwrap();
-    assert_eq!(allowed.headers()["access-control-allow-origin"], "https://app.example");
+    assert_eq!(
+        allowed.headers()["access-control-allow-origin"],
+        "https://app.example"
+    );
 
     let other = preflight("https://evil.example").await.unwrap();
     assert!(!other.headers().contains_key("access-control-allow-origin"));
@@ -314,12 +403,20 @@ async fn metrics_count_requests_by_route_pattern() {
         assert_eq!(app.get("/health").await.status(), 200);
     }
     let id = uuid::Uuid::now_v7();
-    assert_eq!(app.get(&format!("/api/v1/test/things/{id}")).await.status(), 200);
+    assert_eq!(
+        app.get(&format!("/api/v1/test/things/{id}")).await.status(),
+        200
+    );
     app.get("/api/v1/no-such-thing").await;
 
     let response = app.get("/metrics").await;
     assert_eq!(response.status(), 200);
-    assert!(response.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
     let text = response.text().await.unwrap();
 
     assert!(
@@ -327,17 +424,34 @@ async fn metrics_count_requests_by_route_pattern() {
         "{text}"
     );
     assert!(
-        text.contains(r#"http_requests_total{method="GET",route="/api/v1/test/things/{id}",status="200"} 1"#),
+        text.contains(
+            r#"http_requests_total{method="GET",route="/api/v1/test/things/{id}",status="200"} 1"#
+        ),
         "{text}"
     );
-    assert!(!text.contains(&id.to_string()), "raw paths must not become labels");
+    assert!(
+        !text.contains(&id.to_string()),
+        "raw paths must not become labels"
+    );
     assert!(text.contains(r#"status="404""#), "{text}");
-    assert!(text.contains("http_request_duration_seconds_bucket{"), "{text}");
-    assert!(text.contains(r#"http_request_duration_seconds_count{method="GET",route="/health"} 3"#), "{text}");
+    assert!(
+        text.contains("http_request_duration_seconds_bucket{"),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"http_request_duration_seconds_count{method="GET",route="/health"} 3"#),
+        "{text}"
+    );
     for state in ["in_use", "idle", "max"] {
-        assert!(text.contains(&format!(r#"db_pool_connections{{state="{state}"}}"#)), "{text}");
+        assert!(
+            text.contains(&format!(r#"db_pool_connections{{state="{state}"}}"#)),
+            "{text}"
+        );
     }
-    assert!(text.contains(r#"db_pool_connections{state="max"} 4"#), "{text}");
+    assert!(
+        text.contains(r#"db_pool_connections{state="max"} 4"#),
+        "{text}"
+    );
 }
 
 #[tokio::test]

@@ -4,7 +4,9 @@
 use std::time::Duration;
 
 use actix_web::http::{Method, StatusCode};
-use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry};
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
+};
 
 use crate::platform::db::PoolStats;
 
@@ -73,8 +75,12 @@ impl Metrics {
         self.db_pool
             .with_label_values(&["in_use"])
             .set(pool.in_use.into());
-        self.db_pool.with_label_values(&["idle"]).set(pool.idle.into());
-        self.db_pool.with_label_values(&["max"]).set(pool.max.into());
+        self.db_pool
+            .with_label_values(&["idle"])
+            .set(pool.idle.into());
+        self.db_pool
+            .with_label_values(&["max"])
+            .set(pool.max.into());
         let mut buffer = Vec::new();
         prometheus::TextEncoder::new().encode(&self.registry.gather(), &mut buffer)?;
         String::from_utf8(buffer).map_err(|e| prometheus::Error::Msg(e.to_string()))

@@ -30,11 +30,18 @@ async fn health() -> HttpResponse {
 /// Ready to take traffic: database reachable with migrations applied, Redis (when configured)
 /// and the object store answering. 503 names what failed.
 async fn ready(platform: web::Data<Platform>) -> Result<HttpResponse, AppError> {
-    let (database, redis, storage) =
-        tokio::join!(check_database(&platform), check_redis(&platform), check_storage(&platform));
+    let (database, redis, storage) = tokio::join!(
+        check_database(&platform),
+        check_redis(&platform),
+        check_storage(&platform)
+    );
     let mut checks = Map::new();
     let mut failed = Vec::new();
-    for (name, outcome) in [("database", database), ("redis", redis), ("storage", storage)] {
+    for (name, outcome) in [
+        ("database", database),
+        ("redis", redis),
+        ("storage", storage),
+    ] {
         let value = match outcome {
             Ok(status) => json!({ "status": status }),
             Err(reason) => {
@@ -67,7 +74,13 @@ async fn check_database(platform: &Platform) -> Result<&'static str, String> {
             .db
             .run(|c| migrate::applied_version(c).map_err(DbError::from))
             .await
-            .map_err(|e| if e.is_unavailable() { "unreachable".to_owned() } else { "query failed".to_owned() })
+            .map_err(|e| {
+                if e.is_unavailable() {
+                    "unreachable".to_owned()
+                } else {
+                    "query failed".to_owned()
+                }
+            })
     })
     .await?;
     match applied {
@@ -79,16 +92,35 @@ async fn check_database(platform: &Platform) -> Result<&'static str, String> {
 async fn check_redis(platform: &Platform) -> Result<&'static str, String> {
     match &platform.redis {
         None => Ok("not configured"),
-        Some(pool) => within(async { redis::ping(pool).await.map(|()| "ok").map_err(|_| "unreachable".to_owned()) }).await,
+        Some(pool) => {
+            within(async {
+                redis::ping(pool)
+                    .await
+                    .map(|()| "ok")
+                    .map_err(|_| "unreachable".to_owned())
+            })
+            .await
+        }
     }
 }
 
 async fn check_storage(platform: &Platform) -> Result<&'static str, String> {
-    within(async { platform.storage.check().await.map(|()| "ok").map_err(|_| "unreachable".to_owned()) }).await
+    within(async {
+        platform
+            .storage
+            .check()
+            .await
+            .map(|()| "ok")
+            .map_err(|_| "unreachable".to_owned())
+    })
+    .await
 }
 
 /// Prometheus text format. Open unless `metrics.bearer_token` is configured.
-async fn metrics(platform: web::Data<Platform>, req: HttpRequest) -> Result<HttpResponse, AppError> {
+async fn metrics(
+    platform: web::Data<Platform>,
+    req: HttpRequest,
+) -> Result<HttpResponse, AppError> {
     if let Some(expected) = &platform.settings.metrics.bearer_token {
         let presented = req
             .headers()
@@ -97,15 +129,21 @@ async fn metrics(platform: web::Data<Platform>, req: HttpRequest) -> Result<Http
             .and_then(|v| v.strip_prefix("Bearer "));
         let matches = presented.is_some_and(|p| {
             use subtle::ConstantTimeEq;
-            p.as_bytes().ct_eq(expected.expose_secret().as_bytes()).into()
+            p.as_bytes()
+                .ct_eq(expected.expose_secret().as_bytes())
+                .into()
         });
         if !matches {
-            return Err(AppError::unauthorized("The metrics token is missing or wrong."));
+            return Err(AppError::unauthorized(
+                "The metrics token is missing or wrong.",
+            ));
         }
     }
-    let body = platform.metrics.render(platform.db.stats()).map_err(AppError::internal)?;
+    let body = platform
+        .metrics
+        .render(platform.db.stats())
+        .map_err(AppError::internal)?;
     Ok(HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
         .body(body))
 }
-

@@ -36,9 +36,7 @@ pub struct Storage {
 
 impl Storage {
     pub fn from_url(url: &str) -> Result<Self, StorageError> {
-        Ok(Self {
-            store: build(url)?,
-        })
+        Ok(Self { store: build(url)? })
     }
 
     pub fn store(&self) -> &Arc<dyn ObjectStore> {
@@ -74,9 +72,11 @@ fn build(url: &str) -> Result<Arc<dyn ObjectStore>, StorageError> {
     let (scheme, prefix) = ObjectStoreScheme::parse(&parsed).map_err(|_| StorageError::BadUrl)?;
     let store: Arc<dyn ObjectStore> = match scheme {
         ObjectStoreScheme::AmazonS3 => Arc::new(AmazonS3Builder::from_env().with_url(url).build()?),
-        ObjectStoreScheme::GoogleCloudStorage => {
-            Arc::new(GoogleCloudStorageBuilder::from_env().with_url(url).build()?)
-        }
+        ObjectStoreScheme::GoogleCloudStorage => Arc::new(
+            GoogleCloudStorageBuilder::from_env()
+                .with_url(url)
+                .build()?,
+        ),
         ObjectStoreScheme::MicrosoftAzure => {
             Arc::new(MicrosoftAzureBuilder::from_env().with_url(url).build()?)
         }

@@ -83,7 +83,9 @@ fn template() -> &'static str {
                 .batch_execute(&format!("ALTER DATABASE {building} RENAME TO {name}"))
                 .unwrap();
         }
-        admin.execute("SELECT pg_advisory_unlock(7265)", &[]).unwrap();
+        admin
+            .execute("SELECT pg_advisory_unlock(7265)", &[])
+            .unwrap();
         name
     })
 }
@@ -107,7 +109,9 @@ impl TestDb {
 
     /// An empty database: no migrations applied.
     pub async fn empty() -> Self {
-        tokio::task::spawn_blocking(|| Self::create("")).await.unwrap()
+        tokio::task::spawn_blocking(|| Self::create(""))
+            .await
+            .unwrap()
     }
 
     fn create(options: &str) -> Self {
@@ -133,7 +137,8 @@ impl Drop for TestDb {
         // A plain thread: Drop may run inside an async runtime.
         let _ = std::thread::spawn(move || {
             if let Ok(mut admin) = postgres::Client::connect(&admin_url(), postgres::NoTls) {
-                let _ = admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+                let _ =
+                    admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
             }
         })
         .join();
@@ -159,7 +164,7 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub platform: companion::platform::Platform,
     stop: StopHandle,
-    running: tokio::task::JoinHandle<std::io::Result<()>>,
+    running: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
     // Last, so the server stops before its database is dropped.
     pub db: Option<TestDb>,
 }
@@ -173,9 +178,7 @@ impl TestApp {
     }
 
     /// The server on a fresh database, customised (extra routes, jobs, settings).
-    pub async fn spawn_with(
-        customize: impl FnOnce(&TestDb) -> ApplicationBuilder,
-    ) -> Self {
+    pub async fn spawn_with(customize: impl FnOnce(&TestDb) -> ApplicationBuilder) -> Self {
         let db = TestDb::fresh().await;
         let builder = customize(&db);
         Self::start(builder, Some(db)).await
@@ -187,7 +190,7 @@ impl TestApp {
         let port = app.port();
         let platform = app.platform().clone();
         let stop = app.stop_handle();
-        let running = tokio::spawn(app.run_until_stopped());
+        let running = Some(tokio::spawn(app.run_until_stopped()));
         Self {
             address: format!("http://127.0.0.1:{port}"),
             port,
@@ -211,13 +214,22 @@ impl TestApp {
     }
 
     pub async fn post_json(&self, path: &str, body: &Value) -> reqwest::Response {
-        self.client.post(self.url(path)).json(body).send().await.unwrap()
+        self.client
+            .post(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .unwrap()
     }
 
-    /// Graceful stop, as on SIGTERM; returns the server's exit result.
-    pub async fn stop(self) -> std::io::Result<()> {
+    /// Graceful stop, as on SIGTERM; returns the server's exit result. The database stays
+    /// until the `TestApp` is dropped, so the test can inspect what the server left.
+    pub async fn stop(&mut self) -> std::io::Result<()> {
         self.stop.stop().await;
-        self.running.await.unwrap()
+        match self.running.take() {
+            Some(running) => running.await.unwrap(),
+            None => Ok(()),
+        }
     }
 
     pub fn stop_handle(&self) -> StopHandle {
@@ -233,11 +245,17 @@ pub async fn assert_error(response: reqwest::Response, status: u16, code: &str) 
         .get("content-type")
         .map(|v| v.to_str().unwrap().to_owned())
         .unwrap_or_default();
-    assert!(content_type.starts_with("application/json"), "content type {content_type}");
+    assert!(
+        content_type.starts_with("application/json"),
+        "content type {content_type}"
+    );
     let body: Value = response.json().await.expect("a JSON body");
     let error = body.get("error").expect("an `error` object").clone();
     assert_eq!(error["code"], code, "code in {body}");
-    assert!(error["message"].as_str().is_some_and(|m| !m.is_empty()), "a message in {body}");
+    assert!(
+        error["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "a message in {body}"
+    );
     error
 }
 
@@ -252,7 +270,10 @@ where
         if let Some(value) = check().await {
             return value;
         }
-        assert!(tokio::time::Instant::now() < deadline, "condition not met within {timeout:?}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "condition not met within {timeout:?}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

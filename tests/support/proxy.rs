@@ -43,7 +43,12 @@ impl TcpProxy {
                 }
             })
         };
-        Self { port, up, connections, accept }
+        Self {
+            port,
+            up,
+            connections,
+            accept,
+        }
     }
 
     /// Closes every open connection and refuses new ones.

@@ -38,9 +38,8 @@ fn json_error(err: JsonPayloadError, limit: usize) -> AppError {
 
 /// A path that does not parse (a malformed id) names no resource: 404.
 pub fn path_config() -> web::PathConfig {
-    web::PathConfig::default().error_handler(|_err: PathError, _req: &HttpRequest| {
-        AppError::not_found().into()
-    })
+    web::PathConfig::default()
+        .error_handler(|_err: PathError, _req: &HttpRequest| AppError::not_found().into())
 }
 
 pub fn query_config() -> web::QueryConfig {

@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
-use diesel::sql_types::{Array, BigInt, Double, Integer, Jsonb, Nullable, Text, Timestamptz, Uuid as SqlUuid};
+use diesel::sql_types::{
+    Array, BigInt, Double, Integer, Jsonb, Nullable, Text, Timestamptz, Uuid as SqlUuid,
+};
 use uuid::Uuid;
 
 use super::NewJob;
@@ -83,7 +85,12 @@ pub fn claim(
 }
 
 /// Extends the lease; `false` when this worker no longer holds the job.
-pub fn renew(conn: &mut PgConnection, job: Uuid, worker: Uuid, lease: Duration) -> QueryResult<bool> {
+pub fn renew(
+    conn: &mut PgConnection,
+    job: Uuid,
+    worker: Uuid,
+    lease: Duration,
+) -> QueryResult<bool> {
     let updated = diesel::sql_query(
         "UPDATE platform.jobs SET locked_until = now() + make_interval(secs => $3) \
          WHERE id = $1 AND locked_by = $2 AND state = 'running'",
@@ -154,7 +161,12 @@ pub fn release(conn: &mut PgConnection, job: Uuid, worker: Uuid) -> QueryResult<
 }
 
 /// Creates or updates a recurring schedule; a new one is due at once.
-pub fn upsert_schedule(conn: &mut PgConnection, name: &str, kind: &str, every: Duration) -> QueryResult<()> {
+pub fn upsert_schedule(
+    conn: &mut PgConnection,
+    name: &str,
+    kind: &str,
+    every: Duration,
+) -> QueryResult<()> {
     diesel::sql_query(
         "INSERT INTO platform.job_schedules (name, kind, every_ms, next_run_at) \
          VALUES ($1, $2, $3, now()) \

@@ -121,7 +121,8 @@ enum Outcome {
 
 async fn run_one(shared: &Arc<Shared>, worker: Uuid, claimed: ClaimedJob) {
     let id = claimed.id;
-    let span = tracing::info_span!("job", job_id = %id, kind = %claimed.kind, attempt = claimed.attempts);
+    let span =
+        tracing::info_span!("job", job_id = %id, kind = %claimed.kind, attempt = claimed.attempts);
     let _entered = span.enter();
     if claimed.attempts > claimed.max_attempts {
         let msg = "its worker was lost more often than the job may be retried";
@@ -145,7 +146,13 @@ async fn run_one(shared: &Arc<Shared>, worker: Uuid, claimed: ClaimedJob) {
     };
 
     let renewing = CancellationToken::new();
-    let renewal = tokio::spawn(renew_lease(shared.clone(), id, worker, cancel.clone(), renewing.clone()));
+    let renewal = tokio::spawn(renew_lease(
+        shared.clone(),
+        id,
+        worker,
+        cancel.clone(),
+        renewing.clone(),
+    ));
 
     let handling = AssertUnwindSafe(handler(job)).catch_unwind();
     tokio::pin!(handling);
@@ -177,7 +184,10 @@ async fn run_one(shared: &Arc<Shared>, worker: Uuid, claimed: ClaimedJob) {
     let result = match outcome {
         Outcome::Done => {
             tracing::debug!("job done");
-            shared.db.run(move |c| store::complete(c, id, worker).map_err(DbError::from)).await
+            shared
+                .db
+                .run(move |c| store::complete(c, id, worker).map_err(DbError::from))
+                .await
         }
         Outcome::Failed(error) => {
             tracing::warn!(error = %error, retry_in_ms = retry_in.as_millis() as u64, "job failed");
@@ -188,7 +198,10 @@ async fn run_one(shared: &Arc<Shared>, worker: Uuid, claimed: ClaimedJob) {
         }
         Outcome::Released => {
             tracing::info!("job released at shutdown");
-            shared.db.run(move |c| store::release(c, id, worker).map_err(DbError::from)).await
+            shared
+                .db
+                .run(move |c| store::release(c, id, worker).map_err(DbError::from))
+                .await
         }
     };
     if let Err(e) = result {
@@ -211,7 +224,11 @@ async fn renew_lease(
             _ = stop.cancelled() => return,
         }
         let lease = shared.lease;
-        match shared.db.run(move |c| store::renew(c, id, worker, lease).map_err(DbError::from)).await {
+        match shared
+            .db
+            .run(move |c| store::renew(c, id, worker, lease).map_err(DbError::from))
+            .await
+        {
             Ok(true) => {}
             Ok(false) => {
                 tracing::warn!(job_id = %id, "job lease lost; cancelling the handler");
@@ -264,7 +281,9 @@ async fn schedule(shared: Arc<Shared>) {
                 })
                 .await;
             match ticked {
-                Ok(Some(period)) => tracing::debug!(schedule = %s.name, period, "recurring job enqueued"),
+                Ok(Some(period)) => {
+                    tracing::debug!(schedule = %s.name, period, "recurring job enqueued")
+                }
                 Ok(None) => {}
                 Err(e) => tracing::warn!(schedule = %s.name, error = %e, "schedule tick failed"),
             }
