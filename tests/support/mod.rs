@@ -187,6 +187,13 @@ impl TestApp {
     /// Starts `builder` as is; the caller owns the database.
     pub async fn start(builder: ApplicationBuilder, db: Option<TestDb>) -> Self {
         let app = builder.build().await.expect("the application builds");
+        let mut started = Self::start_built(app).await;
+        started.db = db;
+        started
+    }
+
+    /// Runs an application the caller built.
+    pub async fn start_built(app: Application) -> Self {
         let port = app.port();
         let platform = app.platform().clone();
         let stop = app.stop_handle();
@@ -201,7 +208,7 @@ impl TestApp {
             platform,
             stop,
             running,
-            db,
+            db: None,
         }
     }
 

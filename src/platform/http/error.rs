@@ -58,7 +58,6 @@ impl ErrorCode {
     /// The code that describes a bare status (used for responses actix produced itself).
     pub fn for_status(status: StatusCode) -> Self {
         match status.as_u16() {
-            400 => Self::BadRequest,
             401 => Self::Unauthorized,
             403 => Self::Forbidden,
             404 => Self::NotFound,
@@ -69,6 +68,7 @@ impl ErrorCode {
             422 => Self::ValidationError,
             429 => Self::RateLimited,
             503 => Self::ServiceUnavailable,
+            // 400 and any other client error.
             400..=499 => Self::BadRequest,
             _ => Self::InternalError,
         }
