@@ -98,8 +98,8 @@ fn modules_reach_each_other_only_through_their_faces() {
                     continue;
                 }
                 let first = rest.split("::").next().unwrap_or_default();
-                let reaches_inside = rest.contains("::")
-                    || first.chars().next().is_some_and(|c| c.is_lowercase());
+                let reaches_inside =
+                    rest.contains("::") || first.chars().next().is_some_and(|c| c.is_lowercase());
                 assert!(
                     !reaches_inside,
                     "{} reaches inside `{other}` (`{other}::{rest}`); use its face",
@@ -113,7 +113,9 @@ fn modules_reach_each_other_only_through_their_faces() {
 #[test]
 fn the_path_scanner_sees_what_it_must() {
     // The checks above pass trivially if the scanner finds nothing; prove it finds paths.
-    let found = module_paths("use crate::modules::catalog::store::characters; crate::modules::chat::ChatApi");
+    let found = module_paths(
+        "use crate::modules::catalog::store::characters; crate::modules::chat::ChatApi",
+    );
     assert_eq!(
         found,
         [

@@ -80,13 +80,12 @@ async fn a_valid_request_passes_through_the_stack() {
 async fn malformed_json_is_400() {
     let app = spawn().await;
     let response = app
-        .client
-        .post(app.url("/api/v1/test/greet"))
-        .header("content-type", "application/json")
-        .body("{\"name\": \"Ann\",")
-        .send()
-        .await
-        .unwrap();
+        .post_raw(
+            "/api/v1/test/greet",
+            "application/json",
+            "{\"name\": \"Ann\",",
+        )
+        .await;
     assert_error(response, 400, "BAD_REQUEST").await;
 }
 
@@ -125,13 +124,8 @@ async fn json_of_the_wrong_shape_is_422_with_the_reason() {
 async fn a_body_that_is_not_json_is_415() {
     let app = spawn().await;
     let response = app
-        .client
-        .post(app.url("/api/v1/test/greet"))
-        .header("content-type", "text/plain")
-        .body("name=Ann")
-        .send()
-        .await
-        .unwrap();
+        .post_raw("/api/v1/test/greet", "text/plain", "name=Ann")
+        .await;
     assert_error(response, 415, "UNSUPPORTED_MEDIA_TYPE").await;
 }
 

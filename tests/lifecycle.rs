@@ -50,16 +50,20 @@ async fn help_explains_serve_and_migrate() {
     );
 }
 
-#[tokio::test]
-async fn migrate_applies_pending_migrations_once() {
-    let db = TestDb::empty().await;
-    let first = companion()
+async fn migrate(db: &TestDb) -> std::process::Output {
+    companion()
         .arg("migrate")
         .env("COMPANION_ENV", "test")
         .env("DATABASE_URL", &db.url)
         .output()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+#[tokio::test]
+async fn migrate_applies_pending_migrations_once() {
+    let db = TestDb::empty().await;
+    let first = migrate(&db).await;
     let stdout = String::from_utf8_lossy(&first.stdout);
     assert!(
         first.status.success(),
@@ -68,13 +72,7 @@ async fn migrate_applies_pending_migrations_once() {
     );
     assert!(stdout.contains("applied V1__module_schemas"), "{stdout}");
 
-    let second = companion()
-        .arg("migrate")
-        .env("COMPANION_ENV", "test")
-        .env("DATABASE_URL", &db.url)
-        .output()
-        .await
-        .unwrap();
+    let second = migrate(&db).await;
     assert!(second.status.success());
     assert!(String::from_utf8_lossy(&second.stdout).contains("up to date"));
 }

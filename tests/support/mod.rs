@@ -229,6 +229,22 @@ impl TestApp {
             .unwrap()
     }
 
+    /// POSTs `body` as is, with the given content type.
+    pub async fn post_raw(
+        &self,
+        path: &str,
+        content_type: &str,
+        body: &'static str,
+    ) -> reqwest::Response {
+        self.client
+            .post(self.url(path))
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
     /// Graceful stop, as on SIGTERM; returns the server's exit result. The database stays
     /// until the `TestApp` is dropped, so the test can inspect what the server left.
     pub async fn stop(&mut self) -> std::io::Result<()> {
