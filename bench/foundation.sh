@@ -19,7 +19,7 @@ PORT_BASE=${PORT_BASE:-18081}
 ensure_cargo
 command -v wrk >/dev/null 2>&1 || install_packages wrk
 ensure_postgres companion_bench
-ensure_database companion_bench
+ensure_database
 
 say "building release binaries"
 cargo build --release --quiet --bin companion --example hello_actix

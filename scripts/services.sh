@@ -28,22 +28,30 @@ pg_bindir() {
 
 pg_answers() { psql "$1" -Atqc 'SELECT 1' >/dev/null 2>&1; }
 
-# Exports DATABASE_URL pointing at a PostgreSQL server that answers, as a superuser able to
-# create databases. $1 is the database name to put in the URL.
+# Exports DATABASE_URL pointing at a PostgreSQL server that answers. A DATABASE_URL already
+# set is used as it is when its server answers; otherwise the local default server, then a
+# private cluster, with database $1 in the URL.
 ensure_postgres() {
-    local dbname=$1 candidate
+    local dbname=$1
     command -v psql >/dev/null 2>&1 || install_packages postgresql-client
-    candidate=${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}
-    # Check the server through its maintenance database, then point at $dbname.
-    local server_url=${candidate%/*}/postgres
-    if pg_answers "$server_url"; then
-        export DATABASE_URL="${candidate%/*}/$dbname"
+    if [ -n "${DATABASE_URL:-}" ]; then
+        pg_answers "$(server_url "$DATABASE_URL")" && return
+        say "DATABASE_URL does not answer; trying the local server, then a private one"
+    fi
+    local default="postgres://postgres@127.0.0.1:5432"
+    if pg_answers "$default/postgres"; then
+        export DATABASE_URL="$default/$dbname"
         return
     fi
-    [ -n "${DATABASE_URL:-}" ] && say "DATABASE_URL does not answer; starting a private PostgreSQL instead"
     start_private_postgres
     export DATABASE_URL="postgres://postgres@127.0.0.1:$PRIVATE_PG_PORT/$dbname"
 }
+
+# The URL of the server's maintenance database (same server and user as $1).
+server_url() { local url=${1%%\?*}; echo "${url%/*}/postgres"; }
+
+# The database name in a PostgreSQL URL.
+database_name() { local url=${1%%\?*}; echo "${url##*/}"; }
 
 start_private_postgres() {
     local dir="$LOCAL/pg" bindir run=()
@@ -69,12 +77,14 @@ start_private_postgres() {
         || die "PostgreSQL did not start; see $dir/server.log"
 }
 
-# Creates database $1 on the server of DATABASE_URL when it does not exist.
+# Creates the database named in DATABASE_URL when it does not exist yet.
 ensure_database() {
-    local server_url=${DATABASE_URL%/*}/postgres
-    if ! psql "$server_url" -Atqc "SELECT 1 FROM pg_database WHERE datname = '$1'" | grep -q 1; then
-        say "creating database $1"
-        psql "$server_url" -qc "CREATE DATABASE \"$1\"" >/dev/null
+    local server name
+    server=$(server_url "$DATABASE_URL")
+    name=$(database_name "$DATABASE_URL")
+    if ! psql "$server" -Atqc "SELECT 1 FROM pg_database WHERE datname = '$name'" | grep -q 1; then
+        say "creating database $name"
+        psql "$server" -qc "CREATE DATABASE \"$name\"" >/dev/null
     fi
 }
 
