@@ -319,13 +319,7 @@ async fn every_response_carries_the_security_headers() {
 #[tokio::test]
 async fn hsts_is_sent_when_served_over_https() {
     let app = spawn().await;
-    let response = app
-        .client
-        .get(app.url("/health"))
-        .header("x-forwarded-proto", "https")
-        .send()
-        .await
-        .unwrap();
+    let response = app.get_with("/health", "x-forwarded-proto", "https").await;
     let hsts = response.headers()["strict-transport-security"]
         .to_str()
         .unwrap();
@@ -336,12 +330,8 @@ async fn hsts_is_sent_when_served_over_https() {
 async fn the_request_id_is_echoed_or_created() {
     let app = spawn().await;
     let response = app
-        .client
-        .get(app.url("/health"))
-        .header("x-request-id", "client-chose-this-42")
-        .send()
-        .await
-        .unwrap();
+        .get_with("/health", "x-request-id", "client-chose-this-42")
+        .await;
     assert_eq!(response.headers()["x-request-id"], "client-chose-this-42");
 
     let created = app.get("/api/v1/no-such-thing").await;
@@ -350,12 +340,8 @@ async fn the_request_id_is_echoed_or_created() {
 
     // A hostile value is replaced, not echoed.
     let response = app
-        .client
-        .get(app.url("/health"))
-        .header("x-request-id", "a b <script>")
-        .send()
-        .await
-        .unwrap();
+        .get_with("/health", "x-request-id", "a b <script>")
+        .await;
     let id = response.headers()["x-request-id"].to_str().unwrap();
     assert!(uuid::Uuid::parse_str(id).is_ok(), "{id}");
 }
@@ -381,12 +367,8 @@ async fn cors_answers_only_configured_origins() {
     assert!(!other.headers().contains_key("access-control-allow-origin"));
 
     let simple = app
-        .client
-        .get(app.url("/health"))
-        .header("origin", "https://evil.example")
-        .send()
-        .await
-        .unwrap();
+        .get_with("/health", "origin", "https://evil.example")
+        .await;
     assert!(!simple.headers().contains_key("access-control-allow-origin"));
 }
 
