@@ -7,6 +7,7 @@ pub mod jobs;
 pub mod metrics;
 pub mod migrate;
 pub mod ops;
+pub mod ratelimit;
 pub mod redis;
 pub mod storage;
 pub mod telemetry;
