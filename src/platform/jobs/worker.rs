@@ -9,6 +9,7 @@ use futures_util::FutureExt;
 use serde_json::json;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use super::store::{self, ClaimedJob};
@@ -95,7 +96,14 @@ async fn work(shared: Arc<Shared>, worker: Uuid) {
             .run(move |c| store::claim(c, worker, &kinds, lease).map_err(DbError::from))
             .await;
         match claimed {
-            Ok(Some(job)) => run_one(&shared, worker, job).await,
+            Ok(Some(job)) => {
+                // The span is attached to the future, not entered across awaits, so it
+                // follows this job and never leaks onto other tasks of the thread.
+                let span = tracing::info_span!(
+                    "job", job_id = %job.id, kind = %job.kind, attempt = job.attempts
+                );
+                run_one(&shared, worker, job).instrument(span).await
+            }
             Ok(None) => idle(&shared).await,
             Err(e) => {
                 tracing::warn!(error = %e, "job worker could not claim");
@@ -121,9 +129,6 @@ enum Outcome {
 
 async fn run_one(shared: &Arc<Shared>, worker: Uuid, claimed: ClaimedJob) {
     let id = claimed.id;
-    let span =
-        tracing::info_span!("job", job_id = %id, kind = %claimed.kind, attempt = claimed.attempts);
-    let _entered = span.enter();
     if claimed.attempts > claimed.max_attempts {
         let msg = "its worker was lost more often than the job may be retried";
         tracing::error!("job dead: {msg}");
