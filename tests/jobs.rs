@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use companion::Application;
 use companion::platform::db::DbError;
-use companion::platform::jobs::{self, JobRecord, NewJob};
+use companion::platform::jobs::{self, JobRecord, JobRegistry, NewJob};
 use diesel::RunQueryDsl;
 use serde_json::json;
 use support::{TestApp, TestDb, eventually};
@@ -33,6 +33,20 @@ impl Calls {
     fn all(&self) -> Vec<(Instant, i32, serde_json::Value)> {
         self.0.lock().unwrap().clone()
     }
+}
+
+/// A server on a fresh database with the job handlers `register` adds.
+async fn app_with_jobs(register: impl FnOnce(&mut JobRegistry) + Send + 'static) -> TestApp {
+    TestApp::spawn_with(move |db| Application::builder(db.settings()).jobs(register)).await
+}
+
+async fn enqueue(app: &TestApp, job: NewJob) -> Uuid {
+    app.platform
+        .jobs
+        .enqueue(job)
+        .await
+        .unwrap()
+        .expect("a new job")
 }
 
 async fn job_state(app: &TestApp, id: Uuid) -> Option<JobRecord> {
@@ -75,25 +89,21 @@ async fn failures_are_retried_with_exponential_backoff_then_the_job_is_dead() {
     let calls = Calls::default();
     let app = {
         let calls = calls.clone();
-        TestApp::spawn_with(move |db| {
-            Application::builder(db.settings()).jobs(move |registry| {
-                registry.register("always-fails", move |job| {
-                    calls.record(job.attempt, &job.payload);
-                    let attempt = job.attempt;
-                    async move { anyhow::bail!("upstream refused (attempt {attempt})") }
-                });
-            })
+        app_with_jobs(move |registry| {
+            registry.register("always-fails", move |job| {
+                calls.record(job.attempt, &job.payload);
+                let attempt = job.attempt;
+                async move { anyhow::bail!("upstream refused (attempt {attempt})") }
+            });
         })
         .await
     };
 
-    let id = app
-        .platform
-        .jobs
-        .enqueue(NewJob::new("always-fails", json!({"n": 1})).max_attempts(4))
-        .await
-        .unwrap()
-        .unwrap();
+    let id = enqueue(
+        &app,
+        NewJob::new("always-fails", json!({"n": 1})).max_attempts(4),
+    )
+    .await;
     let dead = eventually(PATIENCE, || async {
         job_state(&app, id).await.filter(|j| j.state == "dead")
     })
@@ -126,27 +136,19 @@ async fn a_job_that_recovers_is_done_and_leaves_the_queue() {
     let calls = Calls::default();
     let app = {
         let calls = calls.clone();
-        TestApp::spawn_with(move |db| {
-            Application::builder(db.settings()).jobs(move |registry| {
-                registry.register("flaky", move |job| {
-                    calls.record(job.attempt, &job.payload);
-                    let attempt = job.attempt;
-                    async move {
-                        anyhow::ensure!(attempt >= 3, "not yet");
-                        Ok(())
-                    }
-                });
-            })
+        app_with_jobs(move |registry| {
+            registry.register("flaky", move |job| {
+                calls.record(job.attempt, &job.payload);
+                let attempt = job.attempt;
+                async move {
+                    anyhow::ensure!(attempt >= 3, "not yet");
+                    Ok(())
+                }
+            });
         })
         .await
     };
-    let id = app
-        .platform
-        .jobs
-        .enqueue(NewJob::new("flaky", json!({})))
-        .await
-        .unwrap()
-        .unwrap();
+    let id = enqueue(&app, NewJob::new("flaky", json!({}))).await;
     eventually(PATIENCE, || async {
         job_state(&app, id).await.is_none().then_some(())
     })
@@ -159,28 +161,18 @@ async fn a_job_whose_worker_vanished_runs_again_after_its_lease_expires() {
     let calls = Calls::default();
     let app = {
         let calls = calls.clone();
-        TestApp::spawn_with(move |db| {
-            Application::builder(db.settings()).jobs(move |registry| {
-                registry.register("report", move |job| {
-                    calls.record(job.attempt, &job.payload);
-                    async { Ok(()) }
-                });
-            })
+        app_with_jobs(move |registry| {
+            registry.register("report", move |job| {
+                calls.record(job.attempt, &job.payload);
+                async { Ok(()) }
+            });
         })
         .await
     };
     // Leave the row exactly as a worker killed mid-job leaves it: running, leased to a worker
     // that will never renew or finish it. (Enqueued for later so no live worker races us.)
-    let id = app
-        .platform
-        .jobs
-        .enqueue(
-            NewJob::new("report", json!({}))
-                .run_at(chrono::Utc::now() + chrono::Duration::hours(1)),
-        )
-        .await
-        .unwrap()
-        .unwrap();
+    let later = chrono::Utc::now() + chrono::Duration::hours(1);
+    let id = enqueue(&app, NewJob::new("report", json!({})).run_at(later)).await;
     execute(
         &app,
         "UPDATE platform.jobs SET state = 'running', attempts = 1, locked_by = gen_random_uuid(), \
@@ -286,30 +278,22 @@ async fn shutdown_lets_a_running_job_finish() {
     let started_tx = Arc::new(Mutex::new(Some(started_tx)));
     let app = {
         let calls = calls.clone();
-        TestApp::spawn_with(move |db| {
-            Application::builder(db.settings()).jobs(move |registry| {
-                registry.register("slow", move |job| {
-                    let calls = calls.clone();
-                    if let Some(tx) = started_tx.lock().unwrap().take() {
-                        let _ = tx.send(());
-                    }
-                    async move {
-                        tokio::time::sleep(Duration::from_millis(400)).await;
-                        calls.record(job.attempt, &job.payload);
-                        Ok(())
-                    }
-                });
-            })
+        app_with_jobs(move |registry| {
+            registry.register("slow", move |job| {
+                let calls = calls.clone();
+                if let Some(tx) = started_tx.lock().unwrap().take() {
+                    let _ = tx.send(());
+                }
+                async move {
+                    tokio::time::sleep(Duration::from_millis(400)).await;
+                    calls.record(job.attempt, &job.payload);
+                    Ok(())
+                }
+            });
         })
         .await
     };
-    let id = app
-        .platform
-        .jobs
-        .enqueue(NewJob::new("slow", json!({})))
-        .await
-        .unwrap()
-        .unwrap();
+    let id = enqueue(&app, NewJob::new("slow", json!({}))).await;
     started_rx.await.unwrap();
     let mut app = app;
     app.stop().await.unwrap();
@@ -343,13 +327,7 @@ async fn shutdown_releases_a_job_that_outlives_the_grace_period() {
         })
     })
     .await;
-    let id = app
-        .platform
-        .jobs
-        .enqueue(NewJob::new("endless", json!({})))
-        .await
-        .unwrap()
-        .unwrap();
+    let id = enqueue(&app, NewJob::new("endless", json!({}))).await;
     started_rx.await.unwrap();
     let mut app = app;
     let stopping = Instant::now();
