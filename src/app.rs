@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tracing_actix_web::TracingLogger;
 
 use crate::config::Settings;
+use crate::modules::identity::Identity;
 use crate::platform::jobs::{JobRegistry, JobRunner};
 use crate::platform::{Platform, http, migrate, ops};
 
@@ -90,7 +91,13 @@ impl ApplicationBuilder {
         let platform = Platform::new(settings).context("could not set up the platform")?;
         let settings = platform.settings.clone();
 
-        let registry = self.registry;
+        // The modules, and the traits they lend each other.
+        let identity = Identity::new(&platform);
+        let sessions = identity.session_check();
+
+        let mut registry = self.registry;
+        crate::platform::mail::register_jobs(&mut registry, platform.mailer.clone());
+        identity.jobs(&mut registry);
         let grace = settings.shutdown_timeout();
         let runner = JobRunner::start(platform.db.clone(), registry, &settings.jobs, grace);
         let jobs_stop = runner.stop_token();
@@ -100,10 +107,12 @@ impl ApplicationBuilder {
             let api_routes = self.api_routes;
             let mut server = HttpServer::new(move || {
                 let api_routes = api_routes.clone();
+                let identity = identity.clone();
                 App::new()
                     .app_data(web::Data::new(platform.clone()))
                     .app_data(web::Data::from(platform.tokens.clone()))
                     .app_data(web::Data::from(platform.metrics.clone()))
+                    .app_data(web::Data::new(sessions.clone()))
                     .app_data(http::json_config(platform.settings.http.json_limit_bytes))
                     .app_data(http::path_config())
                     .app_data(http::query_config())
@@ -116,6 +125,8 @@ impl ApplicationBuilder {
                     .configure(ops::routes)
                     .service(
                         web::scope("/api/v1")
+                            .wrap(from_fn(http::rate_limit))
+                            .configure(|cfg| identity.routes(cfg))
                             .configure(move |cfg| {
                                 for routes in &api_routes {
                                     routes(cfg);

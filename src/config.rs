@@ -70,6 +70,8 @@ pub struct Settings {
     pub telemetry: TelemetrySettings,
     #[serde(default)]
     pub metrics: MetricsSettings,
+    pub mail: MailSettings,
+    pub ratelimit: RateLimitSettings,
 }
 
 fn default_environment() -> Environment {
@@ -82,6 +84,8 @@ pub struct ServerSettings {
     pub port: u16,
     pub shutdown_timeout_secs: u64,
     pub workers: usize,
+    /// Where people reach the site; links in emails start with it.
+    pub public_url: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -89,6 +93,21 @@ pub struct HttpSettings {
     pub json_limit_bytes: usize,
     #[serde(default)]
     pub cors_origins: Vec<String>,
+    /// Where the client's address comes from; see [`ClientIpSource`].
+    pub client_ip_source: ClientIpSource,
+}
+
+/// Where the client's address is read. Only trust a header when a proxy you run (or your
+/// PaaS's router) sets it and clients cannot reach the server around that proxy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ClientIpSource {
+    /// The TCP peer address.
+    Socket,
+    /// The last (rightmost) address of `X-Forwarded-For`: the one the trusted proxy added.
+    XForwardedFor,
+    /// Fly.io's `Fly-Client-IP`.
+    FlyClientIp,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -118,9 +137,63 @@ pub struct StorageSettings {
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct AuthSettings {
+    /// `HS256` (with `jwt_secret`), `EdDSA` or `RS256` (with the key files).
+    pub algorithm: String,
     pub jwt_secret: SecretString,
+    /// PEM files for `EdDSA` / `RS256`.
+    pub private_key_file: Option<String>,
+    pub public_key_file: Option<String>,
     pub issuer: String,
     pub audience: String,
+    pub access_ttl_secs: u64,
+    pub refresh_ttl_secs: u64,
+}
+
+impl AuthSettings {
+    pub fn access_ttl(&self) -> Duration {
+        Duration::from_secs(self.access_ttl_secs)
+    }
+
+    pub fn refresh_ttl(&self) -> Duration {
+        Duration::from_secs(self.refresh_ttl_secs)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MailTransport {
+    /// Writes each message to the log (development).
+    Log,
+    /// Keeps messages in memory for tests to read.
+    Memory,
+    /// Sends through `mail.smtp_url`.
+    Smtp,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct MailSettings {
+    pub transport: MailTransport,
+    pub from: String,
+    /// `smtps://user:password@host[:port]` (implicit TLS), or `smtp://…?tls=required` for
+    /// STARTTLS.
+    pub smtp_url: Option<SecretString>,
+}
+
+/// Requests per period; 0 means unlimited.
+#[derive(Debug, Clone, Deserialize)]
+pub struct RateLimitSettings {
+    /// Prefix of the Redis keys (lets several deployments share one Redis).
+    pub key_prefix: String,
+    pub anonymous_per_minute: u32,
+    pub free_per_minute: u32,
+    pub premium_per_minute: u32,
+    pub enterprise_per_minute: u32,
+    /// Login attempts per account and client address.
+    pub login_per_minute: u32,
+    /// Login attempts per account from all addresses together.
+    pub login_account_per_hour: u32,
+    pub register_per_minute: u32,
+    pub forgot_password_per_hour: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -218,7 +291,23 @@ impl Settings {
                 "DATABASE_URL is not set (or COMPANION__DATABASE__URL); the server needs PostgreSQL",
             );
         }
-        if self.environment == Environment::Production {
+        if self.auth.access_ttl_secs == 0 || self.auth.refresh_ttl_secs == 0 {
+            return invalid(
+                "auth.access_ttl_secs and auth.refresh_ttl_secs must be greater than 0",
+            );
+        }
+        if self.mail.transport == MailTransport::Smtp && self.mail.smtp_url.is_none() {
+            return invalid("mail.transport is smtp but COMPANION__MAIL__SMTP_URL is not set");
+        }
+        if self.environment == Environment::Production
+            && self.mail.transport == MailTransport::Memory
+        {
+            return invalid(
+                "mail.transport = \"memory\" is for tests; use smtp or log in production",
+            );
+        }
+        let uses_secret = self.auth.algorithm.eq_ignore_ascii_case("HS256");
+        if self.environment == Environment::Production && uses_secret {
             let secret = self.auth.jwt_secret.expose_secret();
             if secret.starts_with(DEV_SECRET_PREFIX) {
                 return invalid(

@@ -34,6 +34,26 @@ enum Command {
     Serve,
     /// Apply pending database migrations, then exit.
     Migrate,
+    /// Operator tools.
+    #[command(subcommand)]
+    Admin(AdminCommand),
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Set an account's role and/or subscription tier. A role change ends the account's
+    /// sessions. Recorded in the audit log.
+    SetUser {
+        /// The account's email address.
+        #[arg(long)]
+        email: String,
+        /// user, moderator or admin.
+        #[arg(long)]
+        role: Option<String>,
+        /// free, premium or enterprise.
+        #[arg(long)]
+        tier: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -58,6 +78,7 @@ fn main() -> ExitCode {
         match cli.command.unwrap_or(Command::Serve) {
             Command::Serve => serve(settings).await,
             Command::Migrate => migrate(settings).await,
+            Command::Admin(command) => admin(settings, command).await,
         }
     });
     match result {
@@ -93,6 +114,37 @@ async fn migrate(settings: Settings) -> anyhow::Result<()> {
         println!("applied {name}");
     }
     Ok(())
+}
+
+async fn admin(settings: Settings, command: AdminCommand) -> anyhow::Result<()> {
+    match command {
+        AdminCommand::SetUser { email, role, tier } => {
+            if role.is_none() && tier.is_none() {
+                anyhow::bail!("nothing to change: give --role and/or --tier");
+            }
+            let platform = platform::Platform::new(settings)?;
+            let identity = companion::modules::identity::Identity::new(&platform);
+            identity
+                .set_user(&email, role.as_deref(), tier.as_deref())
+                .await
+                .map_err(|e| match e {
+                    companion::modules::identity::IdentityError::UnknownAccount => {
+                        anyhow::anyhow!("no account has the email {email}")
+                    }
+                    companion::modules::identity::IdentityError::Invalid(fields) => {
+                        anyhow::anyhow!(
+                            "{}",
+                            platform::http::AppError::from(
+                                companion::modules::identity::IdentityError::Invalid(fields)
+                            )
+                        )
+                    }
+                    other => anyhow::Error::from(other),
+                })?;
+            println!("updated {email}");
+            Ok(())
+        }
+    }
 }
 
 async fn shutdown_signal() {

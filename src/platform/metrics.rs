@@ -15,6 +15,7 @@ pub struct Metrics {
     http_requests: IntCounterVec,
     http_duration: HistogramVec,
     db_pool: IntGaugeVec,
+    rate_limit: IntCounterVec,
 }
 
 /// Label for requests no route matched, so unknown paths cannot blow up cardinality.
@@ -42,14 +43,23 @@ impl Metrics {
             Opts::new("db_pool_connections", "Database pool connections by state"),
             &["state"],
         )?;
+        let rate_limit = IntCounterVec::new(
+            Opts::new(
+                "rate_limit_events_total",
+                "Rate-limit refusals and limiter failures (fail_open, fallback_local, rejected)",
+            ),
+            &["event"],
+        )?;
         registry.register(Box::new(http_requests.clone()))?;
         registry.register(Box::new(http_duration.clone()))?;
         registry.register(Box::new(db_pool.clone()))?;
+        registry.register(Box::new(rate_limit.clone()))?;
         Ok(Self {
             registry,
             http_requests,
             http_duration,
             db_pool,
+            rate_limit,
         })
     }
 
@@ -68,6 +78,10 @@ impl Metrics {
         self.http_duration
             .with_label_values(&[method, route])
             .observe(elapsed.as_secs_f64());
+    }
+
+    pub fn rate_limit_event(&self, event: &str) {
+        self.rate_limit.with_label_values(&[event]).inc();
     }
 
     /// The text exposition, with pool gauges read at scrape time.

@@ -4,6 +4,7 @@
 pub mod db;
 pub mod http;
 pub mod jobs;
+pub mod mail;
 pub mod metrics;
 pub mod migrate;
 pub mod ops;
@@ -26,6 +27,10 @@ pub struct Platform {
     pub jobs: jobs::JobQueue,
     pub tokens: Arc<http::TokenKeys>,
     pub metrics: Arc<metrics::Metrics>,
+    pub limits: ratelimit::Limits,
+    pub mailer: Arc<dyn mail::Mailer>,
+    /// The in-memory outbox when `mail.transport = "memory"` (tests read it).
+    pub outbox: Option<Arc<mail::MemoryMailer>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +41,10 @@ pub enum PlatformError {
     Storage(#[from] storage::StorageError),
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
+    #[error(transparent)]
+    Keys(#[from] http::KeyError),
+    #[error("mail: {0}")]
+    Mail(#[from] mail::MailError),
 }
 
 impl Platform {
@@ -49,12 +58,21 @@ impl Platform {
             Some(url) => Some(redis::pool(url.expose_secret())?),
             None => None,
         };
+        let metrics = Arc::new(metrics::Metrics::new()?);
+        let (mailer, outbox) = mail::from_settings(&settings.mail)?;
         Ok(Self {
+            limits: ratelimit::Limits::new(
+                redis.clone(),
+                &settings.ratelimit.key_prefix,
+                metrics.clone(),
+            ),
             redis,
             storage: storage::Storage::from_url(&settings.storage.url)?,
             jobs: jobs::JobQueue::new(db.clone()),
-            tokens: Arc::new(http::TokenKeys::new(&settings.auth)),
-            metrics: Arc::new(metrics::Metrics::new()?),
+            tokens: Arc::new(http::TokenKeys::new(&settings.auth)?),
+            metrics,
+            mailer,
+            outbox,
             db,
             settings: Arc::new(settings),
         })

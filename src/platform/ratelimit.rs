@@ -12,11 +12,12 @@
 //! back to [`LocalLimiter`] for login): [`RateLimiter::check`] reports errors, it does not guess.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::future::BoxFuture;
 
+use super::metrics::Metrics;
 use super::redis::{RedisError, RedisPool};
 
 /// `limit` requests per `period`.
@@ -39,6 +40,11 @@ impl Quota {
             limit,
             period: Duration::from_secs(3600),
         }
+    }
+
+    /// From a configured count where 0 means unlimited.
+    pub fn configured(limit: u32, period: Duration) -> Option<Self> {
+        (limit > 0).then_some(Self { limit, period })
     }
 
     /// Time between two requests at the sustained rate.
@@ -200,5 +206,56 @@ impl RateLimiter for RedisLimiter {
                 .await
                 .map_err(|_| RedisError::Timeout)?
         })
+    }
+}
+
+/// The limiter the application uses, with the failure policy written once:
+/// [`Limits::lenient`] for general traffic fails open when the shared limiter fails (counted
+/// and logged), [`Limits::strict`] for login and password reset falls back to the in-process
+/// limiter — never unlimited.
+#[derive(Clone)]
+pub struct Limits {
+    shared: Arc<dyn RateLimiter>,
+    local: Arc<LocalLimiter>,
+    metrics: Arc<Metrics>,
+}
+
+impl Limits {
+    /// Redis-backed when a pool is given, in-process otherwise.
+    pub fn new(redis: Option<RedisPool>, prefix: &str, metrics: Arc<Metrics>) -> Self {
+        let local = Arc::new(LocalLimiter::new());
+        let shared: Arc<dyn RateLimiter> = match redis {
+            Some(pool) => Arc::new(RedisLimiter::new(pool, prefix)),
+            None => local.clone(),
+        };
+        Self {
+            shared,
+            local,
+            metrics,
+        }
+    }
+
+    /// `None` when the limiter could not answer: the request goes through.
+    pub async fn lenient(&self, key: &str, quota: Quota) -> Option<Decision> {
+        match self.shared.check(key, quota).await {
+            Ok(decision) => Some(decision),
+            Err(error) => {
+                self.metrics.rate_limit_event("fail_open");
+                tracing::warn!(%error, "rate limiter unavailable; letting the request through");
+                None
+            }
+        }
+    }
+
+    /// Always a verdict: the in-process limiter decides when the shared one fails.
+    pub async fn strict(&self, key: &str, quota: Quota) -> Decision {
+        match self.shared.check(key, quota).await {
+            Ok(decision) => decision,
+            Err(error) => {
+                self.metrics.rate_limit_event("fallback_local");
+                tracing::warn!(%error, "rate limiter unavailable; using the in-process limiter");
+                self.local.decide(key, quota, Instant::now())
+            }
+        }
     }
 }

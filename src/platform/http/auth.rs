@@ -1,13 +1,18 @@
-//! Bearer-token authentication: access tokens are HS256 JWTs with the algorithm pinned and
-//! `iss`, `aud`, `exp` and the token type checked. The identity module issues them (and adds
-//! session revocation on top); every module authenticates with the [`AuthUser`] extractor.
+//! Bearer-token authentication. Access tokens are JWTs whose algorithm is pinned by
+//! configuration (HS256 with a secret by default; EdDSA or RS256 with PEM key files): a token
+//! in any other algorithm, `alg: none` included, is refused. `iss`, `aud`, `exp` and the token
+//! type are checked, and the session the token descends from must still be active — the
+//! identity module answers that through the [`SessionCheck`] trait, so a logout takes effect
+//! on the very next request. Every module authenticates with the [`AuthUser`] extractor.
+//! Tokens are read from the `Authorization` header only, never from the URL.
 
-use std::future::{Ready, ready};
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::dev::Payload;
 use actix_web::http::header;
 use actix_web::{FromRequest, HttpRequest, web};
+use futures_util::future::{BoxFuture, LocalBoxFuture};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
@@ -17,7 +22,6 @@ use super::error::AppError;
 use crate::config::AuthSettings;
 
 const ACCESS_TOKEN_TYPE: &str = "access";
-const ALGORITHM: Algorithm = Algorithm::HS256;
 
 /// The claims of an access token.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -38,6 +42,7 @@ pub struct AccessClaims {
 
 /// Signs and verifies access tokens.
 pub struct TokenKeys {
+    algorithm: Algorithm,
     encoding: EncodingKey,
     decoding: DecodingKey,
     validation: Validation,
@@ -45,30 +50,145 @@ pub struct TokenKeys {
     audience: String,
 }
 
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("auth.algorithm \"{0}\" is not supported; use HS256, EdDSA or RS256")]
+    Algorithm(String),
+    #[error("auth.{0} is required for {1}")]
+    MissingFile(&'static str, &'static str),
+    #[error("could not read auth.{0}: {1}")]
+    Read(&'static str, std::io::Error),
+    #[error("auth.{0} is not a valid PEM key")]
+    Pem(&'static str, #[source] jsonwebtoken::errors::Error),
+}
+
+/// A caller's role, from the most to the least powerful.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Role {
+    User,
+    Moderator,
+    Admin,
+}
+
+impl Role {
+    pub fn parse(value: &str) -> Option<Self> {
+        match value {
+            "user" => Some(Self::User),
+            "moderator" => Some(Self::Moderator),
+            "admin" => Some(Self::Admin),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::User => "user",
+            Self::Moderator => "moderator",
+            Self::Admin => "admin",
+        }
+    }
+}
+
 /// What a handler knows about its authenticated caller.
 #[derive(Debug, Clone)]
 pub struct AuthUser {
     pub user_id: Uuid,
     pub session_id: Uuid,
-    pub role: String,
+    pub role: Role,
     pub tier: String,
 }
 
+impl AuthUser {
+    /// 403 unless the caller has at least `role`.
+    pub fn require(&self, role: Role) -> Result<(), AppError> {
+        if self.role >= role {
+            Ok(())
+        } else {
+            Err(AppError::forbidden("You are not allowed to do this."))
+        }
+    }
+}
+
+/// Whether a session is still active (not logged out, not revoked, account not disabled).
+/// Implemented by the identity module; registered as app data by `app.rs`.
+pub trait SessionCheck: Send + Sync {
+    fn is_active(&self, user_id: Uuid, session_id: Uuid) -> BoxFuture<'_, Result<bool, AppError>>;
+}
+
+fn read_pem(
+    file: Option<&String>,
+    name: &'static str,
+    algorithm: &'static str,
+) -> Result<Vec<u8>, KeyError> {
+    let path = file.ok_or(KeyError::MissingFile(name, algorithm))?;
+    std::fs::read(path).map_err(|e| KeyError::Read(name, e))
+}
+
 impl TokenKeys {
-    pub fn new(settings: &AuthSettings) -> Self {
-        let secret = settings.jwt_secret.expose_secret().as_bytes();
-        let mut validation = Validation::new(ALGORITHM);
+    pub fn new(settings: &AuthSettings) -> Result<Self, KeyError> {
+        let (algorithm, encoding, decoding) = match settings.algorithm.to_ascii_uppercase().as_str()
+        {
+            "HS256" => {
+                let secret = settings.jwt_secret.expose_secret().as_bytes();
+                (
+                    Algorithm::HS256,
+                    EncodingKey::from_secret(secret),
+                    DecodingKey::from_secret(secret),
+                )
+            }
+            "EDDSA" => {
+                let private = read_pem(
+                    settings.private_key_file.as_ref(),
+                    "private_key_file",
+                    "EdDSA",
+                )?;
+                let public = read_pem(
+                    settings.public_key_file.as_ref(),
+                    "public_key_file",
+                    "EdDSA",
+                )?;
+                (
+                    Algorithm::EdDSA,
+                    EncodingKey::from_ed_pem(&private)
+                        .map_err(|e| KeyError::Pem("private_key_file", e))?,
+                    DecodingKey::from_ed_pem(&public)
+                        .map_err(|e| KeyError::Pem("public_key_file", e))?,
+                )
+            }
+            "RS256" => {
+                let private = read_pem(
+                    settings.private_key_file.as_ref(),
+                    "private_key_file",
+                    "RS256",
+                )?;
+                let public = read_pem(
+                    settings.public_key_file.as_ref(),
+                    "public_key_file",
+                    "RS256",
+                )?;
+                (
+                    Algorithm::RS256,
+                    EncodingKey::from_rsa_pem(&private)
+                        .map_err(|e| KeyError::Pem("private_key_file", e))?,
+                    DecodingKey::from_rsa_pem(&public)
+                        .map_err(|e| KeyError::Pem("public_key_file", e))?,
+                )
+            }
+            other => return Err(KeyError::Algorithm(other.to_owned())),
+        };
+        let mut validation = Validation::new(algorithm);
         validation.set_issuer(&[&settings.issuer]);
         validation.set_audience(&[&settings.audience]);
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
         validation.leeway = 5;
-        Self {
-            encoding: EncodingKey::from_secret(secret),
-            decoding: DecodingKey::from_secret(secret),
+        Ok(Self {
+            algorithm,
+            encoding,
+            decoding,
             validation,
             issuer: settings.issuer.clone(),
             audience: settings.audience.clone(),
-        }
+        })
     }
 
     /// Issues an access token valid for `ttl`.
@@ -93,10 +213,11 @@ impl TokenKeys {
             exp: now + ttl.as_secs() as i64,
             jti: Uuid::now_v7(),
         };
-        jsonwebtoken::encode(&Header::new(ALGORITHM), &claims, &self.encoding)
+        jsonwebtoken::encode(&Header::new(self.algorithm), &claims, &self.encoding)
     }
 
-    /// Verifies signature, algorithm, issuer, audience, expiry and token type.
+    /// Verifies signature, algorithm, issuer, audience, expiry and token type. Says nothing
+    /// about the session; [`AuthUser`] checks that too.
     pub fn verify_access(&self, token: &str) -> Option<AccessClaims> {
         let data =
             jsonwebtoken::decode::<AccessClaims>(token, &self.decoding, &self.validation).ok()?;
@@ -104,7 +225,8 @@ impl TokenKeys {
     }
 }
 
-fn bearer_token(req: &HttpRequest) -> Option<&str> {
+/// The bearer token of the `Authorization` header, if any.
+pub fn bearer_token(req: &HttpRequest) -> Option<&str> {
     let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
     scheme
@@ -114,27 +236,35 @@ fn bearer_token(req: &HttpRequest) -> Option<&str> {
 
 impl FromRequest for AuthUser {
     type Error = AppError;
-    type Future = Ready<Result<Self, AppError>>;
+    type Future = LocalBoxFuture<'static, Result<Self, AppError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let unauthorized = || AppError::unauthorized("A valid access token is required.");
-        let Some(keys) = req.app_data::<web::Data<TokenKeys>>() else {
-            return ready(Err(AppError::internal(anyhow::anyhow!(
-                "TokenKeys not registered"
-            ))));
-        };
-        let claims = bearer_token(req).and_then(|token| keys.verify_access(token));
-        ready(match claims {
-            Some(claims) => {
-                tracing::Span::current().record("user_id", tracing::field::display(claims.sub));
-                Ok(AuthUser {
-                    user_id: claims.sub,
-                    session_id: claims.sid,
-                    role: claims.role,
-                    tier: claims.tier,
-                })
+        let keys = req.app_data::<web::Data<TokenKeys>>().cloned();
+        let sessions = req.app_data::<web::Data<Arc<dyn SessionCheck>>>().cloned();
+        let claims = keys
+            .as_ref()
+            .and_then(|keys| bearer_token(req).and_then(|token| keys.verify_access(token)));
+        Box::pin(async move {
+            let (Some(_), Some(sessions)) = (keys, sessions) else {
+                return Err(AppError::internal(anyhow::anyhow!(
+                    "TokenKeys or SessionCheck not registered"
+                )));
+            };
+            let claims = claims.ok_or_else(unauthorized)?;
+            let role = Role::parse(&claims.role).ok_or_else(unauthorized)?;
+            if !sessions.is_active(claims.sub, claims.sid).await? {
+                return Err(AppError::unauthorized(
+                    "This session has ended; log in again.",
+                ));
             }
-            None => Err(unauthorized()),
+            tracing::Span::current().record("user_id", tracing::field::display(claims.sub));
+            Ok(AuthUser {
+                user_id: claims.sub,
+                session_id: claims.sid,
+                role,
+                tier: claims.tier,
+            })
         })
     }
 }

@@ -2,14 +2,20 @@
 //! authentication, and the middleware stack.
 
 mod auth;
+mod client;
 mod error;
 mod extract;
+mod limit;
 mod middleware;
+mod validate;
 
-pub use auth::{AccessClaims, AuthUser, TokenKeys};
+pub use auth::{AccessClaims, AuthUser, KeyError, Role, SessionCheck, TokenKeys, bearer_token};
+pub use client::{ClientInfo, client_ip};
 pub use error::{AppError, ErrorCode};
 pub use extract::{json_config, not_found, path_config, query_config};
+pub use limit::{ceil_secs, rate_limit, refusal, tier_quota};
 pub use middleware::{
     CompanionRootSpan, REQUEST_ID, RequestId, envelope_errors, record_metrics, request_id,
     security_headers,
 };
+pub use validate::{FieldErrors, strict_body};

@@ -1,0 +1,179 @@
+#![doc = include_str!("README.md")]
+
+mod api;
+mod audit;
+mod emails;
+mod password;
+mod schema;
+mod secret;
+mod service;
+mod sessions;
+mod store;
+
+use std::sync::Arc;
+
+use actix_web::web;
+use futures_util::future::BoxFuture;
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::platform::Platform;
+use crate::platform::db::DbError;
+use crate::platform::http::{ClientInfo, SessionCheck};
+use crate::platform::jobs::JobRegistry;
+
+pub use service::{IdentityError, level_for_experience, next_level_at};
+
+/// How an audited action ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Success,
+    Failure,
+    Denied,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Success => "success",
+            Self::Failure => "failure",
+            Self::Denied => "denied",
+        }
+    }
+}
+
+/// One audit-log record. Build with [`AuditEntry::new`] and the setters.
+#[derive(Debug, Clone)]
+pub struct AuditEntry {
+    pub action: String,
+    pub outcome: Outcome,
+    pub actor_id: Option<Uuid>,
+    pub subject_id: Option<Uuid>,
+    pub resource_type: Option<String>,
+    pub resource_id: Option<String>,
+    pub old_value: Option<Value>,
+    pub new_value: Option<Value>,
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+impl AuditEntry {
+    /// `action` is a dotted name such as `auth.login` or `character.hidden`.
+    pub fn new(action: impl Into<String>, outcome: Outcome) -> Self {
+        Self {
+            action: action.into(),
+            outcome,
+            actor_id: None,
+            subject_id: None,
+            resource_type: None,
+            resource_id: None,
+            old_value: None,
+            new_value: None,
+            ip: None,
+            user_agent: None,
+        }
+    }
+
+    /// Who did it.
+    pub fn actor(mut self, id: Uuid) -> Self {
+        self.actor_id = Some(id);
+        self
+    }
+
+    /// Whose account it concerns.
+    pub fn subject(mut self, id: Uuid) -> Self {
+        self.subject_id = Some(id);
+        self
+    }
+
+    /// The actor acting on their own account.
+    pub fn by_self(self, id: Uuid) -> Self {
+        self.actor(id).subject(id)
+    }
+
+    pub fn resource(mut self, kind: impl Into<String>, id: impl ToString) -> Self {
+        self.resource_type = Some(kind.into());
+        self.resource_id = Some(id.to_string());
+        self
+    }
+
+    pub fn change(mut self, old: Option<Value>, new: Option<Value>) -> Self {
+        self.old_value = old;
+        self.new_value = new;
+        self
+    }
+
+    pub fn client(mut self, client: &ClientInfo) -> Self {
+        self.ip = client.ip.clone();
+        self.user_agent = client.user_agent.clone();
+        self
+    }
+}
+
+/// The audit log, for every module that does something security-relevant.
+pub trait AuditLog: Send + Sync {
+    fn record(&self, entry: AuditEntry) -> BoxFuture<'_, Result<(), DbError>>;
+}
+
+/// A user's experience and level after an award.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    pub experience: i64,
+    pub level: u32,
+}
+
+/// Experience points (chat awards them for conversation).
+pub trait Experience: Send + Sync {
+    /// Adds `points`; `None` when the user does not exist.
+    fn award(&self, user_id: Uuid, points: u32)
+    -> BoxFuture<'_, Result<Option<Progress>, DbError>>;
+}
+
+/// The identity module: construct once in `app.rs`, then mount its routes and jobs and hand
+/// its traits to the modules that need them.
+#[derive(Clone)]
+pub struct Identity {
+    service: service::Service,
+}
+
+impl Identity {
+    pub fn new(platform: &Platform) -> Self {
+        Self {
+            service: service::Service::new(platform),
+        }
+    }
+
+    pub fn routes(&self, cfg: &mut web::ServiceConfig) {
+        cfg.app_data(web::Data::new(self.service.clone()));
+        api::routes(cfg);
+    }
+
+    pub fn jobs(&self, registry: &mut JobRegistry) {
+        self.service.register_jobs(registry);
+    }
+
+    /// What the platform's `AuthUser` extractor asks on every authenticated request.
+    pub fn session_check(&self) -> Arc<dyn SessionCheck> {
+        self.service.sessions()
+    }
+
+    pub fn audit_log(&self) -> Arc<dyn AuditLog> {
+        Arc::new(self.service.audit())
+    }
+
+    pub fn experience(&self) -> Arc<dyn Experience> {
+        Arc::new(self.service.clone())
+    }
+
+    /// Sets an account's role and/or tier (the `companion admin set-user` command).
+    pub async fn set_user(
+        &self,
+        email: &str,
+        role: Option<&str>,
+        tier: Option<&str>,
+    ) -> Result<(), IdentityError> {
+        self.service
+            .set_user(None, email, role, tier, &ClientInfo::default())
+            .await
+    }
+}

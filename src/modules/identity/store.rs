@@ -1,0 +1,363 @@
+//! Every query on the identity tables. Synchronous diesel, run through `Db` by the service.
+
+use chrono::{DateTime, Utc};
+use diesel::dsl::{exists, now};
+use diesel::prelude::*;
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::schema::{audit_log, email_tokens, refresh_tokens, sessions, users};
+
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = users, check_for_backend(diesel::pg::Pg))]
+pub struct UserRow {
+    pub id: Uuid,
+    pub email: String,
+    pub password_hash: String,
+    pub display_name: String,
+    pub avatar_url: Option<String>,
+    pub bio: Option<String>,
+    pub preferences: Value,
+    pub role: String,
+    pub tier: String,
+    pub tier_valid_until: Option<DateTime<Utc>>,
+    pub experience: i64,
+    pub email_verified_at: Option<DateTime<Utc>>,
+    pub disabled_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Insertable)]
+#[diesel(table_name = users)]
+pub struct NewUser<'a> {
+    pub id: Uuid,
+    pub email: &'a str,
+    pub password_hash: &'a str,
+    pub display_name: &'a str,
+}
+
+pub fn insert_user(conn: &mut PgConnection, user: &NewUser) -> QueryResult<UserRow> {
+    diesel::insert_into(users::table)
+        .values(user)
+        .returning(UserRow::as_returning())
+        .get_result(conn)
+}
+
+pub fn find_user(conn: &mut PgConnection, id: Uuid) -> QueryResult<Option<UserRow>> {
+    users::table
+        .find(id)
+        .select(UserRow::as_select())
+        .first(conn)
+        .optional()
+}
+
+pub fn find_user_by_email(conn: &mut PgConnection, email: &str) -> QueryResult<Option<UserRow>> {
+    users::table
+        .filter(users::email.eq(email))
+        .select(UserRow::as_select())
+        .first(conn)
+        .optional()
+}
+
+pub fn set_password(conn: &mut PgConnection, user_id: Uuid, hash: &str) -> QueryResult<usize> {
+    diesel::update(users::table.find(user_id))
+        .set((users::password_hash.eq(hash), users::updated_at.eq(now)))
+        .execute(conn)
+}
+
+pub fn set_email_verified(conn: &mut PgConnection, user_id: Uuid) -> QueryResult<usize> {
+    diesel::update(users::table.find(user_id))
+        .filter(users::email_verified_at.is_null())
+        .set(users::email_verified_at.eq(now))
+        .execute(conn)
+}
+
+/// The profile fields a user may change; `None` leaves a field as it is.
+#[derive(Debug, Default, AsChangeset)]
+#[diesel(table_name = users)]
+pub struct ProfileChanges {
+    pub display_name: Option<String>,
+    pub bio: Option<Option<String>>,
+    pub avatar_url: Option<Option<String>>,
+    pub preferences: Option<Value>,
+}
+
+pub fn update_profile(
+    conn: &mut PgConnection,
+    user_id: Uuid,
+    changes: &ProfileChanges,
+) -> QueryResult<UserRow> {
+    diesel::update(users::table.find(user_id))
+        .set((changes, users::updated_at.eq(now)))
+        .returning(UserRow::as_returning())
+        .get_result(conn)
+}
+
+pub fn set_role_and_tier(
+    conn: &mut PgConnection,
+    user_id: Uuid,
+    role: &str,
+    tier: &str,
+) -> QueryResult<UserRow> {
+    diesel::update(users::table.find(user_id))
+        .set((
+            users::role.eq(role),
+            users::tier.eq(tier),
+            users::updated_at.eq(now),
+        ))
+        .returning(UserRow::as_returning())
+        .get_result(conn)
+}
+
+/// Adds `amount` atomically; returns the new total, `None` for an unknown user.
+pub fn add_experience(
+    conn: &mut PgConnection,
+    user_id: Uuid,
+    amount: i64,
+) -> QueryResult<Option<i64>> {
+    diesel::update(users::table.find(user_id))
+        .set(users::experience.eq(users::experience + amount))
+        .returning(users::experience)
+        .get_result(conn)
+        .optional()
+}
+
+pub fn insert_session(
+    conn: &mut PgConnection,
+    id: Uuid,
+    user_id: Uuid,
+    ip: Option<&str>,
+    user_agent: Option<&str>,
+) -> QueryResult<usize> {
+    diesel::insert_into(sessions::table)
+        .values((
+            sessions::id.eq(id),
+            sessions::user_id.eq(user_id),
+            sessions::ip.eq(ip),
+            sessions::user_agent.eq(user_agent),
+        ))
+        .execute(conn)
+}
+
+/// True when the session exists, belongs to the user, is not revoked and the account is
+/// not disabled.
+pub fn session_active(
+    conn: &mut PgConnection,
+    user_id: Uuid,
+    session_id: Uuid,
+) -> QueryResult<bool> {
+    diesel::select(exists(
+        sessions::table
+            .inner_join(users::table)
+            .filter(sessions::id.eq(session_id))
+            .filter(sessions::user_id.eq(user_id))
+            .filter(sessions::revoked_at.is_null())
+            .filter(users::disabled_at.is_null()),
+    ))
+    .get_result(conn)
+}
+
+/// Revokes one session; true when it was active.
+pub fn revoke_session(
+    conn: &mut PgConnection,
+    session_id: Uuid,
+    reason: &str,
+) -> QueryResult<bool> {
+    diesel::update(sessions::table.find(session_id))
+        .filter(sessions::revoked_at.is_null())
+        .set((
+            sessions::revoked_at.eq(now),
+            sessions::revoked_reason.eq(reason),
+        ))
+        .execute(conn)
+        .map(|n| n > 0)
+}
+
+/// Revokes every active session of a user except `keep`; returns the revoked ids.
+pub fn revoke_user_sessions(
+    conn: &mut PgConnection,
+    user_id: Uuid,
+    keep: Option<Uuid>,
+    reason: &str,
+) -> QueryResult<Vec<Uuid>> {
+    diesel::update(sessions::table)
+        .filter(sessions::user_id.eq(user_id))
+        .filter(sessions::revoked_at.is_null())
+        .filter(sessions::id.ne(keep.unwrap_or(Uuid::nil())))
+        .set((
+            sessions::revoked_at.eq(now),
+            sessions::revoked_reason.eq(reason),
+        ))
+        .returning(sessions::id)
+        .get_results(conn)
+}
+
+pub fn insert_refresh_token(
+    conn: &mut PgConnection,
+    hash: &[u8],
+    session_id: Uuid,
+    expires_at: DateTime<Utc>,
+) -> QueryResult<usize> {
+    diesel::insert_into(refresh_tokens::table)
+        .values((
+            refresh_tokens::token_hash.eq(hash),
+            refresh_tokens::session_id.eq(session_id),
+            refresh_tokens::expires_at.eq(expires_at),
+        ))
+        .execute(conn)
+}
+
+/// A presented refresh token with its session and user, the rows locked until commit.
+#[derive(Debug, Queryable)]
+pub struct RefreshLookup {
+    pub expires_at: DateTime<Utc>,
+    pub used_at: Option<DateTime<Utc>>,
+    pub session_id: Uuid,
+    pub session_revoked_at: Option<DateTime<Utc>>,
+    pub user: UserRow,
+}
+
+pub fn find_refresh_token(
+    conn: &mut PgConnection,
+    hash: &[u8],
+) -> QueryResult<Option<RefreshLookup>> {
+    refresh_tokens::table
+        .inner_join(sessions::table.inner_join(users::table))
+        .filter(refresh_tokens::token_hash.eq(hash))
+        .select((
+            refresh_tokens::expires_at,
+            refresh_tokens::used_at,
+            sessions::id,
+            sessions::revoked_at,
+            UserRow::as_select(),
+        ))
+        .for_update()
+        .first(conn)
+        .optional()
+}
+
+/// Marks a refresh token used; false if it already was (a concurrent rotation won).
+pub fn mark_refresh_used(conn: &mut PgConnection, hash: &[u8]) -> QueryResult<bool> {
+    diesel::update(refresh_tokens::table.find(hash))
+        .filter(refresh_tokens::used_at.is_null())
+        .set(refresh_tokens::used_at.eq(now))
+        .execute(conn)
+        .map(|n| n > 0)
+}
+
+pub fn touch_session(conn: &mut PgConnection, session_id: Uuid) -> QueryResult<usize> {
+    diesel::update(sessions::table.find(session_id))
+        .set(sessions::last_used_at.eq(now))
+        .execute(conn)
+}
+
+pub fn insert_email_token(
+    conn: &mut PgConnection,
+    hash: &[u8],
+    user_id: Uuid,
+    purpose: &str,
+    expires_at: DateTime<Utc>,
+) -> QueryResult<usize> {
+    diesel::insert_into(email_tokens::table)
+        .values((
+            email_tokens::token_hash.eq(hash),
+            email_tokens::user_id.eq(user_id),
+            email_tokens::purpose.eq(purpose),
+            email_tokens::expires_at.eq(expires_at),
+        ))
+        .execute(conn)
+}
+
+/// Uses a token once: the user it belongs to, or `None` if unknown, used or expired.
+pub fn consume_email_token(
+    conn: &mut PgConnection,
+    hash: &[u8],
+    purpose: &str,
+) -> QueryResult<Option<Uuid>> {
+    diesel::update(email_tokens::table.find(hash))
+        .filter(email_tokens::purpose.eq(purpose))
+        .filter(email_tokens::used_at.is_null())
+        .filter(email_tokens::expires_at.gt(now))
+        .set(email_tokens::used_at.eq(now))
+        .returning(email_tokens::user_id)
+        .get_result(conn)
+        .optional()
+}
+
+/// Invalidates a user's other unused tokens of one purpose (a new reset link replaces the old).
+pub fn expire_email_tokens(
+    conn: &mut PgConnection,
+    user_id: Uuid,
+    purpose: &str,
+) -> QueryResult<usize> {
+    diesel::update(email_tokens::table)
+        .filter(email_tokens::user_id.eq(user_id))
+        .filter(email_tokens::purpose.eq(purpose))
+        .filter(email_tokens::used_at.is_null())
+        .set(email_tokens::used_at.eq(now))
+        .execute(conn)
+}
+
+/// Deletes what can no longer be used: expired refresh and email tokens.
+pub fn delete_expired(conn: &mut PgConnection) -> QueryResult<usize> {
+    let refresh = diesel::delete(refresh_tokens::table.filter(refresh_tokens::expires_at.lt(now)))
+        .execute(conn)?;
+    let email = diesel::delete(email_tokens::table.filter(email_tokens::expires_at.lt(now)))
+        .execute(conn)?;
+    Ok(refresh + email)
+}
+
+#[derive(Debug, Clone, Insertable, Queryable, Selectable)]
+#[diesel(table_name = audit_log, check_for_backend(diesel::pg::Pg))]
+pub struct AuditRow {
+    pub id: Uuid,
+    pub occurred_at: DateTime<Utc>,
+    pub actor_id: Option<Uuid>,
+    pub subject_id: Option<Uuid>,
+    pub action: String,
+    pub resource_type: Option<String>,
+    pub resource_id: Option<String>,
+    pub old_value: Option<Value>,
+    pub new_value: Option<Value>,
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+    pub outcome: String,
+}
+
+pub fn insert_audit(conn: &mut PgConnection, row: &AuditRow) -> QueryResult<usize> {
+    diesel::insert_into(audit_log::table)
+        .values(row)
+        .execute(conn)
+}
+
+/// A page of the audit log, newest first, with the total count.
+pub fn list_audit(
+    conn: &mut PgConnection,
+    subject: Option<Uuid>,
+    action: Option<&str>,
+    offset: i64,
+    limit: i64,
+) -> QueryResult<(Vec<AuditRow>, i64)> {
+    let filtered = || {
+        let mut query = audit_log::table.into_boxed();
+        if let Some(subject) = subject {
+            query = query.filter(
+                audit_log::subject_id
+                    .eq(subject)
+                    .or(audit_log::actor_id.eq(subject)),
+            );
+        }
+        if let Some(action) = action {
+            query = query.filter(audit_log::action.eq(action.to_owned()));
+        }
+        query
+    };
+    let total = filtered().count().get_result(conn)?;
+    let rows = filtered()
+        .order((audit_log::occurred_at.desc(), audit_log::id.desc()))
+        .offset(offset)
+        .limit(limit)
+        .select(AuditRow::as_select())
+        .load(conn)?;
+    Ok((rows, total))
+}

@@ -1,0 +1,79 @@
+//! Request bodies checked field by field. A body is parsed as a JSON object first so that a
+//! field the endpoint does not accept (`role`, `tier`, `id`…) is refused by name with 422 —
+//! no mass assignment — and every invalid field is reported at once:
+//! `{"error":{"code":"VALIDATION_ERROR","details":{"fields":{"email":"…"}}}}`.
+
+use std::collections::BTreeMap;
+
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value, json};
+
+use super::error::AppError;
+
+/// Field-level validation errors, collected then answered together.
+#[derive(Debug, Default)]
+pub struct FieldErrors(BTreeMap<String, String>);
+
+impl FieldErrors {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn add(&mut self, field: impl Into<String>, problem: impl Into<String>) {
+        self.0.entry(field.into()).or_insert_with(|| problem.into());
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// `Ok(value)` when no field failed, else the 422.
+    pub fn finish<T>(self, value: T) -> Result<T, AppError> {
+        if self.0.is_empty() {
+            Ok(value)
+        } else {
+            Err(self.into_error())
+        }
+    }
+
+    pub fn into_error(self) -> AppError {
+        let names: Vec<&str> = self.0.keys().map(String::as_str).collect();
+        let message = format!("Invalid fields: {}.", names.join(", "));
+        AppError::validation(message, json!({ "fields": self.0 }))
+    }
+}
+
+/// Parses `body` into `T`, refusing any field not in `allowed` and any field of the wrong
+/// JSON type, each by name.
+pub fn strict_body<T: DeserializeOwned>(body: Value, allowed: &[&str]) -> Result<T, AppError> {
+    let Value::Object(object) = body else {
+        return Err(AppError::validation(
+            "The body must be a JSON object.",
+            json!({ "fields": {} }),
+        ));
+    };
+    let mut errors = FieldErrors::new();
+    for key in object.keys().filter(|k| !allowed.contains(&k.as_str())) {
+        errors.add(key.clone(), "is not accepted here");
+    }
+    if !errors.is_empty() {
+        return Err(errors.into_error());
+    }
+    serde_json::from_value(Value::Object(object.clone())).map_err(|_| {
+        // Find which field has the wrong type by trying each alone.
+        let mut errors = FieldErrors::new();
+        for (key, value) in &object {
+            let mut single = Map::new();
+            single.insert(key.clone(), value.clone());
+            if let Err(e) = serde_json::from_value::<T>(Value::Object(single))
+                && !e.to_string().starts_with("missing field")
+            {
+                errors.add(key.clone(), "has the wrong type");
+            }
+        }
+        if errors.is_empty() {
+            errors.add("body", "does not have the expected shape");
+        }
+        errors.into_error()
+    })
+}
