@@ -32,6 +32,7 @@ pub struct Application {
     runner: JobRunner,
     jobs_stop: CancellationToken,
     platform: Platform,
+    identity: Identity,
 }
 
 /// Stops a running [`Application`] gracefully (what SIGTERM does).
@@ -104,6 +105,7 @@ impl ApplicationBuilder {
 
         let server = {
             let platform = platform.clone();
+            let identity = identity.clone();
             let api_routes = self.api_routes;
             let mut server = HttpServer::new(move || {
                 let api_routes = api_routes.clone();
@@ -160,6 +162,7 @@ impl ApplicationBuilder {
             runner,
             jobs_stop,
             platform,
+            identity,
         })
     }
 }
@@ -202,6 +205,11 @@ impl Application {
 
     pub fn platform(&self) -> &Platform {
         &self.platform
+    }
+
+    /// The running identity module (tests use it as operators use the CLI).
+    pub fn identity(&self) -> &Identity {
+        &self.identity
     }
 
     pub fn stop_handle(&self) -> StopHandle {

@@ -163,6 +163,7 @@ pub struct TestApp {
     pub port: u16,
     pub client: reqwest::Client,
     pub platform: companion::platform::Platform,
+    pub identity: companion::modules::identity::Identity,
     stop: StopHandle,
     running: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
     // Last, so the server stops before its database is dropped.
@@ -196,6 +197,7 @@ impl TestApp {
     pub async fn start_built(app: Application) -> Self {
         let port = app.port();
         let platform = app.platform().clone();
+        let identity = app.identity().clone();
         let stop = app.stop_handle();
         let running = Some(tokio::spawn(app.run_until_stopped()));
         Self {
@@ -206,6 +208,7 @@ impl TestApp {
                 .build()
                 .unwrap(),
             platform,
+            identity,
             stop,
             running,
             db: None,
@@ -308,5 +311,162 @@ where
             "condition not met within {timeout:?}"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A registered account and its current tokens.
+#[derive(Debug, Clone)]
+pub struct TestUser {
+    pub id: String,
+    pub email: String,
+    pub password: String,
+    pub token: String,
+    pub refresh_token: String,
+}
+
+/// A password that satisfies the policy.
+pub const PASSWORD: &str = "a long and unusual passphrase";
+
+impl TestApp {
+    /// The server on a fresh database with extra settings (as environment variables).
+    pub async fn spawn_with_vars(vars: &[(&str, &str)]) -> Self {
+        let db = TestDb::fresh().await;
+        let settings = test_settings(&db.url, vars);
+        Self::start(Application::builder(settings), Some(db)).await
+    }
+
+    /// Registers `email` with [`PASSWORD`]; panics unless the answer is 201.
+    pub async fn register(&self, email: &str) -> TestUser {
+        let response = self
+            .post_json(
+                "/api/v1/auth/register",
+                &serde_json::json!({ "email": email, "password": PASSWORD, "displayName": "Tester" }),
+            )
+            .await;
+        assert_eq!(response.status(), 201, "register {email}");
+        let body: Value = response.json().await.unwrap();
+        TestUser {
+            id: body["user"]["id"].as_str().unwrap().to_owned(),
+            email: email.to_owned(),
+            password: PASSWORD.to_owned(),
+            token: body["token"].as_str().unwrap().to_owned(),
+            refresh_token: body["refreshToken"].as_str().unwrap().to_owned(),
+        }
+    }
+
+    pub async fn login(&self, email: &str, password: &str) -> reqwest::Response {
+        self.post_json(
+            "/api/v1/auth/login",
+            &serde_json::json!({ "email": email, "password": password }),
+        )
+        .await
+    }
+
+    /// Logs in again and returns the account with fresh tokens.
+    pub async fn relogin(&self, user: &TestUser) -> TestUser {
+        let response = self.login(&user.email, &user.password).await;
+        assert_eq!(response.status(), 200, "login {}", user.email);
+        let body: Value = response.json().await.unwrap();
+        TestUser {
+            token: body["token"].as_str().unwrap().to_owned(),
+            refresh_token: body["refreshToken"].as_str().unwrap().to_owned(),
+            ..user.clone()
+        }
+    }
+
+    /// Sets role and/or tier the way `companion admin set-user` does, then logs in again so
+    /// the tokens carry them.
+    pub async fn set_user(
+        &self,
+        user: &TestUser,
+        role: Option<&str>,
+        tier: Option<&str>,
+    ) -> TestUser {
+        self.identity
+            .set_user(&user.email, role, tier)
+            .await
+            .unwrap();
+        self.relogin(user).await
+    }
+
+    pub async fn get_auth(&self, path: &str, token: &str) -> reqwest::Response {
+        self.client
+            .get(self.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn send_auth(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: &str,
+        body: &Value,
+    ) -> reqwest::Response {
+        self.client
+            .request(method, self.url(path))
+            .bearer_auth(token)
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Mail sent so far (the test configuration uses the in-memory mailer). Mail goes out
+    /// through the job queue, so callers usually wrap this in [`eventually`].
+    pub fn outbox(&self) -> Vec<companion::platform::mail::Email> {
+        self.platform
+            .outbox
+            .as_ref()
+            .expect("mail.transport = memory")
+            .sent()
+    }
+
+    /// Waits for a mail to `to` whose subject contains `subject`, and returns the token in
+    /// its link.
+    pub async fn mailed_token(&self, to: &str, subject: &str) -> String {
+        let mail = eventually(Duration::from_secs(10), || async {
+            self.outbox()
+                .into_iter()
+                .rev()
+                .find(|m| m.to == to && m.subject.contains(subject))
+        })
+        .await;
+        let (_, rest) = mail
+            .body
+            .split_once("token=")
+            .expect("a token link in the mail");
+        rest.split_whitespace().next().unwrap().to_owned()
+    }
+
+    /// Runs `sql` on the test database and returns the first column of the first row as text.
+    pub fn query_one(&self, sql: &str) -> Option<String> {
+        let url = self.db.as_ref().expect("a test database").url.clone();
+        let sql = sql.to_owned();
+        std::thread::spawn(move || {
+            let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+            client
+                .query_opt(&format!("SELECT ({sql})::text"), &[])
+                .unwrap()
+                .and_then(|row| row.get::<_, Option<String>>(0))
+        })
+        .join()
+        .unwrap()
+    }
+}
+
+impl TestApp {
+    /// Runs a statement on the test database; returns the affected row count.
+    pub fn execute(&self, sql: &str) -> u64 {
+        let url = self.db.as_ref().expect("a test database").url.clone();
+        let sql = sql.to_owned();
+        std::thread::spawn(move || {
+            let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+            client.execute(&sql, &[]).unwrap()
+        })
+        .join()
+        .unwrap()
     }
 }

@@ -115,8 +115,8 @@ struct Credentials {
 
 fn required(value: Option<String>, name: &str, errors: &mut FieldErrors) -> String {
     match value {
-        Some(v) if !v.is_empty() => v,
-        _ => {
+        Some(v) => v,
+        None => {
             errors.add(name, "is required");
             String::new()
         }

@@ -2,8 +2,10 @@
 //! and a logout must take effect on the very next request, on every instance.
 //!
 //! - The truth is `identity.sessions` (revoked, or account disabled).
-//! - Each instance caches answers in memory (moka, bounded, 5-minute TTL), so a busy session
-//!   costs a database read once per five minutes.
+//! - Each instance caches answers in memory (moka, bounded). With Redis, an "active" answer
+//!   is trusted for 5 minutes (the Redis marker below catches revocations meanwhile); without
+//!   Redis for 1 second, so a revocation made by another process (the `admin` CLI) lands
+//!   within a second. A "revoked" answer is final.
 //! - A revocation updates this instance's cache at once and, with Redis configured, writes a
 //!   marker (`companion:session-revoked:<sid>`, kept for the access-token lifetime) that every
 //!   instance checks first — one `EXISTS`, sub-millisecond. If Redis cannot answer, the check
@@ -11,7 +13,7 @@
 //! - Without Redis the server is a single instance by design, and its cache is the only one.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::future::BoxFuture;
 use moka::sync::Cache;
@@ -25,6 +27,7 @@ use crate::platform::redis::RedisPool;
 
 const MARKER_PREFIX: &str = "companion:session-revoked:";
 const CACHE_TTL: Duration = Duration::from_secs(300);
+const ACTIVE_TTL_WITHOUT_REDIS: Duration = Duration::from_secs(1);
 const CACHE_CAPACITY: u64 = 200_000;
 const REDIS_TIMEOUT: Duration = Duration::from_millis(500);
 
@@ -32,16 +35,25 @@ const REDIS_TIMEOUT: Duration = Duration::from_millis(500);
 pub struct Sessions {
     db: Db,
     redis: Option<RedisPool>,
-    cache: Cache<Uuid, bool>,
+    /// Session id → (active, when the database said so).
+    cache: Cache<Uuid, (bool, Instant)>,
+    /// How long an "active" answer is trusted.
+    active_ttl: Duration,
     /// How long a revocation marker must outlive the revocation: the access-token lifetime.
     marker_ttl: Duration,
 }
 
 impl Sessions {
     pub fn new(db: Db, redis: Option<RedisPool>, access_ttl: Duration) -> Arc<Self> {
+        let active_ttl = if redis.is_some() {
+            CACHE_TTL
+        } else {
+            ACTIVE_TTL_WITHOUT_REDIS
+        };
         Arc::new(Self {
             db,
             redis,
+            active_ttl,
             cache: Cache::builder()
                 .max_capacity(CACHE_CAPACITY)
                 .time_to_live(CACHE_TTL)
@@ -53,7 +65,7 @@ impl Sessions {
     /// Call after the revocation is committed in the database.
     pub async fn revoked(&self, session_ids: &[Uuid]) {
         for id in session_ids {
-            self.cache.insert(*id, false);
+            self.cache.insert(*id, (false, Instant::now()));
         }
         let Some(pool) = &self.redis else { return };
         if session_ids.is_empty() {
@@ -97,7 +109,7 @@ impl Sessions {
                 store::session_active(conn, user_id, session_id).map_err(DbError::from)
             })
             .await?;
-        self.cache.insert(session_id, active);
+        self.cache.insert(session_id, (active, Instant::now()));
         Ok(active)
     }
 }
@@ -105,14 +117,15 @@ impl Sessions {
 impl SessionCheck for Sessions {
     fn is_active(&self, user_id: Uuid, session_id: Uuid) -> BoxFuture<'_, Result<bool, AppError>> {
         Box::pin(async move {
-            let cached = self.cache.get(&session_id);
-            if cached == Some(false) {
-                return Ok(false);
-            }
+            let cached = match self.cache.get(&session_id) {
+                Some((false, _)) => return Ok(false),
+                Some((true, at)) => Some(at),
+                None => None,
+            };
             if let Some(pool) = &self.redis {
                 match self.marked_revoked(pool, session_id).await {
                     Some(true) => {
-                        self.cache.insert(session_id, false);
+                        self.cache.insert(session_id, (false, Instant::now()));
                         return Ok(false);
                     }
                     Some(false) => {}
@@ -121,8 +134,8 @@ impl SessionCheck for Sessions {
                 }
             }
             match cached {
-                Some(active) => Ok(active),
-                None => self.from_database(user_id, session_id).await,
+                Some(at) if at.elapsed() < self.active_ttl => Ok(true),
+                _ => self.from_database(user_id, session_id).await,
             }
         })
     }
