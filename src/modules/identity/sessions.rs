@@ -35,8 +35,9 @@ const REDIS_TIMEOUT: Duration = Duration::from_millis(500);
 pub struct Sessions {
     db: Db,
     redis: Option<RedisPool>,
-    /// Session id → (active, when the database said so).
-    cache: Cache<Uuid, (bool, Instant)>,
+    /// Session id → (active for this user, when it was learned). A revocation stores
+    /// `None`: revoked whoever asks.
+    cache: Cache<Uuid, (Option<Uuid>, Instant)>,
     /// How long an "active" answer is trusted.
     active_ttl: Duration,
     /// How long a revocation marker must outlive the revocation: the access-token lifetime.
@@ -65,7 +66,7 @@ impl Sessions {
     /// Call after the revocation is committed in the database.
     pub async fn revoked(&self, session_ids: &[Uuid]) {
         for id in session_ids {
-            self.cache.insert(*id, (false, Instant::now()));
+            self.cache.insert(*id, (None, Instant::now()));
         }
         let Some(pool) = &self.redis else { return };
         if session_ids.is_empty() {
@@ -109,7 +110,8 @@ impl Sessions {
                 store::session_active(conn, user_id, session_id).map_err(DbError::from)
             })
             .await?;
-        self.cache.insert(session_id, (active, Instant::now()));
+        let owner = active.then_some(user_id);
+        self.cache.insert(session_id, (owner, Instant::now()));
         Ok(active)
     }
 }
@@ -118,14 +120,15 @@ impl SessionCheck for Sessions {
     fn is_active(&self, user_id: Uuid, session_id: Uuid) -> BoxFuture<'_, Result<bool, AppError>> {
         Box::pin(async move {
             let cached = match self.cache.get(&session_id) {
-                Some((false, _)) => return Ok(false),
-                Some((true, at)) => Some(at),
-                None => None,
+                Some((None, _)) => return Ok(false),
+                Some((Some(owner), at)) if owner == user_id => Some(at),
+                // Unknown here, or known for another user: the database decides.
+                _ => None,
             };
             if let Some(pool) = &self.redis {
                 match self.marked_revoked(pool, session_id).await {
                     Some(true) => {
-                        self.cache.insert(session_id, (false, Instant::now()));
+                        self.cache.insert(session_id, (None, Instant::now()));
                         return Ok(false);
                     }
                     Some(false) => {}
