@@ -37,11 +37,11 @@ pub trait Mailer: Send + Sync {
     fn send<'a>(&'a self, email: &'a Email) -> BoxFuture<'a, Result<(), MailError>>;
 }
 
-/// Builds the mailer the settings ask for. The in-memory outbox is returned too, so tests
-/// can read it.
-pub fn from_settings(
-    settings: &MailSettings,
-) -> Result<(Arc<dyn Mailer>, Option<Arc<MemoryMailer>>), MailError> {
+/// The mailer, and the in-memory outbox when that is the mailer (tests read it).
+pub type MailerAndOutbox = (Arc<dyn Mailer>, Option<Arc<MemoryMailer>>);
+
+/// Builds the mailer the settings ask for.
+pub fn from_settings(settings: &MailSettings) -> Result<MailerAndOutbox, MailError> {
     Ok(match settings.transport {
         MailTransport::Log => (Arc::new(LogMailer), None),
         MailTransport::Memory => {

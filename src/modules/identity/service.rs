@@ -402,7 +402,7 @@ impl Service {
         client: ClientInfo,
     ) -> Result<Issued, IdentityError> {
         enum Rotation {
-            Rotated(UserRow, Uuid, String),
+            Rotated(Box<UserRow>, Uuid, String),
             Reused(Uuid),
             Invalid,
         }
@@ -437,11 +437,15 @@ impl Service {
                 }
                 let refresh = service.new_refresh_token(conn, found.session_id)?;
                 store::touch_session(conn, found.session_id)?;
-                Ok::<_, IdentityError>(Rotation::Rotated(found.user, found.session_id, refresh))
+                Ok::<_, IdentityError>(Rotation::Rotated(
+                    Box::new(found.user),
+                    found.session_id,
+                    refresh,
+                ))
             })
             .await?;
         match rotation {
-            Rotation::Rotated(user, session_id, refresh) => self.issue(user, session_id, refresh),
+            Rotation::Rotated(user, session_id, refresh) => self.issue(*user, session_id, refresh),
             Rotation::Reused(session_id) => {
                 self.sessions.revoked(&[session_id]).await;
                 Err(IdentityError::InvalidRefresh)

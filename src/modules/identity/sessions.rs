@@ -103,7 +103,7 @@ impl Sessions {
             .flatten()
     }
 
-    async fn from_database(&self, user_id: Uuid, session_id: Uuid) -> Result<bool, AppError> {
+    async fn ask_database(&self, user_id: Uuid, session_id: Uuid) -> Result<bool, AppError> {
         let active = self
             .db
             .run(move |conn| {
@@ -133,12 +133,12 @@ impl SessionCheck for Sessions {
                     }
                     Some(false) => {}
                     // Redis is not answering: only the database can say.
-                    None => return self.from_database(user_id, session_id).await,
+                    None => return self.ask_database(user_id, session_id).await,
                 }
             }
             match cached {
                 Some(at) if at.elapsed() < self.active_ttl => Ok(true),
-                _ => self.from_database(user_id, session_id).await,
+                _ => self.ask_database(user_id, session_id).await,
             }
         })
     }
