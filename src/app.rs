@@ -92,6 +92,15 @@ impl ApplicationBuilder {
         let platform = Platform::new(settings).context("could not set up the platform")?;
         let settings = platform.settings.clone();
 
+        if settings.environment == crate::config::Environment::Production
+            && settings.mail.transport == crate::config::MailTransport::Log
+        {
+            tracing::warn!(
+                "mail.transport is \"log\": verification and password-reset emails are not sent; \
+                 set COMPANION__MAIL__TRANSPORT=smtp and COMPANION__MAIL__SMTP_URL"
+            );
+        }
+
         // The modules, and the traits they lend each other.
         let identity = Identity::new(&platform);
         let sessions = identity.session_check();
