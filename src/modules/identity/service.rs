@@ -339,7 +339,14 @@ impl Service {
     ) -> Result<Issued, IdentityError> {
         // A malformed address cannot match an account: it is checked like any other, so the
         // answer is the same 401 and the limits still count it.
-        let email = email.trim().to_lowercase();
+        // Bounded, so an oversized "email" cannot make an oversized limiter key; anything
+        // longer than an address can be matches no account anyway.
+        let email: String = email
+            .trim()
+            .to_lowercase()
+            .chars()
+            .take(MAX_EMAIL_LEN + 1)
+            .collect();
         let ip = client.ip.clone().unwrap_or_default();
         let limits = &self.settings.ratelimit;
         self.limit(
