@@ -1,6 +1,6 @@
 //! Rate limits as clients meet them: headers on every API answer, 429 with `Retry-After`,
 //! tier and endpoint limits, the client address, and what happens when Redis fails — with
-//! the in-process limiter (no Redis) and with real Redis.
+//! the in-process limiter (no Redis) and with real Redis (each behaviour runs on both).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
@@ -21,6 +21,25 @@ fn header(response: &reqwest::Response, name: &str) -> Option<String> {
 /// A Redis key prefix of its own, so parallel tests sharing one Redis never share budgets.
 fn own_prefix() -> String {
     format!("test:{}:", uuid::Uuid::new_v4().simple())
+}
+
+/// Where the limiter keeps its counts.
+#[derive(Clone, Copy, Debug)]
+enum Backend {
+    InProcess,
+    Redis,
+}
+
+/// A server with `vars`, limited in process or on the real Redis.
+async fn limited_app(backend: Backend, vars: &[(&str, &str)]) -> TestApp {
+    let redis = support::redis_url();
+    let prefix = own_prefix();
+    let mut all = vars.to_vec();
+    if let Backend::Redis = backend {
+        all.push(("REDIS_URL", &redis));
+        all.push(("COMPANION__RATELIMIT__KEY_PREFIX", &prefix));
+    }
+    TestApp::spawn_with_vars(&all).await
 }
 
 #[tokio::test]
@@ -57,12 +76,24 @@ async fn every_api_answer_reports_the_budget_and_the_limit_refuses_with_retry_af
 }
 
 #[tokio::test]
-async fn the_limit_follows_the_tier_of_the_token() {
-    let app = TestApp::spawn_with_vars(&[
-        ("COMPANION__RATELIMIT__FREE_PER_MINUTE", "4"),
-        ("COMPANION__RATELIMIT__PREMIUM_PER_MINUTE", "40"),
-        ("COMPANION__RATELIMIT__ENTERPRISE_PER_MINUTE", "0"),
-    ])
+async fn the_limit_follows_the_tier_in_process() {
+    the_limit_follows_the_tier_of_the_token(Backend::InProcess).await;
+}
+
+#[tokio::test]
+async fn the_limit_follows_the_tier_on_redis() {
+    the_limit_follows_the_tier_of_the_token(Backend::Redis).await;
+}
+
+async fn the_limit_follows_the_tier_of_the_token(backend: Backend) {
+    let app = limited_app(
+        backend,
+        &[
+            ("COMPANION__RATELIMIT__FREE_PER_MINUTE", "4"),
+            ("COMPANION__RATELIMIT__PREMIUM_PER_MINUTE", "40"),
+            ("COMPANION__RATELIMIT__ENTERPRISE_PER_MINUTE", "0"),
+        ],
+    )
     .await;
     let ann = app.register("ann@example.com").await;
     let bob = app.register("bob@example.com").await;
@@ -96,8 +127,20 @@ async fn the_limit_follows_the_tier_of_the_token() {
 }
 
 #[tokio::test]
-async fn login_is_limited_per_account_and_address_and_forged_addresses_do_not_help() {
-    let app = TestApp::spawn_with_vars(&[("COMPANION__RATELIMIT__LOGIN_PER_MINUTE", "5")]).await;
+async fn login_is_limited_per_account_and_address_in_process() {
+    login_is_limited_per_account_and_address_and_forged_addresses_do_not_help(Backend::InProcess)
+        .await;
+}
+
+#[tokio::test]
+async fn login_is_limited_per_account_and_address_on_redis() {
+    login_is_limited_per_account_and_address_and_forged_addresses_do_not_help(Backend::Redis).await;
+}
+
+async fn login_is_limited_per_account_and_address_and_forged_addresses_do_not_help(
+    backend: Backend,
+) {
+    let app = limited_app(backend, &[("COMPANION__RATELIMIT__LOGIN_PER_MINUTE", "5")]).await;
     let ann = app.register("ann@example.com").await;
     for i in 0..5 {
         // Changing X-Forwarded-For changes nothing: the server does not trust it by default.
@@ -119,12 +162,24 @@ async fn login_is_limited_per_account_and_address_and_forged_addresses_do_not_he
 }
 
 #[tokio::test]
-async fn of_150_guesses_from_many_addresses_at_most_100_are_evaluated() {
-    let app = TestApp::spawn_with_vars(&[
-        ("COMPANION__HTTP__CLIENT_IP_SOURCE", "x-forwarded-for"),
-        ("COMPANION__RATELIMIT__LOGIN_PER_MINUTE", "5"),
-        ("COMPANION__RATELIMIT__LOGIN_ACCOUNT_PER_HOUR", "100"),
-    ])
+async fn of_150_guesses_at_most_100_are_evaluated_in_process() {
+    of_150_guesses_from_many_addresses_at_most_100_are_evaluated(Backend::InProcess).await;
+}
+
+#[tokio::test]
+async fn of_150_guesses_at_most_100_are_evaluated_on_redis() {
+    of_150_guesses_from_many_addresses_at_most_100_are_evaluated(Backend::Redis).await;
+}
+
+async fn of_150_guesses_from_many_addresses_at_most_100_are_evaluated(backend: Backend) {
+    let app = limited_app(
+        backend,
+        &[
+            ("COMPANION__HTTP__CLIENT_IP_SOURCE", "x-forwarded-for"),
+            ("COMPANION__RATELIMIT__LOGIN_PER_MINUTE", "5"),
+            ("COMPANION__RATELIMIT__LOGIN_ACCOUNT_PER_HOUR", "100"),
+        ],
+    )
     .await;
     let ann = app.register("ann@example.com").await;
     let mut statuses = Vec::new();
@@ -163,11 +218,23 @@ async fn of_150_guesses_from_many_addresses_at_most_100_are_evaluated() {
 }
 
 #[tokio::test]
-async fn registration_and_password_reset_requests_have_their_own_limits() {
-    let app = TestApp::spawn_with_vars(&[
-        ("COMPANION__RATELIMIT__REGISTER_PER_MINUTE", "3"),
-        ("COMPANION__RATELIMIT__FORGOT_PASSWORD_PER_HOUR", "2"),
-    ])
+async fn registration_and_password_reset_limits_in_process() {
+    registration_and_password_reset_requests_have_their_own_limits(Backend::InProcess).await;
+}
+
+#[tokio::test]
+async fn registration_and_password_reset_limits_on_redis() {
+    registration_and_password_reset_requests_have_their_own_limits(Backend::Redis).await;
+}
+
+async fn registration_and_password_reset_requests_have_their_own_limits(backend: Backend) {
+    let app = limited_app(
+        backend,
+        &[
+            ("COMPANION__RATELIMIT__REGISTER_PER_MINUTE", "3"),
+            ("COMPANION__RATELIMIT__FORGOT_PASSWORD_PER_HOUR", "2"),
+        ],
+    )
     .await;
     for name in ["a", "b", "c"] {
         app.register(&format!("{name}@example.com")).await;
