@@ -123,7 +123,7 @@ impl ApplicationBuilder {
                     .app_data(web::Data::new(platform.clone()))
                     .app_data(web::Data::from(platform.tokens.clone()))
                     .app_data(web::Data::from(platform.metrics.clone()))
-                    .app_data(web::Data::new(sessions.clone()))
+                    .app_data(web::Data::from(sessions.clone()))
                     .app_data(http::json_config(platform.settings.http.json_limit_bytes))
                     .app_data(http::path_config())
                     .app_data(http::query_config())

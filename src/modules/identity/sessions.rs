@@ -31,7 +31,6 @@ const ACTIVE_TTL_WITHOUT_REDIS: Duration = Duration::from_secs(1);
 const CACHE_CAPACITY: u64 = 200_000;
 const REDIS_TIMEOUT: Duration = Duration::from_millis(500);
 
-#[derive(Clone)]
 pub struct Sessions {
     db: Db,
     redis: Option<RedisPool>,

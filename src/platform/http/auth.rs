@@ -6,12 +6,12 @@
 //! on the very next request. Every module authenticates with the [`AuthUser`] extractor.
 //! Tokens are read from the `Authorization` header only, never from the URL.
 
-use std::sync::Arc;
+use std::future::ready;
 use std::time::Duration;
 
 use actix_web::dev::Payload;
 use actix_web::http::header;
-use actix_web::{FromRequest, HttpRequest, web};
+use actix_web::{FromRequest, HttpMessage, HttpRequest, web};
 use futures_util::future::{BoxFuture, LocalBoxFuture};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use secrecy::ExposeSecret;
@@ -240,17 +240,18 @@ impl FromRequest for AuthUser {
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let unauthorized = || AppError::unauthorized("A valid access token is required.");
-        let keys = req.app_data::<web::Data<TokenKeys>>().cloned();
-        let sessions = req.app_data::<web::Data<Arc<dyn SessionCheck>>>().cloned();
-        let claims = keys
-            .as_ref()
-            .and_then(|keys| bearer_token(req).and_then(|token| keys.verify_access(token)));
+        let keys = req.app_data::<web::Data<TokenKeys>>();
+        let sessions = req.app_data::<web::Data<dyn SessionCheck>>().cloned();
+        let (Some(keys), Some(sessions)) = (keys, sessions) else {
+            return Box::pin(ready(Err(AppError::internal(anyhow::anyhow!(
+                "TokenKeys or SessionCheck not registered"
+            )))));
+        };
+        // The rate-limit middleware has usually verified the token already.
+        let verified = req.extensions().get::<AccessClaims>().cloned();
+        let claims =
+            verified.or_else(|| bearer_token(req).and_then(|token| keys.verify_access(token)));
         Box::pin(async move {
-            let (Some(_), Some(sessions)) = (keys, sessions) else {
-                return Err(AppError::internal(anyhow::anyhow!(
-                    "TokenKeys or SessionCheck not registered"
-                )));
-            };
             let claims = claims.ok_or_else(unauthorized)?;
             let role = Role::parse(&claims.role).ok_or_else(unauthorized)?;
             if !sessions.is_active(claims.sub, claims.sid).await? {

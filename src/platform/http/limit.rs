@@ -13,7 +13,7 @@ use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
 use actix_web::middleware::Next;
-use actix_web::{Error, ResponseError, web};
+use actix_web::{Error, HttpMessage, ResponseError, web};
 
 use super::auth::{TokenKeys, bearer_token};
 use super::client::client_ip;
@@ -72,10 +72,15 @@ pub async fn rate_limit(
         .app_data::<web::Data<TokenKeys>>()
         .and_then(|keys| bearer_token(req.request()).and_then(|t| keys.verify_access(t)));
     let (key, quota) = match claims {
-        Some(claims) => (
-            format!("user:{}", claims.sub),
-            tier_quota(settings, &claims.tier),
-        ),
+        Some(claims) => {
+            let limit = (
+                format!("user:{}", claims.sub),
+                tier_quota(settings, &claims.tier),
+            );
+            // Verified once: `AuthUser` picks the claims up instead of verifying again.
+            req.extensions_mut().insert(claims);
+            limit
+        }
         None => {
             let ip = client_ip(
                 req.headers(),
