@@ -100,44 +100,21 @@ impl From<Issued> for TokensView {
     }
 }
 
-/// Every field optional at the type level so that a missing one is reported by name.
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Credentials {
-    email: Option<String>,
-    password: Option<String>,
-    display_name: Option<String>,
-    refresh_token: Option<String>,
-    token: Option<String>,
-    current_password: Option<String>,
-    new_password: Option<String>,
-}
-
-fn required(value: Option<String>, name: &str, errors: &mut FieldErrors) -> String {
-    match value {
-        Some(v) => v,
-        None => {
-            errors.add(name, "is required");
+/// Parses a body of exactly `fields`, all required strings, in that order. Unknown, missing
+/// and non-string fields are each reported by name.
+fn credentials<const N: usize>(body: Value, fields: [&str; N]) -> Result<[String; N], AppError> {
+    let mut parsed: Map<String, Value> = strict_body(body, &fields)?;
+    let mut errors = FieldErrors::new();
+    let values = fields.map(|field| match parsed.remove(field) {
+        Some(Value::String(value)) => value,
+        Some(Value::Null) | None => {
+            errors.add(field, "is required");
             String::new()
         }
-    }
-}
-
-/// Parses a body with exactly `fields`, all required, in that order.
-fn credentials<const N: usize>(body: Value, fields: [&str; N]) -> Result<[String; N], AppError> {
-    let parsed: Credentials = strict_body(body, &fields)?;
-    let mut errors = FieldErrors::new();
-    let values = fields.map(|field| {
-        let value = match field {
-            "email" => parsed.email.clone(),
-            "password" => parsed.password.clone(),
-            "displayName" => parsed.display_name.clone(),
-            "refreshToken" => parsed.refresh_token.clone(),
-            "token" => parsed.token.clone(),
-            "currentPassword" => parsed.current_password.clone(),
-            _ => parsed.new_password.clone(),
-        };
-        required(value, field, &mut errors)
+        Some(_) => {
+            errors.add(field, "must be a string");
+            String::new()
+        }
     });
     errors.finish(values)
 }
