@@ -6,10 +6,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
-use super::service::{
-    Issued, MAX_AVATAR_URL_LEN, MAX_BIO_LEN, Service, check_display_name, level_for_experience,
-    next_level_at,
+use super::rules::{
+    MAX_AVATAR_URL_LEN, MAX_BIO_LEN, check_display_name, level_for_experience, next_level_at,
 };
+use super::service::{Issued, Service};
 use super::store::{AuditRow, ProfileChanges, UserRow};
 use crate::platform::http::{AppError, AuthUser, ClientInfo, FieldErrors, Role, strict_body};
 

@@ -1,9 +1,12 @@
 #![doc = include_str!("README.md")]
 
+mod account;
 mod api;
 mod audit;
 mod emails;
 mod password;
+mod recovery;
+mod rules;
 mod schema;
 mod secret;
 mod service;
@@ -22,7 +25,8 @@ use crate::platform::db::DbError;
 use crate::platform::http::{ClientInfo, SessionCheck};
 use crate::platform::jobs::JobRegistry;
 
-pub use service::{IdentityError, level_for_experience, next_level_at};
+pub use rules::{level_for_experience, next_level_at};
+pub use service::IdentityError;
 
 /// How an audited action ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,4 +1,6 @@
-//! The rules of accounts and sessions. Handlers call these; these call the store.
+//! The rules of accounts and sessions: registration, login, refresh, logout. Handlers call
+//! these; these call the store. The other flows are `impl Service` blocks in `recovery.rs`
+//! (verification, password change and reset) and `account.rs` (profile, role and tier).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,32 +9,22 @@ use chrono::Utc;
 use diesel::PgConnection;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use futures_util::future::BoxFuture;
-use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::audit::{self, Audit};
+use super::recovery::RESET_REQUEST_JOB;
+use super::rules::{MAX_EMAIL_LEN, check_display_name, level_for_experience, normalize_email};
 use super::sessions::Sessions;
-use super::store::{self, NewUser, ProfileChanges, UserRow};
-use super::{AuditEntry, AuditLog, Experience, Outcome, Progress, emails, password, secret};
+use super::store::{self, NewUser, UserRow};
+use super::{AuditEntry, Experience, Outcome, Progress, password, secret};
 use crate::config::Settings;
 use crate::platform::Platform;
 use crate::platform::db::{Db, DbError};
 use crate::platform::http::{AppError, ClientInfo, FieldErrors, TokenKeys, refusal};
-use crate::platform::jobs::{self, JobRegistry, NewJob};
-use crate::platform::mail;
+use crate::platform::jobs::JobRegistry;
 use crate::platform::ratelimit::{Decision, Limits, Quota};
 
-const VERIFY_EMAIL: &str = "verify_email";
-const RESET_PASSWORD: &str = "reset_password";
-const VERIFY_TTL: Duration = Duration::from_secs(24 * 3600);
-const RESET_TTL: Duration = Duration::from_secs(3600);
-const RESET_REQUEST_JOB: &str = "identity.password_reset_requested";
 const CLEANUP_JOB: &str = "identity.cleanup";
-
-pub const MAX_EMAIL_LEN: usize = 254;
-pub const MAX_DISPLAY_NAME_LEN: usize = 50;
-pub const MAX_BIO_LEN: usize = 500;
-pub const MAX_AVATAR_URL_LEN: usize = 2048;
 
 #[derive(Debug, thiserror::Error)]
 pub enum IdentityError {
@@ -61,7 +53,7 @@ impl From<DieselError> for IdentityError {
 }
 
 impl IdentityError {
-    fn field(name: &str, problem: &str) -> Self {
+    pub(super) fn field(name: &str, problem: &str) -> Self {
         let mut errors = FieldErrors::new();
         errors.add(name, problem);
         Self::Invalid(errors)
@@ -97,52 +89,6 @@ pub struct Issued {
     pub user: UserRow,
 }
 
-/// Level `n` needs `50·n·(n−1)` experience: level 2 at 100, 3 at 300, 4 at 600, 5 at 1,000…
-/// each level costs 100 more than the one before.
-pub fn level_for_experience(experience: i64) -> u32 {
-    let mut level = 1u32;
-    while next_level_at(level) <= experience {
-        level += 1;
-    }
-    level
-}
-
-/// The experience at which level `level + 1` starts.
-pub fn next_level_at(level: u32) -> i64 {
-    let n = i64::from(level) + 1;
-    50 * n * (n - 1)
-}
-
-/// Trimmed and lower-cased; checked for shape.
-pub fn normalize_email(raw: &str) -> Result<String, &'static str> {
-    let email = raw.trim().to_lowercase();
-    if email.is_empty() {
-        return Err("is required");
-    }
-    if email.len() > MAX_EMAIL_LEN {
-        return Err("must be at most 254 characters");
-    }
-    match email.parse::<lettre::Address>() {
-        Ok(address) if address.domain().contains('.') => Ok(email),
-        _ => Err("is not a valid email address"),
-    }
-}
-
-/// Trimmed, 1 to 50 characters, no control characters.
-pub fn check_display_name(raw: &str) -> Result<String, &'static str> {
-    let name = raw.trim();
-    let len = name.chars().count();
-    if len == 0 {
-        Err("is required")
-    } else if len > MAX_DISPLAY_NAME_LEN {
-        Err("must be at most 50 characters")
-    } else if name.chars().any(char::is_control) {
-        Err("must not contain control characters")
-    } else {
-        Ok(name.to_owned())
-    }
-}
-
 fn is_unique_violation(err: &DieselError) -> bool {
     matches!(
         err,
@@ -153,12 +99,12 @@ fn is_unique_violation(err: &DieselError) -> bool {
 
 #[derive(Clone)]
 pub struct Service {
-    db: Db,
+    pub(super) db: Db,
     tokens: Arc<TokenKeys>,
-    settings: Arc<Settings>,
+    pub(super) settings: Arc<Settings>,
     limits: Limits,
-    sessions: Arc<Sessions>,
-    audit: Audit,
+    pub(super) sessions: Arc<Sessions>,
+    pub(super) audit: Audit,
 }
 
 impl Service {
@@ -186,7 +132,12 @@ impl Service {
     }
 
     /// Counts one attempt against a strict endpoint limit (never unlimited when Redis fails).
-    async fn limit(&self, key: String, limit: u32, period: Duration) -> Result<(), IdentityError> {
+    pub(super) async fn limit(
+        &self,
+        key: String,
+        limit: u32,
+        period: Duration,
+    ) -> Result<(), IdentityError> {
         let Some(quota) = Quota::configured(limit, period) else {
             return Ok(());
         };
@@ -312,23 +263,6 @@ impl Service {
             })
             .await?;
         self.issue(user, session_id, refresh)
-    }
-
-    fn send_verification(
-        &self,
-        conn: &mut PgConnection,
-        user: &UserRow,
-    ) -> diesel::QueryResult<()> {
-        let (token, hash) = secret::generate();
-        store::insert_email_token(conn, &hash, user.id, VERIFY_EMAIL, Utc::now() + VERIFY_TTL)?;
-        let email = emails::verify_address(
-            &user.email,
-            &user.display_name,
-            &self.settings.server.public_url,
-            &token,
-        );
-        jobs::enqueue(conn, &mail::send_job(&email))?;
-        Ok(())
     }
 
     pub async fn login(
@@ -485,265 +419,11 @@ impl Service {
         Ok(())
     }
 
-    /// Changes the password (the current one is required) and ends every other session.
-    pub async fn change_password(
-        &self,
-        user_id: Uuid,
-        session_id: Uuid,
-        current: String,
-        new: String,
-        client: ClientInfo,
-    ) -> Result<(), IdentityError> {
-        if let Some(problem) = password::policy_violation(&new) {
-            return Err(IdentityError::field("newPassword", problem));
-        }
-        let user = self.user(user_id).await?;
-        // Guessing the current password here is limited like guessing it at login.
-        self.limit(
-            format!("login-account:{}", user.email),
-            self.settings.ratelimit.login_account_per_hour,
-            Duration::from_secs(3600),
-        )
-        .await?;
-        if !password::verify_blocking(current, Some(user.password_hash)).await? {
-            self.audit
-                .record(
-                    AuditEntry::new("password.change", Outcome::Failure)
-                        .by_self(user_id)
-                        .client(&client),
-                )
-                .await?;
-            return Err(IdentityError::field("currentPassword", "is not correct"));
-        }
-        let hash = password::hash_blocking(new).await?;
-        let revoked = self
-            .db
-            .transaction(move |conn| {
-                store::set_password(conn, user_id, &hash)?;
-                let revoked = store::revoke_user_sessions(
-                    conn,
-                    user_id,
-                    Some(session_id),
-                    "password_changed",
-                )?;
-                audit::record_in(
-                    conn,
-                    AuditEntry::new("password.change", Outcome::Success)
-                        .by_self(user_id)
-                        .change(None, Some(json!({ "sessionsEnded": revoked.len() })))
-                        .client(&client),
-                )?;
-                Ok::<_, IdentityError>(revoked)
-            })
-            .await?;
-        self.sessions.revoked(&revoked).await;
-        Ok(())
-    }
-
-    /// Always the same answer, and the same work on the request path, whether or not the
-    /// account exists: the lookup happens in a job.
-    pub async fn forgot_password(&self, email: &str) -> Result<(), IdentityError> {
-        let email = normalize_email(email).map_err(|p| IdentityError::field("email", p))?;
-        self.limit(
-            format!("forgot:{email}"),
-            self.settings.ratelimit.forgot_password_per_hour,
-            Duration::from_secs(3600),
-        )
-        .await?;
-        let job = NewJob::new(RESET_REQUEST_JOB, json!({ "email": email })).max_attempts(5);
-        self.db
-            .run(move |conn| jobs::enqueue(conn, &job).map_err(IdentityError::from))
-            .await?;
-        Ok(())
-    }
-
-    /// The job behind [`Service::forgot_password`]: a reset token and its email, together.
-    async fn send_reset(&self, email: String) -> Result<(), IdentityError> {
-        let public_url = self.settings.server.public_url.clone();
-        self.db
-            .transaction(move |conn| {
-                let Some(user) = store::find_user_by_email(conn, &email)? else {
-                    return Ok(());
-                };
-                if user.disabled_at.is_some() {
-                    return Ok(());
-                }
-                store::expire_email_tokens(conn, user.id, RESET_PASSWORD)?;
-                let (token, hash) = secret::generate();
-                store::insert_email_token(
-                    conn,
-                    &hash,
-                    user.id,
-                    RESET_PASSWORD,
-                    Utc::now() + RESET_TTL,
-                )?;
-                let message =
-                    emails::reset_password(&user.email, &user.display_name, &public_url, &token);
-                jobs::enqueue(conn, &mail::send_job(&message))?;
-                audit::record_in(
-                    conn,
-                    AuditEntry::new("password.reset_requested", Outcome::Success).subject(user.id),
-                )?;
-                Ok::<_, IdentityError>(())
-            })
-            .await
-    }
-
-    /// Sets a new password from a reset link; ends every session.
-    pub async fn reset_password(
-        &self,
-        token: &str,
-        new: String,
-        client: ClientInfo,
-    ) -> Result<(), IdentityError> {
-        if let Some(problem) = password::policy_violation(&new) {
-            return Err(IdentityError::field("password", problem));
-        }
-        let hash = password::hash_blocking(new).await?;
-        let token_hash = secret::digest(token);
-        let revoked = self
-            .db
-            .transaction(move |conn| {
-                let Some(user_id) = store::consume_email_token(conn, &token_hash, RESET_PASSWORD)?
-                else {
-                    return Err(IdentityError::field("token", "is invalid, used or expired"));
-                };
-                store::set_password(conn, user_id, &hash)?;
-                // The link arrived by email: the address is proven.
-                store::set_email_verified(conn, user_id)?;
-                let revoked = store::revoke_user_sessions(conn, user_id, None, "password_reset")?;
-                audit::record_in(
-                    conn,
-                    AuditEntry::new("password.reset", Outcome::Success)
-                        .by_self(user_id)
-                        .change(None, Some(json!({ "sessionsEnded": revoked.len() })))
-                        .client(&client),
-                )?;
-                Ok(revoked)
-            })
-            .await?;
-        self.sessions.revoked(&revoked).await;
-        Ok(())
-    }
-
-    pub async fn verify_email(&self, token: &str, client: ClientInfo) -> Result<(), IdentityError> {
-        let token_hash = secret::digest(token);
-        self.db
-            .transaction(move |conn| {
-                let Some(user_id) = store::consume_email_token(conn, &token_hash, VERIFY_EMAIL)?
-                else {
-                    return Err(IdentityError::field("token", "is invalid, used or expired"));
-                };
-                store::set_email_verified(conn, user_id)?;
-                audit::record_in(
-                    conn,
-                    AuditEntry::new("email.verified", Outcome::Success)
-                        .by_self(user_id)
-                        .client(&client),
-                )?;
-                Ok(())
-            })
-            .await
-    }
-
     pub async fn user(&self, user_id: Uuid) -> Result<UserRow, IdentityError> {
         self.db
             .run(move |conn| store::find_user(conn, user_id).map_err(IdentityError::from))
             .await?
             .ok_or(IdentityError::UnknownAccount)
-    }
-
-    pub async fn update_profile(
-        &self,
-        user_id: Uuid,
-        changes: ProfileChanges,
-        client: ClientInfo,
-    ) -> Result<UserRow, IdentityError> {
-        self.db
-            .transaction(move |conn| {
-                let before =
-                    store::find_user(conn, user_id)?.ok_or(IdentityError::UnknownAccount)?;
-                let after = store::update_profile(conn, user_id, &changes)?;
-                let (old, new) = profile_diff(&before, &after);
-                if !new.is_empty() {
-                    audit::record_in(
-                        conn,
-                        AuditEntry::new("profile.update", Outcome::Success)
-                            .by_self(user_id)
-                            .change(Some(Value::Object(old)), Some(Value::Object(new)))
-                            .client(&client),
-                    )?;
-                }
-                Ok(after)
-            })
-            .await
-    }
-
-    /// Sets role and tier by email. A role change ends the account's sessions so no token
-    /// keeps a role it no longer has.
-    pub async fn set_user(
-        &self,
-        actor: Option<Uuid>,
-        email: &str,
-        role: Option<&str>,
-        tier: Option<&str>,
-        client: &ClientInfo,
-    ) -> Result<(), IdentityError> {
-        let email = normalize_email(email).map_err(|p| IdentityError::field("email", p))?;
-        if let Some(role) = role
-            && !matches!(role, "user" | "moderator" | "admin")
-        {
-            return Err(IdentityError::field(
-                "role",
-                "must be user, moderator or admin",
-            ));
-        }
-        if let Some(tier) = tier
-            && !matches!(tier, "free" | "premium" | "enterprise")
-        {
-            return Err(IdentityError::field(
-                "tier",
-                "must be free, premium or enterprise",
-            ));
-        }
-        let (role, tier, client) = (
-            role.map(str::to_owned),
-            tier.map(str::to_owned),
-            client.clone(),
-        );
-        let revoked = self
-            .db
-            .transaction(move |conn| {
-                let user = store::find_user_by_email(conn, &email)?
-                    .ok_or(IdentityError::UnknownAccount)?;
-                let new_role = role.unwrap_or_else(|| user.role.clone());
-                let new_tier = tier.unwrap_or_else(|| user.tier.clone());
-                store::set_role_and_tier(conn, user.id, &new_role, &new_tier)?;
-                let mut revoked = Vec::new();
-                for (action, old, new) in [
-                    ("user.role_change", &user.role, &new_role),
-                    ("user.tier_change", &user.tier, &new_tier),
-                ] {
-                    if old == new {
-                        continue;
-                    }
-                    let mut entry = AuditEntry::new(action, Outcome::Success)
-                        .subject(user.id)
-                        .change(Some(json!(old)), Some(json!(new)))
-                        .client(&client);
-                    if let Some(actor) = actor {
-                        entry = entry.actor(actor);
-                    }
-                    audit::record_in(conn, entry)?;
-                    if action == "user.role_change" {
-                        revoked = store::revoke_user_sessions(conn, user.id, None, "role_changed")?;
-                    }
-                }
-                Ok::<_, IdentityError>(revoked)
-            })
-            .await?;
-        self.sessions.revoked(&revoked).await;
-        Ok(())
     }
 
     pub fn register_jobs(&self, registry: &mut JobRegistry) {
@@ -770,43 +450,6 @@ impl Service {
     }
 }
 
-/// The changed profile fields, before and after.
-fn profile_diff(
-    before: &UserRow,
-    after: &UserRow,
-) -> (
-    serde_json::Map<String, Value>,
-    serde_json::Map<String, Value>,
-) {
-    let mut old = serde_json::Map::new();
-    let mut new = serde_json::Map::new();
-    let pairs = [
-        (
-            "displayName",
-            json!(before.display_name),
-            json!(after.display_name),
-        ),
-        ("bio", json!(before.bio), json!(after.bio)),
-        (
-            "avatarUrl",
-            json!(before.avatar_url),
-            json!(after.avatar_url),
-        ),
-        (
-            "preferences",
-            before.preferences.clone(),
-            after.preferences.clone(),
-        ),
-    ];
-    for (name, was, is) in pairs {
-        if was != is {
-            old.insert(name.to_owned(), was);
-            new.insert(name.to_owned(), is);
-        }
-    }
-    (old, new)
-}
-
 impl Experience for Service {
     fn award(
         &self,
@@ -825,34 +468,5 @@ impl Experience for Service {
                 level: level_for_experience(experience),
             }))
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_level_curve_grows_by_one_hundred_more_each_level() {
-        assert_eq!(level_for_experience(0), 1);
-        assert_eq!(level_for_experience(99), 1);
-        assert_eq!(level_for_experience(100), 2);
-        assert_eq!(level_for_experience(299), 2);
-        assert_eq!(level_for_experience(300), 3);
-        assert_eq!(level_for_experience(600), 4);
-        assert_eq!(next_level_at(1), 100);
-        assert_eq!(next_level_at(4), 1000);
-    }
-
-    #[test]
-    fn emails_are_trimmed_lowercased_and_checked() {
-        assert_eq!(
-            normalize_email("  Ann@Example.COM ").unwrap(),
-            "ann@example.com"
-        );
-        assert!(normalize_email("not-an-email").is_err());
-        assert!(normalize_email("a@b").is_err());
-        assert!(normalize_email("").is_err());
-        assert!(normalize_email(&format!("{}@example.com", "a".repeat(250))).is_err());
     }
 }
