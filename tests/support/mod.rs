@@ -441,32 +441,34 @@ impl TestApp {
         rest.split_whitespace().next().unwrap().to_owned()
     }
 
-    /// Runs `sql` on the test database and returns the first column of the first row as text.
-    pub fn query_one(&self, sql: &str) -> Option<String> {
+    /// Runs `work` with a plain client on the test database (on a thread of its own: the
+    /// synchronous client must not run inside the async runtime).
+    fn on_test_db<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&mut postgres::Client) -> T + Send + 'static,
+    ) -> T {
         let url = self.db.as_ref().expect("a test database").url.clone();
-        let sql = sql.to_owned();
         std::thread::spawn(move || {
-            let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
-            client
-                .query_opt(&format!("SELECT ({sql})::text"), &[])
-                .unwrap()
-                .and_then(|row| row.get::<_, Option<String>>(0))
+            work(&mut postgres::Client::connect(&url, postgres::NoTls).unwrap())
         })
         .join()
         .unwrap()
     }
-}
 
-impl TestApp {
+    /// Runs `sql` on the test database and returns the first column of the first row as text.
+    pub fn query_one(&self, sql: &str) -> Option<String> {
+        let sql = format!("SELECT ({sql})::text");
+        self.on_test_db(move |client| {
+            client
+                .query_opt(&sql, &[])
+                .unwrap()
+                .and_then(|row| row.get::<_, Option<String>>(0))
+        })
+    }
+
     /// Runs a statement on the test database; returns the affected row count.
     pub fn execute(&self, sql: &str) -> u64 {
-        let url = self.db.as_ref().expect("a test database").url.clone();
         let sql = sql.to_owned();
-        std::thread::spawn(move || {
-            let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
-            client.execute(&sql, &[]).unwrap()
-        })
-        .join()
-        .unwrap()
+        self.on_test_db(move |client| client.execute(&sql, &[]).unwrap())
     }
 }
