@@ -51,13 +51,20 @@ wrk.body = '{"email":"bench@example.com","password":"a long and unusual passphra
 LUA
 
 
+# This shared machine's speed drifts by ±20 % over minutes, so the one-core rate is taken
+# right before and right after the login run and the ceiling is their mean.
 say "argon2id verify rate, one core, 5 s"
-verify_rate=$(target/release/examples/argon2_rate 5)
-echo "$verify_rate verifies/s"
+rate_before=$(target/release/examples/argon2_rate 5)
+echo "$rate_before verifies/s"
 
 say "login, 16 connections, $DURATION"
 login_out=$(wrk -t2 -c16 -d"$DURATION" --latency -s "$LUA" "$API/auth/login")
 echo "$login_out"
+
+say "argon2id verify rate again, one core, 5 s"
+rate_after=$(target/release/examples/argon2_rate 5)
+echo "$rate_after verifies/s"
+verify_rate=$(awk -v a="$rate_before" -v b="$rate_after" 'BEGIN { printf "%.1f", (a + b) / 2 }')
 login_rps=$(echo "$login_out" | awk '/Requests\/sec/ {print $2}')
 login_errors=$(echo "$login_out" | awk '/Non-2xx/ {print $5}')
 
@@ -86,7 +93,7 @@ profile_ratio=$(awk -v p="$profile_rps" -v g="$pg_tps" 'BEGIN { printf "%.2f", p
 echo
 echo "| measure | result | goal |"
 echo "|---|---|---|"
-echo "| argon2id verifies/s, one core | ${verify_rate} | |"
+echo "| argon2id verifies/s, one core (before ${rate_before}, after ${rate_after}) | ${verify_rate} | |"
 echo "| login req/s, 16 connections (non-2xx: ${login_errors:-0}) | ${login_rps} | ≥ ${login_goal} (0.8 × ${CORES} cores × verify rate) |"
 echo "| login ÷ (cores × verify rate) | ${login_ratio}× | ≥ 0.8× |"
 echo "| profile req/s, 64 connections (non-2xx: ${profile_errors:-0}) | ${profile_rps} | |"
