@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tracing_actix_web::TracingLogger;
 
 use crate::config::Settings;
+use crate::modules::catalog::Catalog;
 use crate::modules::identity::Identity;
 use crate::platform::jobs::{JobRegistry, JobRunner};
 use crate::platform::{Platform, http, migrate, ops};
@@ -33,6 +34,7 @@ pub struct Application {
     jobs_stop: CancellationToken,
     platform: Platform,
     identity: Identity,
+    catalog: Catalog,
 }
 
 /// Stops a running [`Application`] gracefully (what SIGTERM does).
@@ -104,6 +106,7 @@ impl ApplicationBuilder {
         // The modules, and the traits they lend each other.
         let identity = Identity::new(&platform);
         let sessions = identity.session_check();
+        let catalog = Catalog::new(&platform, identity.audit_log());
 
         let mut registry = self.registry;
         crate::platform::mail::register_jobs(&mut registry, platform.mailer.clone());
@@ -115,10 +118,12 @@ impl ApplicationBuilder {
         let server = {
             let platform = platform.clone();
             let identity = identity.clone();
+            let catalog = catalog.clone();
             let api_routes = self.api_routes;
             let mut server = HttpServer::new(move || {
                 let api_routes = api_routes.clone();
                 let identity = identity.clone();
+                let catalog = catalog.clone();
                 App::new()
                     .app_data(web::Data::new(platform.clone()))
                     .app_data(web::Data::from(platform.tokens.clone()))
@@ -138,6 +143,7 @@ impl ApplicationBuilder {
                         web::scope("/api/v1")
                             .wrap(from_fn(http::rate_limit))
                             .configure(|cfg| identity.routes(cfg))
+                            .configure(|cfg| catalog.routes(cfg))
                             .configure(move |cfg| {
                                 for routes in &api_routes {
                                     routes(cfg);
@@ -172,6 +178,7 @@ impl ApplicationBuilder {
             jobs_stop,
             platform,
             identity,
+            catalog,
         })
     }
 }
@@ -214,6 +221,11 @@ impl Application {
 
     pub fn platform(&self) -> &Platform {
         &self.platform
+    }
+
+    /// The running catalog module (tests use its directory as chat will).
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
     }
 
     /// The running identity module (tests use it as operators use the CLI).

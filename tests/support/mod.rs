@@ -164,6 +164,7 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub platform: companion::platform::Platform,
     pub identity: companion::modules::identity::Identity,
+    pub catalog: companion::modules::catalog::Catalog,
     stop: StopHandle,
     running: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
     // Last, so the server stops before its database is dropped.
@@ -198,6 +199,7 @@ impl TestApp {
         let port = app.port();
         let platform = app.platform().clone();
         let identity = app.identity().clone();
+        let catalog = app.catalog().clone();
         let stop = app.stop_handle();
         let running = Some(tokio::spawn(app.run_until_stopped()));
         Self {
@@ -209,6 +211,7 @@ impl TestApp {
                 .unwrap(),
             platform,
             identity,
+            catalog,
             stop,
             running,
             db: None,

@@ -269,3 +269,28 @@ impl FromRequest for AuthUser {
         })
     }
 }
+
+/// The caller when the request carries a bearer token, `None` for an anonymous request.
+/// A token that is present but invalid, expired or revoked is still a 401, so a client learns
+/// to refresh instead of silently browsing as a stranger.
+#[derive(Debug, Clone)]
+pub struct MaybeUser(pub Option<AuthUser>);
+
+impl MaybeUser {
+    pub fn user_id(&self) -> Option<Uuid> {
+        self.0.as_ref().map(|user| user.user_id)
+    }
+}
+
+impl FromRequest for MaybeUser {
+    type Error = AppError;
+    type Future = LocalBoxFuture<'static, Result<Self, AppError>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        if req.headers().get(header::AUTHORIZATION).is_none() {
+            return Box::pin(ready(Ok(Self(None))));
+        }
+        let user = AuthUser::from_request(req, payload);
+        Box::pin(async move { Ok(Self(Some(user.await?))) })
+    }
+}

@@ -26,6 +26,8 @@ pub enum ErrorCode {
     BadRequest,
     Unauthorized,
     Forbidden,
+    /// 403: the feature needs a paid plan (premium or enterprise).
+    PremiumRequired,
     NotFound,
     MethodNotAllowed,
     Conflict,
@@ -42,7 +44,7 @@ impl ErrorCode {
         match self {
             Self::BadRequest => StatusCode::BAD_REQUEST,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
-            Self::Forbidden => StatusCode::FORBIDDEN,
+            Self::Forbidden | Self::PremiumRequired => StatusCode::FORBIDDEN,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::Conflict => StatusCode::CONFLICT,
@@ -79,6 +81,7 @@ impl ErrorCode {
             Self::BadRequest => "The request is malformed.",
             Self::Unauthorized => "Authentication is required.",
             Self::Forbidden => "You are not allowed to do this.",
+            Self::PremiumRequired => "This feature needs a premium or enterprise plan.",
             Self::NotFound => "Not found.",
             Self::MethodNotAllowed => "This method is not allowed here.",
             Self::Conflict => "The request conflicts with the current state.",

@@ -9,7 +9,9 @@ mod limit;
 mod middleware;
 mod validate;
 
-pub use auth::{AccessClaims, AuthUser, KeyError, Role, SessionCheck, TokenKeys, bearer_token};
+pub use auth::{
+    AccessClaims, AuthUser, KeyError, MaybeUser, Role, SessionCheck, TokenKeys, bearer_token,
+};
 pub use client::{ClientInfo, client_ip};
 pub use error::{AppError, ErrorCode};
 pub use extract::{json_config, not_found, path_config, query_config};

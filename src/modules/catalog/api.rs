@@ -1,0 +1,368 @@
+//! HTTP: parse, authorize, call the service, shape the answer.
+
+use actix_web::{HttpResponse, web};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use super::listing::{Filters, Sort};
+use super::lorebook;
+use super::rules::{INPUT_FIELDS, Input};
+use super::service::{Service, Viewer};
+use super::store::CharacterRow;
+use crate::platform::http::{AppError, AuthUser, FieldErrors, MaybeUser, strict_body};
+
+pub const MAX_PAGE_SIZE: i64 = 100;
+const MAX_SEARCH: usize = 200;
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource("/characters")
+            .route(web::get().to(list))
+            .route(web::post().to(create)),
+    )
+    .service(
+        web::resource("/characters/{id}")
+            .route(web::get().to(get))
+            .route(web::put().to(replace))
+            .route(web::patch().to(patch))
+            .route(web::delete().to(delete)),
+    )
+    .service(web::resource("/characters/{id}/rating").route(web::post().to(rate)))
+    .service(
+        web::resource("/characters/{id}/hide")
+            .route(web::post().to(hide))
+            .route(web::delete().to(unhide)),
+    )
+    .service(web::resource("/categories").route(web::get().to(categories)));
+}
+
+fn viewer(user: &MaybeUser) -> Viewer {
+    match &user.0 {
+        None => Viewer::anonymous(),
+        Some(user) => Viewer::from(user),
+    }
+}
+
+impl From<&AuthUser> for Viewer {
+    fn from(user: &AuthUser) -> Self {
+        Self {
+            user_id: Some(user.user_id),
+            role: user.role,
+            tier: user.tier.clone(),
+        }
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct PersonalityView {
+    greeting: String,
+    tone: String,
+    interests: Vec<String>,
+    summary: String,
+}
+
+/// DESIGN.md's character plus the card fields. Listings leave out the long card fields.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct CharacterView {
+    id: Uuid,
+    name: String,
+    description: String,
+    avatar_url: Option<String>,
+    category: String,
+    traits: Vec<String>,
+    personality: PersonalityView,
+    rating: f32,
+    rating_count: i32,
+    conversation_count: i64,
+    is_public: bool,
+    visibility: String,
+    nsfw: bool,
+    tags: Vec<String>,
+    owner_id: Option<Uuid>,
+    hidden: bool,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    card: Option<CardFields>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct CardFields {
+    scenario: String,
+    example_dialogue: String,
+    alternate_greetings: Vec<String>,
+    system_prompt: String,
+    post_history_instructions: String,
+    creator_notes: String,
+    creator: String,
+    character_version: String,
+    extensions: Value,
+    lorebook: Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    my_rating: Option<i16>,
+}
+
+fn view(row: CharacterRow, full: bool, my_rating: Option<i16>) -> CharacterView {
+    let card = full.then(|| CardFields {
+        scenario: row.scenario,
+        example_dialogue: row.example_dialogue,
+        alternate_greetings: row.alternate_greetings,
+        system_prompt: row.system_prompt,
+        post_history_instructions: row.post_history_instructions,
+        creator_notes: row.creator_notes,
+        creator: row.creator,
+        character_version: row.character_version,
+        extensions: row.extensions,
+        lorebook: row.lorebook.as_ref().map_or(Value::Null, lorebook::to_api),
+        my_rating,
+    });
+    CharacterView {
+        id: row.id,
+        name: row.name,
+        description: row.description,
+        avatar_url: row.avatar_url,
+        category: row.category,
+        traits: row.traits,
+        personality: PersonalityView {
+            greeting: row.greeting,
+            tone: row.tone,
+            interests: row.interests,
+            summary: row.personality_summary,
+        },
+        // Two decimals are all a star average needs.
+        rating: (row.rating * 100.0).round() / 100.0,
+        rating_count: row.rating_count,
+        conversation_count: row.conversation_count,
+        is_public: row.visibility == "public",
+        visibility: row.visibility,
+        nsfw: row.nsfw,
+        tags: row.tags,
+        owner_id: row.owner_id,
+        hidden: row.hidden_at.is_some(),
+        created_at: row.created_at,
+        updated_at: row.updated_at,
+        card,
+    }
+}
+
+#[derive(Deserialize)]
+struct ListParams {
+    page: Option<i64>,
+    size: Option<i64>,
+    category: Option<String>,
+    search: Option<String>,
+    tag: Option<String>,
+    sort: Option<String>,
+}
+
+fn non_empty(value: Option<String>) -> Option<String> {
+    value.map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
+}
+
+async fn list(
+    service: web::Data<Service>,
+    user: MaybeUser,
+    params: web::Query<ListParams>,
+) -> Result<HttpResponse, AppError> {
+    let params = params.into_inner();
+    let mut errors = FieldErrors::new();
+    let page = params.page.unwrap_or(0);
+    if !(0..=100_000).contains(&page) {
+        errors.add("page", "must be between 0 and 100000");
+    }
+    let size = params.size.unwrap_or(20);
+    if size < 1 {
+        errors.add("size", "must be at least 1");
+    }
+    let size = size.min(MAX_PAGE_SIZE);
+    let sort = match params.sort.as_deref().map(str::trim) {
+        None | Some("") => Sort::Popular,
+        Some(value) => Sort::parse(value).unwrap_or_else(|| {
+            errors.add("sort", "must be popular, rating or new");
+            Sort::Popular
+        }),
+    };
+    let search = non_empty(params.search);
+    if search
+        .as_ref()
+        .is_some_and(|s| s.chars().count() > MAX_SEARCH)
+    {
+        errors.add("search", "must be at most 200 characters");
+    }
+    let filters = Filters {
+        category: non_empty(params.category).map(|c| c.to_lowercase()),
+        tag: non_empty(params.tag).map(|t| t.to_lowercase()),
+        search,
+    };
+    errors.finish(())?;
+    let found = service
+        .list(&viewer(&user), filters, sort, page, size)
+        .await?;
+    let content: Vec<_> = found
+        .content
+        .into_iter()
+        .map(|row| view(row, false, None))
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({
+        "content": content,
+        "totalElements": found.total,
+        "totalPages": (found.total + size - 1) / size,
+        "number": page,
+        "size": size,
+    })))
+}
+
+async fn get(
+    service: web::Data<Service>,
+    user: MaybeUser,
+    id: web::Path<Uuid>,
+) -> Result<HttpResponse, AppError> {
+    let id = id.into_inner();
+    let row = service.get(&viewer(&user), id).await?;
+    let mine = match user.user_id() {
+        Some(user) => service.my_rating(user, id).await?,
+        None => None,
+    };
+    Ok(HttpResponse::Ok().json(view(row, true, mine)))
+}
+
+async fn create(
+    service: web::Data<Service>,
+    user: AuthUser,
+    body: web::Json<Value>,
+) -> Result<HttpResponse, AppError> {
+    let input: Input = strict_body(body.into_inner(), INPUT_FIELDS)?;
+    let row = service.create(&Viewer::from(&user), input).await?;
+    Ok(HttpResponse::Created().json(view(row, true, None)))
+}
+
+async fn update(
+    service: web::Data<Service>,
+    user: AuthUser,
+    id: Uuid,
+    body: Value,
+    replace: bool,
+) -> Result<HttpResponse, AppError> {
+    let input: Input = strict_body(body, INPUT_FIELDS)?;
+    let row = service
+        .update(&Viewer::from(&user), id, input, replace)
+        .await?;
+    Ok(HttpResponse::Ok().json(view(row, true, None)))
+}
+
+async fn replace(
+    service: web::Data<Service>,
+    user: AuthUser,
+    id: web::Path<Uuid>,
+    body: web::Json<Value>,
+) -> Result<HttpResponse, AppError> {
+    update(service, user, id.into_inner(), body.into_inner(), true).await
+}
+
+async fn patch(
+    service: web::Data<Service>,
+    user: AuthUser,
+    id: web::Path<Uuid>,
+    body: web::Json<Value>,
+) -> Result<HttpResponse, AppError> {
+    update(service, user, id.into_inner(), body.into_inner(), false).await
+}
+
+async fn delete(
+    service: web::Data<Service>,
+    user: AuthUser,
+    id: web::Path<Uuid>,
+) -> Result<HttpResponse, AppError> {
+    service
+        .delete(&Viewer::from(&user), id.into_inner())
+        .await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+#[derive(Deserialize)]
+struct RatingBody {
+    stars: i64,
+}
+
+async fn rate(
+    service: web::Data<Service>,
+    user: AuthUser,
+    id: web::Path<Uuid>,
+    body: web::Json<Value>,
+) -> Result<HttpResponse, AppError> {
+    let body: RatingBody = strict_body(body.into_inner(), &["stars"])?;
+    let stars = i16::try_from(body.stars)
+        .ok()
+        .filter(|s| (1..=5).contains(s))
+        .ok_or_else(|| {
+            let mut errors = FieldErrors::new();
+            errors.add("stars", "must be a whole number from 1 to 5");
+            errors.into_error()
+        })?;
+    let (rating, count, stars) = service
+        .rate(&Viewer::from(&user), id.into_inner(), stars)
+        .await?;
+    Ok(HttpResponse::Ok().json(json!({
+        "rating": (rating * 100.0).round() / 100.0,
+        "ratingCount": count,
+        "myRating": stars,
+    })))
+}
+
+#[derive(Deserialize)]
+struct HideBody {
+    reason: Option<String>,
+}
+
+async fn hide(
+    service: web::Data<Service>,
+    user: AuthUser,
+    id: web::Path<Uuid>,
+    body: Option<web::Json<Value>>,
+) -> Result<HttpResponse, AppError> {
+    let reason = match body {
+        Some(body) => strict_body::<HideBody>(body.into_inner(), &["reason"])?.reason,
+        None => None,
+    };
+    if reason.as_ref().is_some_and(|r| r.chars().count() > 1_000) {
+        let mut errors = FieldErrors::new();
+        errors.add("reason", "must be at most 1000 characters");
+        return Err(errors.into_error());
+    }
+    let row = service
+        .set_hidden(&Viewer::from(&user), id.into_inner(), true, reason)
+        .await?;
+    Ok(HttpResponse::Ok().json(view(row, true, None)))
+}
+
+async fn unhide(
+    service: web::Data<Service>,
+    user: AuthUser,
+    id: web::Path<Uuid>,
+) -> Result<HttpResponse, AppError> {
+    let row = service
+        .set_hidden(&Viewer::from(&user), id.into_inner(), false, None)
+        .await?;
+    Ok(HttpResponse::Ok().json(view(row, true, None)))
+}
+
+async fn categories(service: web::Data<Service>) -> Result<HttpResponse, AppError> {
+    let categories = service.categories().await?;
+    let body: Vec<Value> = categories
+        .iter()
+        .map(|c| {
+            json!({
+                "id": c.slug,
+                "name": c.name,
+                "description": c.description,
+                "characterCount": c.count,
+            })
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(body))
+}
