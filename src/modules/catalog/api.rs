@@ -222,12 +222,9 @@ async fn get(
     user: MaybeUser,
     id: web::Path<Uuid>,
 ) -> Result<HttpResponse, AppError> {
-    let id = id.into_inner();
-    let row = service.get(&viewer(&user), id).await?;
-    let mine = match user.user_id() {
-        Some(user) => service.my_rating(user, id).await?,
-        None => None,
-    };
+    let (row, mine) = service
+        .detail(&viewer(&user), id.into_inner(), true)
+        .await?;
     Ok(HttpResponse::Ok().json(view(row, true, mine)))
 }
 

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use diesel::result::Error as DieselError;
+use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use moka::future::Cache;
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -40,6 +40,17 @@ impl From<DieselError> for CatalogError {
     fn from(err: DieselError) -> Self {
         match err {
             DieselError::NotFound => Self::NotFound,
+            // The category is checked by its foreign key, not by a query of its own.
+            DieselError::DatabaseError(DatabaseErrorKind::ForeignKeyViolation, ref info)
+                if info.constraint_name() == Some("characters_category_fkey") =>
+            {
+                let mut errors = FieldErrors::new();
+                errors.add(
+                    "category",
+                    "is not a known category (see GET /api/v1/categories)",
+                );
+                Self::Invalid(errors)
+            }
             err => Self::Db(DbError::Query(err)),
         }
     }
@@ -198,18 +209,33 @@ impl Service {
 
     /// A character `viewer` may see, else `NotFound` (absent and not-yours look alike).
     pub async fn get(&self, viewer: &Viewer, id: Uuid) -> Result<CharacterRow, CatalogError> {
-        let row = self
-            .db
-            .run(move |conn| Ok::<_, CatalogError>(store::find(conn, id)?))
-            .await?;
-        row.filter(|row| viewer.can_see(row))
-            .ok_or(CatalogError::NotFound)
+        Ok(self.detail(viewer, id, false).await?.0)
     }
 
-    pub async fn my_rating(&self, user: Uuid, id: Uuid) -> Result<Option<i16>, CatalogError> {
-        self.db
-            .run(move |conn| Ok(store::my_rating(conn, id, user)?))
-            .await
+    /// Like [`Service::get`], with the viewer's own rating when `with_rating`, in one trip
+    /// to the database.
+    pub async fn detail(
+        &self,
+        viewer: &Viewer,
+        id: Uuid,
+        with_rating: bool,
+    ) -> Result<(CharacterRow, Option<i16>), CatalogError> {
+        let rater = viewer.user_id.filter(|_| with_rating);
+        let (row, mine) = self
+            .db
+            .run(move |conn| {
+                let row = store::find(conn, id)?;
+                let mine = match (&row, rater) {
+                    (Some(_), Some(user)) => store::my_rating(conn, id, user)?,
+                    _ => None,
+                };
+                Ok::<_, CatalogError>((row, mine))
+            })
+            .await?;
+        match row {
+            Some(row) if viewer.can_see(&row) => Ok((row, mine)),
+            _ => Err(CatalogError::NotFound),
+        }
     }
 
     /// Creating characters is for paid plans (and staff).
@@ -223,19 +249,8 @@ impl Service {
         }
     }
 
-    async fn checked(&self, draft: Draft, mut errors: FieldErrors) -> Result<Draft, CatalogError> {
+    fn checked(draft: Draft, mut errors: FieldErrors) -> Result<Draft, CatalogError> {
         draft.validate(&mut errors);
-        let slug = draft.category.clone();
-        let known = self
-            .db
-            .run(move |conn| Ok::<_, CatalogError>(store::category_exists(conn, &slug)?))
-            .await?;
-        if !known {
-            errors.add(
-                "category",
-                "is not a known category (see GET /api/v1/categories)",
-            );
-        }
         if errors.is_empty() {
             Ok(draft)
         } else {
@@ -251,7 +266,7 @@ impl Service {
         let owner = Self::may_create(viewer)?;
         let mut errors = FieldErrors::new();
         let draft = Draft::default().apply(input, &mut errors);
-        let draft = self.checked(draft, errors).await?;
+        let draft = Self::checked(draft, errors)?;
         let id = Uuid::now_v7();
         self.db
             .run(move |conn| Ok(store::insert(conn, id, owner, &draft, &json!({}))?))
@@ -277,7 +292,7 @@ impl Service {
         };
         let mut errors = FieldErrors::new();
         let draft = start.apply(input, &mut errors);
-        let draft = self.checked(draft, errors).await?;
+        let draft = Self::checked(draft, errors)?;
         let updated = self
             .db
             .run(move |conn| Ok::<_, CatalogError>(store::update(conn, id, &draft)?))

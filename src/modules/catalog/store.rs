@@ -9,7 +9,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::rules::Draft;
-use super::schema::{categories, characters, ratings};
+use super::schema::{characters, ratings};
 
 #[derive(Debug, Clone, Queryable, Selectable, QueryableByName)]
 #[diesel(table_name = characters, check_for_backend(Pg))]
@@ -101,10 +101,6 @@ impl<'a> From<&'a Draft> for DraftColumns<'a> {
             lorebook: d.lorebook.as_ref(),
         }
     }
-}
-
-pub fn category_exists(conn: &mut PgConnection, slug: &str) -> QueryResult<bool> {
-    diesel::select(diesel::dsl::exists(categories::table.find(slug))).get_result(conn)
 }
 
 pub fn insert(
