@@ -12,11 +12,6 @@ async fn body(response: reqwest::Response) -> Value {
     response.json().await.unwrap()
 }
 
-async fn premium(app: &TestApp, email: &str) -> TestUser {
-    let user = app.register(email).await;
-    app.set_user(&user, None, Some("premium")).await
-}
-
 async fn create(app: &TestApp, user: &TestUser, character: Value) -> Value {
     let response = app
         .send_auth(Method::POST, "/api/v1/characters", &user.token, &character)
@@ -84,7 +79,7 @@ async fn creating_a_character_is_a_premium_feature() {
     let anonymous = app.post_json("/api/v1/characters", &character).await;
     assert_error(anonymous, 401, "UNAUTHORIZED").await;
 
-    let paid = premium(&app, "paid@example.com").await;
+    let paid = app.premium("paid@example.com").await;
     let created = create(
         &app,
         &paid,
@@ -110,7 +105,7 @@ async fn creating_a_character_is_a_premium_feature() {
 #[tokio::test]
 async fn visibility_decides_who_sees_what() {
     let app = TestApp::spawn().await;
-    let owner = premium(&app, "owner@example.com").await;
+    let owner = app.premium("owner@example.com").await;
     let other = app.register("other@example.com").await;
     let moderator = app.register("mod@example.com").await;
     let moderator = app.set_user(&moderator, Some("moderator"), None).await;
@@ -224,7 +219,7 @@ async fn visibility_decides_who_sees_what() {
 #[tokio::test]
 async fn invalid_characters_are_refused_field_by_field() {
     let app = TestApp::spawn().await;
-    let owner = premium(&app, "owner@example.com").await;
+    let owner = app.premium("owner@example.com").await;
     let entries: Vec<Value> = (0..501)
         .map(|_| json!({"keys": ["k"], "content": "c"}))
         .collect();
@@ -283,7 +278,7 @@ async fn invalid_characters_are_refused_field_by_field() {
 #[tokio::test]
 async fn put_replaces_and_patch_changes_only_what_is_sent() {
     let app = TestApp::spawn().await;
-    let owner = premium(&app, "owner@example.com").await;
+    let owner = app.premium("owner@example.com").await;
     let created = create(
         &app,
         &owner,
@@ -323,7 +318,7 @@ async fn put_replaces_and_patch_changes_only_what_is_sent() {
 #[tokio::test]
 async fn search_ranks_the_exact_name_first_and_forgives_typos_and_partial_names() {
     let app = TestApp::spawn().await;
-    let owner = premium(&app, "owner@example.com").await;
+    let owner = app.premium("owner@example.com").await;
     for (name, description, tags) in [
         (
             "Seraphina",
@@ -374,7 +369,7 @@ async fn search_ranks_the_exact_name_first_and_forgives_typos_and_partial_names(
 #[tokio::test]
 async fn ratings_are_one_per_user_and_averaged() {
     let app = TestApp::spawn().await;
-    let owner = premium(&app, "owner@example.com").await;
+    let owner = app.premium("owner@example.com").await;
     let ann = app.register("ann@example.com").await;
     let bob = app.register("bob@example.com").await;
     let created = create(&app, &owner, json!({"name": "Pip", "visibility": "public"})).await;
@@ -397,13 +392,16 @@ async fn ratings_are_one_per_user_and_averaged() {
     assert_error(rate(&ann, json!(6)).await, 422, "VALIDATION_ERROR").await;
     assert_error(rate(&ann, json!(2.5)).await, 422, "VALIDATION_ERROR").await;
     assert_eq!(rate(&owner, json!(5)).await.status(), 403);
-    let detail = body(
-        app.get_auth(&format!("/api/v1/characters/{id}"), &bob.token)
-            .await,
-    )
-    .await;
+    let detail = body(app.get(&format!("/api/v1/characters/{id}")).await).await;
     assert_eq!(detail["rating"], 4.5);
-    assert_eq!(detail["myRating"], 4);
+    assert_eq!(detail["ratingCount"], 2);
+    let mine = body(app.get_auth(&path, &bob.token).await).await;
+    assert_eq!(
+        mine,
+        json!({"rating": 4.5, "ratingCount": 2, "myRating": 4})
+    );
+    let anonymous = body(app.get(&path).await).await;
+    assert_eq!(anonymous["myRating"], Value::Null);
     let best = names(&app, "sort=rating&size=1", None).await;
     assert_eq!(best, vec!["Pip"]);
 }
@@ -411,7 +409,7 @@ async fn ratings_are_one_per_user_and_averaged() {
 #[tokio::test]
 async fn the_directory_gives_chat_a_persona_filtered_by_visibility() {
     let app = TestApp::spawn().await;
-    let owner = premium(&app, "owner@example.com").await;
+    let owner = app.premium("owner@example.com").await;
     let other = app.register("other@example.com").await;
     let created = create(
         &app,
@@ -439,4 +437,129 @@ async fn the_directory_gives_chat_a_persona_filtered_by_visibility() {
     .await;
     assert_eq!(detail["conversationCount"], 2);
     assert_eq!(directory.owned_by(owner_id).await.unwrap(), vec![id]);
+}
+
+/// Changes a character behind the server's back, as another process would.
+fn rename_in_database(app: &TestApp, id: &str, name: &str) {
+    app.execute(&format!(
+        "UPDATE catalog.characters SET name = '{name}' WHERE id = '{id}'"
+    ));
+}
+
+async fn name_of(app: &TestApp, id: &str) -> String {
+    let response = app.get(&format!("/api/v1/characters/{id}")).await;
+    assert_eq!(response.status(), 200);
+    body(response).await["name"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn a_public_character_is_read_from_the_cache_and_every_change_invalidates_it() {
+    let app = TestApp::spawn().await;
+    let owner = app.premium("owner@example.com").await;
+    let fan = app.register("fan@example.com").await;
+    let created = create(&app, &owner, json!({"name": "Pip", "visibility": "public"})).await;
+    let id = created["id"].as_str().unwrap();
+    let path = format!("/api/v1/characters/{id}");
+
+    assert_eq!(name_of(&app, id).await, "Pip");
+    // The database changes without the server knowing: the cached answer is still served,
+    // which shows the read did not go to PostgreSQL.
+    rename_in_database(&app, id, "Behind");
+    assert_eq!(name_of(&app, id).await, "Pip");
+
+    // An edit through the API invalidates: the next read is fresh.
+    let patched = app
+        .send_auth(
+            Method::PATCH,
+            &path,
+            &owner.token,
+            &json!({"description": "new"}),
+        )
+        .await;
+    assert_eq!(patched.status(), 200);
+    assert_eq!(name_of(&app, id).await, "Behind");
+
+    // So do a rating and a new conversation.
+    let rated = app
+        .send_auth(
+            Method::POST,
+            &format!("{path}/rating"),
+            &fan.token,
+            &json!({"stars": 4}),
+        )
+        .await;
+    assert_eq!(rated.status(), 200);
+    assert_eq!(body(app.get(&path).await).await["ratingCount"], 1);
+    let uuid: Uuid = id.parse().unwrap();
+    app.catalog
+        .directory()
+        .record_conversation_started(uuid)
+        .await
+        .unwrap();
+    assert_eq!(body(app.get(&path).await).await["conversationCount"], 1);
+
+    // Hiding takes effect on the very next read.
+    let moderator = app.register("mod@example.com").await;
+    let moderator = app.set_user(&moderator, Some("moderator"), None).await;
+    let hidden = app
+        .send_auth(
+            Method::POST,
+            &format!("{path}/hide"),
+            &moderator.token,
+            &json!({}),
+        )
+        .await;
+    assert_eq!(hidden.status(), 200);
+    assert_eq!(app.get(&path).await.status(), 404);
+
+    // A private character is never cached: its owner sees changes at once.
+    let private = create(&app, &owner, json!({"name": "Secret"})).await;
+    let private_id = private["id"].as_str().unwrap();
+    let private_path = format!("/api/v1/characters/{private_id}");
+    assert_eq!(
+        app.get_auth(&private_path, &owner.token).await.status(),
+        200
+    );
+    rename_in_database(&app, private_id, "Changed");
+    let seen = body(app.get_auth(&private_path, &owner.token).await).await;
+    assert_eq!(seen["name"], "Changed");
+    assert_eq!(app.get(&private_path).await.status(), 404);
+}
+
+#[tokio::test]
+async fn with_redis_instances_share_the_cache_and_its_invalidations() {
+    let db = support::TestDb::fresh().await;
+    let url = db.url.clone();
+    let redis = support::redis_url();
+    let vars = [("REDIS_URL", redis.as_str())];
+    let builder = || companion::Application::builder(support::test_settings(&url, &vars));
+    let a = TestApp::start(builder(), Some(db)).await;
+    let b = TestApp::start(builder(), None).await;
+    let owner = a.premium("owner@example.com").await;
+    let created = create(&a, &owner, json!({"name": "Pip", "visibility": "unlisted"})).await;
+    let id = created["id"].as_str().unwrap();
+
+    assert_eq!(name_of(&a, id).await, "Pip");
+    rename_in_database(&a, id, "Behind");
+    // B never read it, yet answers from the entry A shared in Redis.
+    assert_eq!(name_of(&b, id).await, "Pip");
+
+    let patched = a
+        .send_auth(
+            Method::PATCH,
+            &format!("/api/v1/characters/{id}"),
+            &owner.token,
+            &json!({"description": "new"}),
+        )
+        .await;
+    assert_eq!(patched.status(), 200);
+    assert_eq!(name_of(&a, id).await, "Behind");
+    // B kept its own copy for at most a second.
+    support::eventually(std::time::Duration::from_secs(3), || async {
+        (name_of(&b, id).await == "Behind").then_some(())
+    })
+    .await;
+    // B first: A owns the database.
+    drop(b);
+    drop(a);
 }

@@ -43,6 +43,29 @@ impl Storage {
         &self.store
     }
 
+    /// Stores a whole object (small ones: avatars, cards). Large uploads stream instead.
+    pub async fn put(&self, key: &str, bytes: Vec<u8>) -> Result<(), StorageError> {
+        self.store.put(&Path::from(key), bytes.into()).await?;
+        Ok(())
+    }
+
+    /// A whole object, or `None` when there is none under `key`.
+    pub async fn get(&self, key: &str) -> Result<Option<bytes::Bytes>, StorageError> {
+        match self.store.get(&Path::from(key)).await {
+            Ok(found) => Ok(Some(found.bytes().await?)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Removes an object; one that is already gone is not an error.
+    pub async fn delete(&self, key: &str) -> Result<(), StorageError> {
+        match self.store.delete(&Path::from(key)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Reachability probe for `/ready`: a metadata lookup; "not found" proves the store answers.
     pub async fn check(&self) -> Result<(), StorageError> {
         match self.store.head(&Path::from(".ready-probe")).await {

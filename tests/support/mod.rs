@@ -365,6 +365,30 @@ impl TestApp {
         .await
     }
 
+    /// Registers `email` on the premium tier (allowed to create characters).
+    pub async fn premium(&self, email: &str) -> TestUser {
+        let user = self.register(email).await;
+        self.set_user(&user, None, Some("premium")).await
+    }
+
+    /// POSTs raw bytes (a file) with a bearer token.
+    pub async fn post_bytes(
+        &self,
+        path: &str,
+        token: &str,
+        content_type: &str,
+        bytes: Vec<u8>,
+    ) -> reqwest::Response {
+        self.client
+            .post(self.url(path))
+            .bearer_auth(token)
+            .header("content-type", content_type)
+            .body(bytes)
+            .send()
+            .await
+            .unwrap()
+    }
+
     /// Logs in again and returns the account with fresh tokens.
     pub async fn relogin(&self, user: &TestUser) -> TestUser {
         let response = self.login(&user.email, &user.password).await;

@@ -1,17 +1,23 @@
 //! HTTP: parse, authorize, call the service, shape the answer.
 
+use std::time::Instant;
+
+use actix_web::http::header::{self, ContentDisposition, DispositionParam, DispositionType};
 use actix_web::{HttpResponse, web};
+use bytes::Bytes;
 use chrono::{DateTime, Utc};
+use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+use super::cards::{self, MAX_IMPORT_BYTES};
 use super::listing::{Filters, Sort};
 use super::lorebook;
 use super::rules::{INPUT_FIELDS, Input};
-use super::service::{Service, Viewer};
+use super::service::{CardFile, CatalogError, Service, Viewer};
 use super::store::CharacterRow;
-use crate::platform::http::{AppError, AuthUser, FieldErrors, MaybeUser, strict_body};
+use crate::platform::http::{AppError, AuthUser, ErrorCode, FieldErrors, MaybeUser, strict_body};
 
 pub const MAX_PAGE_SIZE: i64 = 100;
 const MAX_SEARCH: usize = 200;
@@ -22,6 +28,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route(web::get().to(list))
             .route(web::post().to(create)),
     )
+    // Before `/characters/{id}`, which would otherwise take `import` for an id.
+    .service(web::resource("/characters/import").route(web::post().to(import)))
     .service(
         web::resource("/characters/{id}")
             .route(web::get().to(get))
@@ -29,7 +37,14 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route(web::patch().to(patch))
             .route(web::delete().to(delete)),
     )
-    .service(web::resource("/characters/{id}/rating").route(web::post().to(rate)))
+    .service(
+        web::resource("/characters/{id}/rating")
+            .route(web::get().to(rating))
+            .route(web::post().to(rate)),
+    )
+    .service(web::resource("/characters/{id}/card.json").route(web::get().to(card_json)))
+    .service(web::resource("/characters/{id}/card.png").route(web::get().to(card_png)))
+    .service(web::resource("/characters/{id}/avatar").route(web::get().to(avatar)))
     .service(
         web::resource("/characters/{id}/hide")
             .route(web::post().to(hide))
@@ -103,11 +118,9 @@ struct CardFields {
     character_version: String,
     extensions: Value,
     lorebook: Value,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    my_rating: Option<i16>,
 }
 
-fn view(row: CharacterRow, full: bool, my_rating: Option<i16>) -> CharacterView {
+fn view(row: CharacterRow, full: bool) -> CharacterView {
     let card = full.then(|| CardFields {
         scenario: row.scenario,
         example_dialogue: row.example_dialogue,
@@ -119,7 +132,6 @@ fn view(row: CharacterRow, full: bool, my_rating: Option<i16>) -> CharacterView 
         character_version: row.character_version,
         extensions: row.extensions,
         lorebook: row.lorebook.as_ref().map_or(Value::Null, lorebook::to_api),
-        my_rating,
     });
     CharacterView {
         id: row.id,
@@ -206,7 +218,7 @@ async fn list(
     let content: Vec<_> = found
         .content
         .into_iter()
-        .map(|row| view(row, false, None))
+        .map(|row| view(row, false))
         .collect();
     Ok(HttpResponse::Ok().json(json!({
         "content": content,
@@ -217,15 +229,30 @@ async fn list(
     })))
 }
 
+/// The detail is the same for everyone who may see it, so a character anyone may open is
+/// answered from the read cache (`cache.rs`).
 async fn get(
     service: web::Data<Service>,
     user: MaybeUser,
     id: web::Path<Uuid>,
 ) -> Result<HttpResponse, AppError> {
-    let (row, mine) = service
-        .detail(&viewer(&user), id.into_inner(), true)
-        .await?;
-    Ok(HttpResponse::Ok().json(view(row, true, mine)))
+    let id = id.into_inner();
+    let json = |body: Bytes| {
+        HttpResponse::Ok()
+            .content_type(header::ContentType::json())
+            .body(body)
+    };
+    if let Some(body) = service.cached_detail(id).await {
+        return Ok(json(body));
+    }
+    let read_at = Instant::now();
+    let row = service.get(&viewer(&user), id).await?;
+    let shared = Viewer::anyone_may_see(&row);
+    let body = Bytes::from(serde_json::to_vec(&view(row, true)).map_err(AppError::internal)?);
+    if shared {
+        service.remember_detail(id, body.clone(), read_at).await;
+    }
+    Ok(json(body))
 }
 
 async fn create(
@@ -235,7 +262,7 @@ async fn create(
 ) -> Result<HttpResponse, AppError> {
     let input: Input = strict_body(body.into_inner(), INPUT_FIELDS)?;
     let row = service.create(&Viewer::from(&user), input).await?;
-    Ok(HttpResponse::Created().json(view(row, true, None)))
+    Ok(HttpResponse::Created().json(view(row, true)))
 }
 
 async fn update(
@@ -249,7 +276,7 @@ async fn update(
     let row = service
         .update(&Viewer::from(&user), id, input, replace)
         .await?;
-    Ok(HttpResponse::Ok().json(view(row, true, None)))
+    Ok(HttpResponse::Ok().json(view(row, true)))
 }
 
 async fn replace(
@@ -311,6 +338,107 @@ async fn rate(
     })))
 }
 
+async fn rating(
+    service: web::Data<Service>,
+    user: MaybeUser,
+    id: web::Path<Uuid>,
+) -> Result<HttpResponse, AppError> {
+    let (rating, count, mine) = service.rating(&viewer(&user), id.into_inner()).await?;
+    Ok(HttpResponse::Ok().json(json!({
+        "rating": (rating * 100.0).round() / 100.0,
+        "ratingCount": count,
+        "myRating": mine,
+    })))
+}
+
+#[derive(Deserialize)]
+struct ImportParams {
+    visibility: Option<String>,
+}
+
+/// The card file is the raw body (drag and drop sends it as is), read up to the limit: past
+/// it the answer is 413 at once, without reading the rest.
+async fn import(
+    service: web::Data<Service>,
+    user: AuthUser,
+    params: web::Query<ImportParams>,
+    mut body: web::Payload,
+) -> Result<HttpResponse, AppError> {
+    let visibility =
+        cards::visibility_override(params.visibility.as_deref()).map_err(CatalogError::Card)?;
+    let mut file = Vec::new();
+    while let Some(chunk) = body.next().await {
+        let chunk =
+            chunk.map_err(|_| AppError::bad_request("The request body could not be read."))?;
+        if file.len() + chunk.len() > MAX_IMPORT_BYTES {
+            return Err(AppError::new(
+                ErrorCode::PayloadTooLarge,
+                format!("A card file may be at most {MAX_IMPORT_BYTES} bytes."),
+            ));
+        }
+        file.extend_from_slice(&chunk);
+    }
+    if file.is_empty() {
+        let mut errors = FieldErrors::new();
+        errors.add(
+            "card",
+            "send the card file (JSON, PNG or CHARX) as the request body",
+        );
+        return Err(errors.into_error());
+    }
+    let row = service
+        .import(&Viewer::from(&user), file, visibility)
+        .await?;
+    Ok(HttpResponse::Created().json(view(row, true)))
+}
+
+fn download(file: CardFile, content_type: &'static str) -> HttpResponse {
+    let disposition = ContentDisposition {
+        disposition: DispositionType::Attachment,
+        parameters: vec![DispositionParam::Filename(file.name)],
+    };
+    HttpResponse::Ok()
+        .content_type(content_type)
+        .insert_header(disposition)
+        .body(file.bytes)
+}
+
+async fn card_json(
+    service: web::Data<Service>,
+    user: MaybeUser,
+    id: web::Path<Uuid>,
+) -> Result<HttpResponse, AppError> {
+    let file = service
+        .export_card(&viewer(&user), id.into_inner(), false)
+        .await?;
+    Ok(download(file, "application/json"))
+}
+
+async fn card_png(
+    service: web::Data<Service>,
+    user: MaybeUser,
+    id: web::Path<Uuid>,
+) -> Result<HttpResponse, AppError> {
+    let file = service
+        .export_card(&viewer(&user), id.into_inner(), true)
+        .await?;
+    Ok(download(file, "image/png"))
+}
+
+async fn avatar(
+    service: web::Data<Service>,
+    user: MaybeUser,
+    id: web::Path<Uuid>,
+) -> Result<HttpResponse, AppError> {
+    let (image, content_type) = service.avatar(&viewer(&user), id.into_inner()).await?;
+    Ok(HttpResponse::Ok()
+        .content_type(content_type)
+        // Who may see it can change (visibility, hiding): browsers may keep it briefly,
+        // shared caches not at all.
+        .insert_header((header::CACHE_CONTROL, "private, max-age=300"))
+        .body(image))
+}
+
 #[derive(Deserialize)]
 struct HideBody {
     reason: Option<String>,
@@ -334,7 +462,7 @@ async fn hide(
     let row = service
         .set_hidden(&Viewer::from(&user), id.into_inner(), true, reason)
         .await?;
-    Ok(HttpResponse::Ok().json(view(row, true, None)))
+    Ok(HttpResponse::Ok().json(view(row, true)))
 }
 
 async fn unhide(
@@ -345,7 +473,7 @@ async fn unhide(
     let row = service
         .set_hidden(&Viewer::from(&user), id.into_inner(), false, None)
         .await?;
-    Ok(HttpResponse::Ok().json(view(row, true, None)))
+    Ok(HttpResponse::Ok().json(view(row, true)))
 }
 
 async fn categories(service: web::Data<Service>) -> Result<HttpResponse, AppError> {

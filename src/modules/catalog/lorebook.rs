@@ -93,8 +93,19 @@ pub fn from_api(book: Value) -> Result<Value, String> {
     card.entry("extensions")
         .or_insert_with(|| Value::Object(Map::new()));
     let card = Value::Object(card);
-    check_shape(&card)?;
+    check_shape(&card, true)?;
     Ok(card)
+}
+
+/// Checks a book read from a card. It is kept exactly as it came, unknown keys included;
+/// only the types of the fields we read must be right. `position` may be any string there
+/// (tools invent their own), and only `after_char` changes where an entry goes.
+pub fn from_card(book: Value) -> Result<Value, String> {
+    if !book.is_object() {
+        return Err("must be an object with an entries array".into());
+    }
+    check_shape(&book, false)?;
+    Ok(book)
 }
 
 /// A stored book as the API shows it (known keys only, camelCase).
@@ -119,7 +130,7 @@ pub fn to_api(book: &Value) -> Value {
 }
 
 /// The types of the fields we rely on, in the card shape.
-fn check_shape(book: &Value) -> Result<(), String> {
+fn check_shape(book: &Value, strict_position: bool) -> Result<(), String> {
     let entries = book
         .get("entries")
         .and_then(Value::as_array)
@@ -160,7 +171,8 @@ fn check_shape(book: &Value) -> Result<(), String> {
             return Err(bad("insertionOrder must be a number"));
         }
         if let Some(position) = entry.get("position").filter(|v| !v.is_null())
-            && !matches!(position.as_str(), Some("before_char" | "after_char"))
+            && !(matches!(position.as_str(), Some("before_char" | "after_char"))
+                || (!strict_position && position.is_string()))
         {
             return Err(bad("position must be before_char or after_char"));
         }

@@ -1,6 +1,8 @@
 #![doc = include_str!("README.md")]
 
 mod api;
+mod cache;
+mod cards;
 mod listing;
 mod lorebook;
 mod rules;
@@ -85,7 +87,12 @@ pub struct Catalog {
 impl Catalog {
     pub fn new(platform: &Platform, audit: Arc<dyn AuditLog>) -> Self {
         Self {
-            service: service::Service::new(platform.db.clone(), audit),
+            service: service::Service::new(
+                platform.db.clone(),
+                audit,
+                platform.storage.clone(),
+                platform.redis.clone(),
+            ),
         }
     }
 

@@ -1,19 +1,23 @@
 //! The catalog's rules: who sees and edits what, the premium gate, ratings, listings.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use moka::future::Cache;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+use super::cache::ReadCache;
+use super::cards::{self, CardError};
 use super::listing::{self, Filters, Sort};
 use super::rules::{Draft, Input, Visibility};
 use super::store::{self, CategoryCount, CharacterRow};
 use crate::modules::identity::{AuditEntry, AuditLog, Outcome};
 use crate::platform::db::{Db, DbError};
 use crate::platform::http::{AppError, ErrorCode, FieldErrors, Role};
+use crate::platform::redis::RedisPool;
+use crate::platform::storage::{Storage, StorageError};
 
 /// How long a count of listed characters (and the category counts) may be reused. Other
 /// people's new characters show up in totals within this time; pages are always fresh.
@@ -31,6 +35,13 @@ pub enum CatalogError {
     PremiumRequired,
     #[error(transparent)]
     Db(#[from] DbError),
+    #[error("character card: {0}")]
+    Card(#[from] CardError),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// The blocking task reading or writing a card panicked or was cancelled.
+    #[error("card task failed")]
+    TaskFailed,
     /// A failure shared by every request that waited on the same cache fill.
     #[error("{0}")]
     Shared(Arc<CatalogError>),
@@ -67,6 +78,17 @@ impl From<CatalogError> for AppError {
                 "Creating characters is a premium feature; upgrade your plan to create one.",
             ),
             CatalogError::Db(err) => err.into(),
+            CatalogError::Card(CardError::Malformed(message)) => AppError::validation(
+                format!("The character card is not valid: {message}."),
+                json!({ "fields": { "card": message } }),
+            ),
+            CatalogError::Card(CardError::TooLarge(message)) => AppError::new(
+                ErrorCode::PayloadTooLarge,
+                format!("The card is too large: {message}."),
+            ),
+            CatalogError::Card(CardError::Invalid(fields)) => fields.into_error(),
+            CatalogError::Storage(err) => AppError::unavailable(err),
+            CatalogError::TaskFailed => AppError::internal(anyhow::anyhow!("card task failed")),
             CatalogError::Shared(shared) => match Arc::try_unwrap(shared) {
                 Ok(err) => err.into(),
                 Err(shared) => match &*shared {
@@ -117,6 +139,12 @@ impl Viewer {
         row.hidden_at.is_none() || self.moderates()
     }
 
+    /// Whether everyone, anonymous callers included, may open the character: what the read
+    /// cache may hold.
+    pub fn anyone_may_see(row: &CharacterRow) -> bool {
+        row.visibility != Visibility::Private.as_str() && row.hidden_at.is_none()
+    }
+
     fn can_edit(&self, row: &CharacterRow) -> bool {
         self.owns(row) || (self.moderates() && self.can_see(row))
     }
@@ -128,19 +156,43 @@ pub struct Page {
     pub total: i64,
 }
 
+/// A card file ready to download.
+pub struct CardFile {
+    pub name: String,
+    pub bytes: Vec<u8>,
+}
+
+/// Where an imported character's avatar is kept, and the URL it is served at.
+fn avatar_key(id: Uuid) -> String {
+    format!("catalog/avatars/{id}")
+}
+
+pub fn avatar_path(id: Uuid) -> String {
+    format!("/api/v1/characters/{id}/avatar")
+}
+
 #[derive(Clone)]
 pub struct Service {
     db: Db,
     audit: Arc<dyn AuditLog>,
+    storage: Storage,
+    cache: ReadCache,
     listed_counts: Cache<Filters, i64>,
     categories: Cache<(), Arc<Vec<CategoryCount>>>,
 }
 
 impl Service {
-    pub fn new(db: Db, audit: Arc<dyn AuditLog>) -> Self {
+    pub fn new(
+        db: Db,
+        audit: Arc<dyn AuditLog>,
+        storage: Storage,
+        redis: Option<RedisPool>,
+    ) -> Self {
         Self {
             db,
             audit,
+            storage,
+            cache: ReadCache::new(redis),
             listed_counts: Cache::builder()
                 .max_capacity(10_000)
                 .time_to_live(COUNT_TTL)
@@ -209,18 +261,33 @@ impl Service {
 
     /// A character `viewer` may see, else `NotFound` (absent and not-yours look alike).
     pub async fn get(&self, viewer: &Viewer, id: Uuid) -> Result<CharacterRow, CatalogError> {
-        Ok(self.detail(viewer, id, false).await?.0)
+        let row = self
+            .db
+            .run(move |conn| Ok::<_, CatalogError>(store::find(conn, id)?))
+            .await?;
+        match row {
+            Some(row) if viewer.can_see(&row) => Ok(row),
+            _ => Err(CatalogError::NotFound),
+        }
     }
 
-    /// Like [`Service::get`], with the viewer's own rating when `with_rating`, in one trip
-    /// to the database.
-    pub async fn detail(
+    /// The detail answer of a character anyone may see, when the read cache has it.
+    pub async fn cached_detail(&self, id: Uuid) -> Option<bytes::Bytes> {
+        self.cache.get(id).await
+    }
+
+    /// Keeps the detail answer of a character anyone may see, read at `read_at`.
+    pub async fn remember_detail(&self, id: Uuid, body: bytes::Bytes, read_at: Instant) {
+        self.cache.put(id, body, read_at).await;
+    }
+
+    /// The average, the count and the viewer's own stars.
+    pub async fn rating(
         &self,
         viewer: &Viewer,
         id: Uuid,
-        with_rating: bool,
-    ) -> Result<(CharacterRow, Option<i16>), CatalogError> {
-        let rater = viewer.user_id.filter(|_| with_rating);
+    ) -> Result<(f32, i32, Option<i16>), CatalogError> {
+        let rater = viewer.user_id;
         let (row, mine) = self
             .db
             .run(move |conn| {
@@ -233,7 +300,7 @@ impl Service {
             })
             .await?;
         match row {
-            Some(row) if viewer.can_see(&row) => Ok((row, mine)),
+            Some(row) if viewer.can_see(&row) => Ok((row.rating, row.rating_count, mine)),
             _ => Err(CatalogError::NotFound),
         }
     }
@@ -273,6 +340,106 @@ impl Service {
             .await
     }
 
+    /// Creates a character from a card file (JSON, PNG or CHARX); a premium feature like
+    /// creating one by hand. A PNG's image (a CHARX's main icon) becomes the avatar.
+    pub async fn import(
+        &self,
+        viewer: &Viewer,
+        file: Vec<u8>,
+        visibility: Option<Visibility>,
+    ) -> Result<CharacterRow, CatalogError> {
+        let owner = Self::may_create(viewer)?;
+        // Inflating and decoding a file of megabytes is CPU work: not on an async worker.
+        let imported = tokio::task::spawn_blocking(move || cards::import(&file))
+            .await
+            .map_err(|_| CatalogError::TaskFailed)??;
+        let mut draft = imported.draft;
+        // A category another installation has and we do not is not the importer's fault.
+        let categories = self.categories().await?;
+        if !categories.iter().any(|c| c.slug == draft.category) {
+            draft.category = Draft::default().category;
+        }
+        if let Some(visibility) = visibility {
+            draft.visibility = visibility;
+        }
+        let id = Uuid::now_v7();
+        let stored_avatar = match imported.avatar {
+            Some(avatar) => {
+                self.storage.put(&avatar_key(id), avatar.bytes).await?;
+                draft.avatar_url = Some(avatar_path(id));
+                true
+            }
+            None => false,
+        };
+        let extra = imported.card_extra;
+        let inserted = self
+            .db
+            .run(move |conn| Ok::<_, CatalogError>(store::insert(conn, id, owner, &draft, &extra)?))
+            .await;
+        if inserted.is_err()
+            && stored_avatar
+            && let Err(error) = self.storage.delete(&avatar_key(id)).await
+        {
+            tracing::warn!(%error, %id, "could not remove the avatar of a failed import");
+        }
+        let row = inserted?;
+        tracing::info!(%id, spec = imported.spec, container = imported.container, "card imported");
+        Ok(row)
+    }
+
+    /// The stored image of an imported character, when its avatar is still that image.
+    async fn own_avatar(&self, row: &CharacterRow) -> Result<Option<bytes::Bytes>, CatalogError> {
+        if row.avatar_url.as_deref() != Some(avatar_path(row.id).as_str()) {
+            return Ok(None);
+        }
+        Ok(self.storage.get(&avatar_key(row.id)).await?)
+    }
+
+    /// The avatar image and its type, for anyone who may see the character.
+    pub async fn avatar(
+        &self,
+        viewer: &Viewer,
+        id: Uuid,
+    ) -> Result<(bytes::Bytes, &'static str), CatalogError> {
+        let row = self.get(viewer, id).await?;
+        let image = self.own_avatar(&row).await?.ok_or(CatalogError::NotFound)?;
+        let content_type = cards::sniff_image(&image).unwrap_or("application/octet-stream");
+        Ok((image, content_type))
+    }
+
+    /// The character as a V3 card: JSON, or a PNG that also carries a V2 copy.
+    pub async fn export_card(
+        &self,
+        viewer: &Viewer,
+        id: Uuid,
+        png: bool,
+    ) -> Result<CardFile, CatalogError> {
+        let row = self.get(viewer, id).await?;
+        let extra = self
+            .db
+            .run(move |conn| Ok::<_, CatalogError>(store::card_extra(conn, id)?))
+            .await?;
+        let v3 = cards::export_v3(&row, &extra);
+        let name = file_name(&row.name);
+        if !png {
+            let bytes = serde_json::to_vec_pretty(&v3).unwrap_or_default();
+            return Ok(CardFile {
+                name: format!("{name}.json"),
+                bytes,
+            });
+        }
+        let v2 = cards::export_v2(&row, &extra);
+        let image = self.own_avatar(&row).await?;
+        let bytes =
+            tokio::task::spawn_blocking(move || cards::export_png(&v3, &v2, image.as_deref()))
+                .await
+                .map_err(|_| CatalogError::TaskFailed)??;
+        Ok(CardFile {
+            name: format!("{name}.png"),
+            bytes,
+        })
+    }
+
     /// `PUT` (`replace`: absent fields reset) or `PATCH` (absent fields stay).
     pub async fn update(
         &self,
@@ -297,6 +464,7 @@ impl Service {
             .db
             .run(move |conn| Ok::<_, CatalogError>(store::update(conn, id, &draft)?))
             .await?;
+        self.cache.invalidate(id).await;
         if !viewer.owns(&row) {
             self.audit_staff("character.update", viewer, &row, None)
                 .await;
@@ -312,6 +480,12 @@ impl Service {
         self.db
             .run(move |conn| Ok::<_, CatalogError>(store::delete(conn, id)?))
             .await?;
+        self.cache.invalidate(id).await;
+        if row.avatar_url.as_deref() == Some(avatar_path(id).as_str())
+            && let Err(error) = self.storage.delete(&avatar_key(id)).await
+        {
+            tracing::warn!(%error, %id, "could not remove a deleted character's avatar");
+        }
         if !viewer.owns(&row) {
             self.audit_staff("character.delete", viewer, &row, None)
                 .await;
@@ -337,6 +511,7 @@ impl Service {
             .db
             .run(move |conn| Ok::<_, CatalogError>(store::set_hidden(conn, id, hidden)?))
             .await?;
+        self.cache.invalidate(id).await;
         let action = if hidden {
             "character.hide"
         } else {
@@ -385,6 +560,7 @@ impl Service {
             .db
             .transaction(move |conn| Ok::<_, CatalogError>(store::rate(conn, id, user, stars)?))
             .await?;
+        self.cache.invalidate(id).await;
         Ok((rating, count, stars))
     }
 
@@ -392,9 +568,11 @@ impl Service {
         self.db
             .run(move |conn| {
                 store::increment_conversations(conn, id).map_err(DbError::Query)?;
-                Ok(())
+                Ok::<_, DbError>(())
             })
-            .await
+            .await?;
+        self.cache.invalidate(id).await;
+        Ok(())
     }
 
     pub async fn owned_ids(&self, owner: Uuid) -> Result<Vec<Uuid>, DbError> {
@@ -414,6 +592,28 @@ impl Service {
             .run(move |conn| store::find(conn, id).map_err(DbError::Query))
             .await?;
         Ok(row.filter(|row| viewer.can_see(row)))
+    }
+}
+
+/// A download name made of the character's name: letters, digits, `-` and `_` only, so it
+/// is safe in a header whatever the name holds.
+fn file_name(name: &str) -> String {
+    let cleaned: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(60)
+        .collect();
+    let trimmed = cleaned.trim_matches('_');
+    if trimmed.is_empty() {
+        "character".to_owned()
+    } else {
+        trimmed.to_owned()
     }
 }
 

@@ -136,6 +136,14 @@ pub fn find(conn: &mut PgConnection, id: Uuid) -> QueryResult<Option<CharacterRo
         .optional()
 }
 
+/// What an imported card carried that we do not model (see `cards`).
+pub fn card_extra(conn: &mut PgConnection, id: Uuid) -> QueryResult<Value> {
+    characters::table
+        .find(id)
+        .select(characters::card_extra)
+        .first(conn)
+}
+
 pub fn delete(conn: &mut PgConnection, id: Uuid) -> QueryResult<usize> {
     diesel::delete(characters::table.find(id)).execute(conn)
 }

@@ -27,6 +27,11 @@ impl FieldErrors {
         self.0.is_empty()
     }
 
+    /// The same problems under other names (a card's keys rather than the API's).
+    pub fn renamed(self, name: impl Fn(&str) -> String) -> Self {
+        Self(self.0.into_iter().map(|(k, v)| (name(&k), v)).collect())
+    }
+
     /// `Ok(value)` when no field failed, else the 422.
     pub fn finish<T>(self, value: T) -> Result<T, AppError> {
         if self.0.is_empty() {
