@@ -59,6 +59,30 @@ pub struct Persona {
     pub lorebook: Vec<LoreEntry>,
 }
 
+/// A character card file read without storing anything: see [`check_card`].
+#[derive(Debug)]
+pub struct CardCheck {
+    pub name: String,
+    /// `v1`, `v2` or `v3`.
+    pub spec: &'static str,
+    /// `json`, `png` or `charx`.
+    pub container: &'static str,
+    /// The card written back by our exporter, as a PNG.
+    pub rewritten: Vec<u8>,
+}
+
+/// Reads a card file exactly as `POST /characters/import` does and writes it back as
+/// `card.png` would, storing nothing. The entry point of the fuzz target in `fuzz/`.
+pub fn check_card(file: &[u8]) -> Result<CardCheck, String> {
+    let checked = cards::check(file).map_err(|e| e.to_string())?;
+    Ok(CardCheck {
+        name: checked.name,
+        spec: checked.spec,
+        container: checked.container,
+        rewritten: checked.rewritten,
+    })
+}
+
 /// What other modules may ask the catalog (chat, and later privacy).
 pub trait CharacterDirectory: Send + Sync {
     /// The persona of a character `viewer` may talk to (their own, or a public or unlisted

@@ -470,6 +470,65 @@ pub fn export_png(v3: &Value, v2: &Value, image: Option<&[u8]>) -> Result<Vec<u8
     png::write(image, &[("ccv3", &v3), ("chara", &v2)])
 }
 
+/// What [`check`] found in a file.
+pub struct Checked {
+    pub name: String,
+    pub spec: &'static str,
+    pub container: &'static str,
+    /// The card as our exporter writes it, in a PNG.
+    pub rewritten: Vec<u8>,
+}
+
+/// Reads a file the way import does and writes the card back into a PNG the way export
+/// does, storing nothing. The fuzz target and the mutation test drive this.
+pub fn check(file: &[u8]) -> Result<Checked, CardError> {
+    let imported = import(file)?;
+    let now = chrono::Utc::now();
+    let draft = imported.draft;
+    let row = CharacterRow {
+        id: uuid::Uuid::nil(),
+        owner_id: None,
+        visibility: draft.visibility.as_str().to_owned(),
+        name: draft.name,
+        description: draft.description,
+        avatar_url: draft.avatar_url,
+        category: draft.category,
+        traits: draft.traits,
+        greeting: draft.greeting,
+        tone: draft.tone,
+        interests: draft.interests,
+        nsfw: draft.nsfw,
+        tags: draft.tags,
+        scenario: draft.scenario,
+        personality_summary: draft.personality_summary,
+        example_dialogue: draft.example_dialogue,
+        alternate_greetings: draft.alternate_greetings,
+        system_prompt: draft.system_prompt,
+        post_history_instructions: draft.post_history_instructions,
+        creator_notes: draft.creator_notes,
+        creator: draft.creator,
+        character_version: draft.character_version,
+        extensions: Value::Object(draft.extensions),
+        lorebook: draft.lorebook,
+        hidden_at: None,
+        rating_count: 0,
+        rating: 0.0,
+        conversation_count: 0,
+        created_at: now,
+        updated_at: now,
+    };
+    let v3 = export_v3(&row, &imported.card_extra);
+    let v2 = export_v2(&row, &imported.card_extra);
+    let image = imported.avatar.as_ref().map(|a| a.bytes.as_slice());
+    let rewritten = export_png(&v3, &v2, image)?;
+    Ok(Checked {
+        name: row.name,
+        spec: imported.spec,
+        container: imported.container,
+        rewritten,
+    })
+}
+
 /// Checks a visibility named in a request against the card's.
 pub fn visibility_override(value: Option<&str>) -> Result<Option<Visibility>, CardError> {
     match value.map(str::trim).filter(|v| !v.is_empty()) {
