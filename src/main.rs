@@ -54,6 +54,16 @@ enum AdminCommand {
         #[arg(long)]
         tier: Option<String>,
     },
+    /// Print the SQL an anonymous `GET /api/v1/characters?search=…` runs for its page, with
+    /// the values inlined: for `EXPLAIN` and for benchmarking the same query with pgbench.
+    SearchSql {
+        /// The search text.
+        #[arg(long)]
+        search: String,
+        /// The page size.
+        #[arg(long, default_value_t = 20)]
+        size: i64,
+    },
 }
 
 fn main() -> ExitCode {
@@ -118,6 +128,13 @@ async fn migrate(settings: Settings) -> anyhow::Result<()> {
 
 async fn admin(settings: Settings, command: AdminCommand) -> anyhow::Result<()> {
     match command {
+        AdminCommand::SearchSql { search, size } => {
+            println!(
+                "{}",
+                companion::modules::catalog::search_statement(&search, size)
+            );
+            Ok(())
+        }
         AdminCommand::SetUser { email, role, tier } => {
             if role.is_none() && tier.is_none() {
                 anyhow::bail!("nothing to change: give --role and/or --tier");

@@ -192,6 +192,27 @@ pub fn count_own_unlisted(owner: Uuid, filters: &Filters) -> Sql {
     }
 }
 
+/// [`page`] for an anonymous search, with each bind written as a literal in its place.
+pub fn inlined_search(search: &str, size: i64) -> String {
+    let filters = Filters {
+        category: None,
+        tag: None,
+        search: Some(search.trim().to_owned()),
+    };
+    let sql = page(None, &filters, Sort::Popular, 0, size);
+    let mut text = sql.text;
+    // From the highest number down, so `$1` does not match the start of `$10`.
+    for (index, bind) in sql.binds.iter().enumerate().rev() {
+        let literal = match bind {
+            Bind::Text(v) => format!("'{}'", v.replace('\'', "''")),
+            Bind::Uuid(v) => format!("'{v}'::uuid"),
+            Bind::Int(v) => v.to_string(),
+        };
+        text = text.replace(&format!("${}", index + 1), &literal);
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -201,6 +222,14 @@ mod tests {
         assert_eq!(prefix_tsquery("Sera  dragon"), "sera:* & dragon:*");
         assert_eq!(prefix_tsquery("a|b & !c:*"), "a:* & b:* & c:*");
         assert_eq!(prefix_tsquery("!!!"), "");
+    }
+
+    #[test]
+    fn the_inlined_search_quotes_its_text() {
+        let sql = inlined_search("o'brien", 20);
+        assert!(sql.contains("'o''brien'"), "{sql}");
+        assert!(!sql.contains('$'), "{sql}");
+        assert!(sql.contains("LIMIT 20 OFFSET 0"), "{sql}");
     }
 
     #[test]

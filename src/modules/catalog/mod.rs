@@ -83,6 +83,12 @@ pub fn check_card(file: &[u8]) -> Result<CardCheck, String> {
     })
 }
 
+/// The page query of an anonymous search (`GET /characters?search=…&size=…`, first page,
+/// default sort), values inlined as SQL literals. For `EXPLAIN` and the search benchmark.
+pub fn search_statement(search: &str, size: i64) -> String {
+    listing::inlined_search(search, size)
+}
+
 /// What other modules may ask the catalog (chat, and later privacy).
 pub trait CharacterDirectory: Send + Sync {
     /// The persona of a character `viewer` may talk to (their own, or a public or unlisted
