@@ -37,9 +37,9 @@ for limit in ANONYMOUS FREE LOGIN REGISTER; do export "COMPANION__RATELIMIT__${l
 say "seeding $CHARACTERS public characters"
 # Descriptions of 30 words: one in five from a list of 100 real words (so a search for one of
 # them matches about 6 % of the catalog), the rest made of syllables. Names are two made-up
-# words. The seed is fixed so every run has the same catalog. (The `g` terms that add
-# nothing make each subquery depend on the row, so PostgreSQL draws new words per row.)
-psql -q "$DATABASE_URL" <<SQL
+# words. The seed is fixed so every run has the same catalog. (The `g` and `k` terms that
+# add nothing tie each subquery to its row, so PostgreSQL draws new words for every row.)
+psql -q -v ON_ERROR_STOP=1 "$DATABASE_URL" <<SQL
 SELECT setseed(0.42);
 INSERT INTO catalog.characters
     (id, name, description, category, tags, traits, interests, visibility, greeting, tone,
@@ -73,11 +73,12 @@ LATERAL (SELECT
             || w.syl[1 + floor(random() * 20)::int]) || ' '
       || initcap(w.syl[1 + floor(random() * 20)::int] || w.syl[1 + floor(random() * 20)::int])
       || left(g::text, 0) AS name,
-    (SELECT string_agg(CASE WHEN random() < 0.2 THEN w.real[1 + floor(random() * 100)::int]
+    (SELECT string_agg(CASE WHEN random() < 0.2 AND k > 0
+                            THEN w.real[1 + floor(random() * 100)::int]
                             ELSE w.syl[1 + floor(random() * 20)::int]
                                  || w.syl[1 + floor(random() * 20)::int]
                                  || w.syl[1 + floor(random() * 20)::int] END, ' ')
-     FROM generate_series(1, 30 + (g % 2) * 0)) AS description) d;
+     FROM generate_series(1, 30 + (g % 2) * 0) k) AS description) d;
 VACUUM ANALYZE catalog.characters;
 SQL
 ID=$(psql -Atq "$DATABASE_URL" -c "SELECT id FROM catalog.characters WHERE visibility = 'public' ORDER BY conversation_count DESC LIMIT 1")
@@ -106,7 +107,7 @@ read_errors=$(echo "$read_out" | awk '/Non-2xx/ {print $5}')
 
 say "GET /characters?search=$SEARCH, 64 connections, $DURATION"
 wrk -t2 -c64 -d2s "$API/characters?search=$SEARCH" >/dev/null
-search_out=$(wrk -t2 -c64 -d"$DURATION" --latency "$API/characters?search=$SEARCH")
+search_out=$(wrk -t2 -c64 -d"$DURATION" --timeout 10s --latency "$API/characters?search=$SEARCH")
 echo "$search_out"
 search_rps=$(echo "$search_out" | awk '/Requests\/sec/ {print $2}')
 search_errors=$(echo "$search_out" | awk '/Non-2xx/ {print $5}')
