@@ -409,6 +409,16 @@ async fn broken_and_hostile_files_are_refused_with_clear_errors() {
         )
         .await;
     assert_error(invalid_visibility, 422, "VALIDATION_ERROR").await;
+    let form = app
+        .post_bytes(
+            IMPORT,
+            &ann.token,
+            "multipart/form-data; boundary=x",
+            b"--x--".to_vec(),
+        )
+        .await;
+    let error = assert_error(form, 415, "UNSUPPORTED_MEDIA_TYPE").await;
+    assert!(error["message"].as_str().unwrap().contains("not a form"));
     // Nothing was created by any of this.
     let own = app
         .query_one(&format!(

@@ -361,9 +361,21 @@ struct ImportParams {
 async fn import(
     service: web::Data<Service>,
     user: AuthUser,
+    request: actix_web::HttpRequest,
     params: web::Query<ImportParams>,
     mut body: web::Payload,
 ) -> Result<HttpResponse, AppError> {
+    let content_type = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if content_type.starts_with("multipart/") {
+        return Err(AppError::new(
+            ErrorCode::UnsupportedMediaType,
+            "Send the card file itself as the request body, not a form.",
+        ));
+    }
     let visibility =
         cards::visibility_override(params.visibility.as_deref()).map_err(CatalogError::Card)?;
     let mut file = Vec::new();
