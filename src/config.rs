@@ -72,6 +72,7 @@ pub struct Settings {
     pub metrics: MetricsSettings,
     pub mail: MailSettings,
     pub ratelimit: RateLimitSettings,
+    pub llm: LlmSettings,
 }
 
 fn default_environment() -> Environment {
@@ -177,6 +178,43 @@ pub struct MailSettings {
     /// `smtps://user:password@host[:port]` (implicit TLS), or `smtp://…?tls=required` for
     /// STARTTLS.
     pub smtp_url: Option<SecretString>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LlmProvider {
+    /// The built-in scripted persona responder: offline, deterministic, labelled as such.
+    Offline,
+    /// Any OpenAI-compatible Chat Completions server (OpenAI, Ollama's `/v1`, vLLM,
+    /// llama.cpp server, LM Studio).
+    Openai,
+    /// Ollama's native `/api/chat`.
+    Ollama,
+}
+
+/// The language model replies come from.
+#[derive(Debug, Clone, Deserialize)]
+pub struct LlmSettings {
+    pub provider: LlmProvider,
+    /// `https://api.openai.com/v1` style for `openai`; `http://127.0.0.1:11434` for `ollama`.
+    pub base_url: String,
+    pub model: String,
+    pub api_key: Option<SecretString>,
+    pub connect_timeout_ms: u64,
+    /// From sending the request to the first text.
+    pub first_token_timeout_ms: u64,
+    /// Longest silence between two pieces of text once the reply has started.
+    pub idle_timeout_ms: u64,
+    /// The whole reply.
+    pub total_timeout_ms: u64,
+    /// New attempts when the connection fails before the first token.
+    pub retries: u32,
+    pub max_tokens: u32,
+    pub temperature: f32,
+    /// The model's context window, in tokens: the prompt is cut to fit it.
+    pub context_tokens: u32,
+    /// The offline engine's pause between words, so its replies stream like a model's.
+    pub offline_word_delay_ms: u64,
 }
 
 /// Requests per period; 0 means unlimited.
@@ -295,6 +333,16 @@ impl Settings {
             return invalid(
                 "auth.access_ttl_secs and auth.refresh_ttl_secs must be greater than 0",
             );
+        }
+        if self.llm.provider != LlmProvider::Offline
+            && (self.llm.base_url.trim().is_empty() || self.llm.model.trim().is_empty())
+        {
+            return invalid(
+                "llm.provider needs llm.base_url and llm.model (COMPANION__LLM__BASE_URL, COMPANION__LLM__MODEL)",
+            );
+        }
+        if self.llm.max_tokens == 0 || self.llm.context_tokens <= self.llm.max_tokens {
+            return invalid("llm.context_tokens must be larger than llm.max_tokens (> 0)");
         }
         if self.mail.transport == MailTransport::Smtp && self.mail.smtp_url.is_none() {
             return invalid("mail.transport is smtp but COMPANION__MAIL__SMTP_URL is not set");

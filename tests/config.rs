@@ -106,3 +106,22 @@ fn unknown_environment_is_a_clear_error() {
     let err = load(&[("COMPANION_ENV", "staging")]).unwrap_err();
     assert!(err.to_string().contains("COMPANION_ENV"));
 }
+
+#[test]
+fn the_offline_engine_is_the_default_and_a_remote_model_needs_its_address() {
+    let settings = load(&[]).unwrap();
+    assert_eq!(
+        settings.llm.provider,
+        companion::config::LlmProvider::Offline
+    );
+    let err = load(&[("COMPANION__LLM__PROVIDER", "openai")]).unwrap_err();
+    assert!(err.to_string().contains("llm.base_url"), "{err}");
+    let settings = load(&[
+        ("COMPANION__LLM__PROVIDER", "ollama"),
+        ("COMPANION__LLM__BASE_URL", "http://127.0.0.1:11434"),
+        ("COMPANION__LLM__MODEL", "llama3.2"),
+        ("COMPANION__LLM__API_KEY", "sk-secret-value"),
+    ])
+    .unwrap();
+    assert!(!format!("{settings:?}").contains("sk-secret-value"));
+}

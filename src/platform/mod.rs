@@ -4,6 +4,7 @@
 pub mod db;
 pub mod http;
 pub mod jobs;
+pub mod llm;
 pub mod mail;
 pub mod metrics;
 pub mod migrate;
