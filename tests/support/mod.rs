@@ -28,10 +28,20 @@ pub fn redis_url() -> String {
     std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
 }
 
-/// The URL of database `name` on the test server.
+/// The URL of database `name` on the test server. A local server is reached without TLS
+/// (unless `DATABASE_URL` asks otherwise): nothing to protect on the loopback, and libpq's
+/// OpenSSL state is then never in use by a pool thread when a test process exits (OpenSSL's
+/// exit-time cleanup racing such a thread crashed a test binary after its tests passed).
 pub fn database_url(name: &str) -> String {
     let mut url = url::Url::parse(&admin_url()).expect("DATABASE_URL is a URL");
     url.set_path(name);
+    let local = matches!(
+        url.host_str(),
+        Some("127.0.0.1" | "localhost" | "::1" | "[::1]")
+    );
+    if local && !url.query_pairs().any(|(k, _)| k == "sslmode") {
+        url.query_pairs_mut().append_pair("sslmode", "disable");
+    }
     url.to_string()
 }
 
