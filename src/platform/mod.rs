@@ -10,6 +10,7 @@ pub mod metrics;
 pub mod migrate;
 pub mod ops;
 pub mod ratelimit;
+pub mod realtime;
 pub mod redis;
 pub mod storage;
 pub mod telemetry;
@@ -29,6 +30,8 @@ pub struct Platform {
     pub tokens: Arc<http::TokenKeys>,
     pub metrics: Arc<metrics::Metrics>,
     pub limits: ratelimit::Limits,
+    /// Live events to users' connections (in process, or shared through Redis).
+    pub realtime: realtime::Realtime,
     pub mailer: Arc<dyn mail::Mailer>,
     /// The in-memory outbox when `mail.transport = "memory"` (tests read it).
     pub outbox: Option<Arc<mail::MemoryMailer>>,
@@ -46,6 +49,8 @@ pub enum PlatformError {
     Keys(#[from] http::KeyError),
     #[error("mail: {0}")]
     Mail(#[from] mail::MailError),
+    #[error("realtime: {0}")]
+    Realtime(#[from] ::redis::RedisError),
 }
 
 impl Platform {
@@ -59,6 +64,12 @@ impl Platform {
             Some(url) => Some(redis::pool(url.expose_secret())?),
             None => None,
         };
+        let realtime = match (&settings.redis.url, &redis) {
+            (Some(url), Some(pool)) => {
+                realtime::Realtime::with_redis(url.expose_secret(), pool.clone())?
+            }
+            _ => realtime::Realtime::in_process(),
+        };
         let metrics = Arc::new(metrics::Metrics::new()?);
         let (mailer, outbox) = mail::from_settings(&settings.mail)?;
         Ok(Self {
@@ -68,6 +79,7 @@ impl Platform {
                 metrics.clone(),
             ),
             redis,
+            realtime,
             storage: storage::Storage::from_url(&settings.storage.url)?,
             jobs: jobs::JobQueue::new(db.clone()),
             tokens: Arc::new(http::TokenKeys::new(&settings.auth)?),

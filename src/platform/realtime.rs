@@ -1,0 +1,271 @@
+//! Live events to a user's open connections, on every instance.
+//!
+//! - Each instance keeps, per user with at least one open connection, a broadcast channel;
+//!   every connection of that user holds a [`Subscription`] to it.
+//! - Without Redis the server is one instance: [`Realtime::publish`] delivers straight to
+//!   that channel.
+//! - With Redis, a publish goes to one Redis pub/sub channel, `companion:realtime`, as
+//!   `<user id>\n<event>`; every instance listens on it (one connection each, reconnecting
+//!   with backoff) and hands the event to its local subscribers of that user. An instance
+//!   hears its own publishes the same way, so every instance sees one order. If Redis
+//!   refuses a publish, the event is still delivered on this instance.
+//! - Events are not stored here. A connection that misses some (Redis blipped, the client
+//!   was offline) catches up from the database, which holds everything that was sent.
+//! - Each subscription buffers at most [`BUFFER`] events; one that falls behind gets
+//!   [`Missed::Lagged`] and its owner should drop the slow client rather than grow memory.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use tokio::sync::{broadcast, watch};
+use uuid::Uuid;
+
+use super::redis::RedisPool;
+
+pub const CHANNEL: &str = "companion:realtime";
+/// Events a subscription may have waiting before it counts as lagging.
+pub const BUFFER: usize = 1024;
+
+type Event = Arc<str>;
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Missed {
+    /// The subscription fell this many events behind; they are gone.
+    Lagged(u64),
+    /// The hub is gone (shutdown).
+    Closed,
+}
+
+struct Inner {
+    local: Mutex<HashMap<Uuid, broadcast::Sender<Event>>>,
+    redis: Option<RedisPool>,
+    /// True while this instance is subscribed to the Redis channel.
+    listening: watch::Sender<bool>,
+}
+
+/// The hub. Cheap to clone.
+#[derive(Clone)]
+pub struct Realtime {
+    inner: Arc<Inner>,
+}
+
+impl Realtime {
+    /// One instance, no Redis.
+    pub fn in_process() -> Self {
+        Self::build(None)
+    }
+
+    /// Shared through Redis at `url` (pub/sub needs a connection of its own, outside `pool`,
+    /// which is used to publish). The listener runs on the current Tokio runtime; outside
+    /// one (a CLI command) the hub publishes but does not listen.
+    pub fn with_redis(url: &str, pool: RedisPool) -> Result<Self, redis::RedisError> {
+        let client = redis::Client::open(url)?;
+        let hub = Self::build(Some(pool));
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(listen(client, Arc::downgrade(&hub.inner)));
+            }
+            Err(_) => tracing::debug!("no runtime: the realtime hub will not listen"),
+        }
+        Ok(hub)
+    }
+
+    fn build(redis: Option<RedisPool>) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                local: Mutex::new(HashMap::new()),
+                redis,
+                listening: watch::channel(false).0,
+            }),
+        }
+    }
+
+    /// Waits until this instance hears the Redis channel (at once without Redis).
+    pub async fn listening(&self) {
+        if self.inner.redis.is_none() {
+            return;
+        }
+        let mut listening = self.inner.listening.subscribe();
+        let _ = listening.wait_for(|on| *on).await;
+    }
+
+    /// Events for `user` from now on, until the subscription is dropped.
+    pub fn subscribe(&self, user: Uuid) -> Subscription {
+        let mut local = self.inner.local.lock().unwrap_or_else(|e| e.into_inner());
+        let receiver = local
+            .entry(user)
+            .or_insert_with(|| broadcast::channel(BUFFER).0)
+            .subscribe();
+        Subscription {
+            receiver,
+            user,
+            hub: Arc::downgrade(&self.inner),
+        }
+    }
+
+    /// Sends `event` to every connection of `user`, on every instance.
+    pub async fn publish(&self, user: Uuid, event: impl Into<Event>) {
+        let event = event.into();
+        if let Some(pool) = &self.inner.redis {
+            let message = format!("{user}\n{event}");
+            let sent = async {
+                let mut conn = pool.get().await.ok()?;
+                redis::cmd("PUBLISH")
+                    .arg(CHANNEL)
+                    .arg(message)
+                    .query_async::<i64>(&mut conn)
+                    .await
+                    .ok()
+            };
+            match tokio::time::timeout(Duration::from_millis(500), sent).await {
+                Ok(Some(_)) => return,
+                _ => tracing::warn!(%user, "could not publish through Redis; delivering here only"),
+            }
+        }
+        deliver(&self.inner, user, event);
+    }
+
+    /// How many users have a connection on this instance.
+    pub fn local_users(&self) -> usize {
+        self.inner
+            .local
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .len()
+    }
+}
+
+fn deliver(inner: &Inner, user: Uuid, event: Event) {
+    let local = inner.local.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(sender) = local.get(&user) {
+        // No receiver left is not an error: the user just closed their last tab.
+        let _ = sender.send(event);
+    }
+}
+
+/// Listens on the Redis channel for as long as the hub lives, reconnecting with backoff.
+async fn listen(client: redis::Client, hub: Weak<Inner>) {
+    let mut pause = Duration::from_millis(100);
+    loop {
+        let Some(inner) = hub.upgrade() else { return };
+        let subscribed = async {
+            let mut pubsub = client.get_async_pubsub().await?;
+            pubsub.subscribe(CHANNEL).await?;
+            Ok::<_, redis::RedisError>(pubsub)
+        };
+        match subscribed.await {
+            Ok(pubsub) => {
+                pause = Duration::from_millis(100);
+                inner.listening.send_replace(true);
+                drop(inner);
+                let mut messages = pubsub.into_on_message();
+                while let Some(message) = messages.next().await {
+                    let Some(inner) = hub.upgrade() else { return };
+                    let payload = message.get_payload_bytes();
+                    let Some((user, event)) = std::str::from_utf8(payload)
+                        .ok()
+                        .and_then(|text| text.split_once('\n'))
+                    else {
+                        continue;
+                    };
+                    if let Ok(user) = user.parse::<Uuid>() {
+                        deliver(&inner, user, Arc::from(event));
+                    }
+                }
+                if let Some(inner) = hub.upgrade() {
+                    inner.listening.send_replace(false);
+                }
+                tracing::warn!("lost the Redis realtime channel; reconnecting");
+            }
+            Err(error) => {
+                drop(inner);
+                tracing::warn!(%error, "cannot listen on the Redis realtime channel yet");
+            }
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// One connection's view of a user's events.
+pub struct Subscription {
+    receiver: broadcast::Receiver<Event>,
+    user: Uuid,
+    hub: Weak<Inner>,
+}
+
+impl Subscription {
+    pub async fn recv(&mut self) -> Result<Event, Missed> {
+        match self.receiver.recv().await {
+            Ok(event) => Ok(event),
+            Err(broadcast::error::RecvError::Lagged(n)) => Err(Missed::Lagged(n)),
+            Err(broadcast::error::RecvError::Closed) => Err(Missed::Closed),
+        }
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        let Some(inner) = self.hub.upgrade() else {
+            return;
+        };
+        let mut local = inner.local.lock().unwrap_or_else(|e| e.into_inner());
+        // This receiver still counts: one left means it was the last.
+        if local
+            .get(&self.user)
+            .is_some_and(|sender| sender.receiver_count() <= 1)
+        {
+            local.remove(&self.user);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn events_reach_every_connection_of_their_user_only() {
+        let hub = Realtime::in_process();
+        let (ann, bob) = (Uuid::now_v7(), Uuid::now_v7());
+        let mut tab_one = hub.subscribe(ann);
+        let mut tab_two = hub.subscribe(ann);
+        let mut other = hub.subscribe(bob);
+        hub.publish(ann, "hello").await;
+        assert_eq!(&*tab_one.recv().await.unwrap(), "hello");
+        assert_eq!(&*tab_two.recv().await.unwrap(), "hello");
+        assert!(
+            tokio::time::timeout(Duration::from_millis(20), other.recv())
+                .await
+                .is_err()
+        );
+    }
+
+    #[tokio::test]
+    async fn the_last_closed_connection_frees_its_user() {
+        let hub = Realtime::in_process();
+        let ann = Uuid::now_v7();
+        let one = hub.subscribe(ann);
+        let two = hub.subscribe(ann);
+        assert_eq!(hub.local_users(), 1);
+        drop(one);
+        assert_eq!(hub.local_users(), 1);
+        drop(two);
+        assert_eq!(hub.local_users(), 0);
+        // Publishing to nobody is fine.
+        hub.publish(ann, "into the void").await;
+    }
+
+    #[tokio::test]
+    async fn a_slow_connection_learns_it_lagged() {
+        let hub = Realtime::in_process();
+        let ann = Uuid::now_v7();
+        let mut slow = hub.subscribe(ann);
+        for i in 0..BUFFER + 10 {
+            hub.publish(ann, i.to_string()).await;
+        }
+        assert_eq!(slow.recv().await, Err(Missed::Lagged(10)));
+    }
+}
