@@ -13,6 +13,7 @@ use tracing_actix_web::TracingLogger;
 
 use crate::config::Settings;
 use crate::modules::catalog::Catalog;
+use crate::modules::chat::Chat;
 use crate::modules::identity::Identity;
 use crate::platform::jobs::{JobRegistry, JobRunner};
 use crate::platform::{Platform, http, migrate, ops};
@@ -35,6 +36,7 @@ pub struct Application {
     platform: Platform,
     identity: Identity,
     catalog: Catalog,
+    chat: Chat,
 }
 
 /// Stops a running [`Application`] gracefully (what SIGTERM does).
@@ -42,13 +44,18 @@ pub struct Application {
 pub struct StopHandle {
     server: ServerHandle,
     jobs: CancellationToken,
+    chat: Chat,
+    grace: std::time::Duration,
 }
 
 impl StopHandle {
     /// Stops accepting connections, lets in-flight requests and running jobs finish within
     /// `server.shutdown_timeout_secs`, and returns when the HTTP server has stopped.
+    /// Replies being generated end first, as `interrupted` with what they had, so requests
+    /// waiting for them can answer.
     pub async fn stop(&self) {
         self.jobs.cancel();
+        self.chat.shutdown(self.grace).await;
         self.server.stop(true).await;
     }
 }
@@ -107,10 +114,19 @@ impl ApplicationBuilder {
         let identity = Identity::new(&platform);
         let sessions = identity.session_check();
         let catalog = Catalog::new(&platform, identity.audit_log());
+        let chat = Chat::new(
+            &platform,
+            catalog.directory(),
+            identity.people(),
+            identity.experience(),
+        )
+        .context("could not set up the language model")?;
 
         let mut registry = self.registry;
         crate::platform::mail::register_jobs(&mut registry, platform.mailer.clone());
         identity.jobs(&mut registry);
+        chat.jobs(&mut registry, platform.db.clone());
+        chat.repair_at_start(platform.db.clone());
         let grace = settings.shutdown_timeout();
         let runner = JobRunner::start(platform.db.clone(), registry, &settings.jobs, grace);
         let jobs_stop = runner.stop_token();
@@ -119,11 +135,13 @@ impl ApplicationBuilder {
             let platform = platform.clone();
             let identity = identity.clone();
             let catalog = catalog.clone();
+            let chat = chat.clone();
             let api_routes = self.api_routes;
             let mut server = HttpServer::new(move || {
                 let api_routes = api_routes.clone();
                 let identity = identity.clone();
                 let catalog = catalog.clone();
+                let chat = chat.clone();
                 App::new()
                     .app_data(web::Data::new(platform.clone()))
                     .app_data(web::Data::from(platform.tokens.clone()))
@@ -144,6 +162,7 @@ impl ApplicationBuilder {
                             .wrap(from_fn(http::rate_limit))
                             .configure(|cfg| identity.routes(cfg))
                             .configure(|cfg| catalog.routes(cfg))
+                            .configure(|cfg| chat.routes(cfg))
                             .configure(move |cfg| {
                                 for routes in &api_routes {
                                     routes(cfg);
@@ -179,6 +198,7 @@ impl ApplicationBuilder {
             platform,
             identity,
             catalog,
+            chat,
         })
     }
 }
@@ -237,6 +257,8 @@ impl Application {
         StopHandle {
             server: self.server.handle(),
             jobs: self.jobs_stop.clone(),
+            chat: self.chat.clone(),
+            grace: self.platform.settings.shutdown_timeout(),
         }
     }
 

@@ -2,4 +2,5 @@
 //! data types, `routes`, a constructor); everything else in it is private. Modules call each
 //! other only through those traits, wired by `app.rs`. See the README, "Adding a module".
 pub mod catalog;
+pub mod chat;
 pub mod identity;

@@ -133,6 +133,13 @@ pub trait Experience: Send + Sync {
     -> BoxFuture<'_, Result<Option<Progress>, DbError>>;
 }
 
+/// What other modules may know about a person.
+pub trait People: Send + Sync {
+    /// The name a user chose to be called (what `{{user}}` becomes in a prompt); `None`
+    /// when there is no such user.
+    fn display_name(&self, user_id: Uuid) -> BoxFuture<'_, Result<Option<String>, DbError>>;
+}
+
 /// The identity module: construct once in `app.rs`, then mount its routes and jobs and hand
 /// its traits to the modules that need them.
 #[derive(Clone)]
@@ -166,6 +173,10 @@ impl Identity {
     }
 
     pub fn experience(&self) -> Arc<dyn Experience> {
+        Arc::new(self.service.clone())
+    }
+
+    pub fn people(&self) -> Arc<dyn People> {
         Arc::new(self.service.clone())
     }
 

@@ -16,7 +16,7 @@ use super::recovery::RESET_REQUEST_JOB;
 use super::rules::{MAX_EMAIL_LEN, check_display_name, level_for_experience, normalize_email};
 use super::sessions::Sessions;
 use super::store::{self, NewUser, UserRow};
-use super::{AuditEntry, Experience, Outcome, Progress, password, secret};
+use super::{AuditEntry, Experience, Outcome, People, Progress, password, secret};
 use crate::config::Settings;
 use crate::platform::Platform;
 use crate::platform::db::{Db, DbError};
@@ -447,6 +447,18 @@ impl Service {
             }
         });
         registry.schedule(CLEANUP_JOB, CLEANUP_JOB, Duration::from_secs(3600));
+    }
+}
+
+impl People for Service {
+    fn display_name(&self, user_id: Uuid) -> BoxFuture<'_, Result<Option<String>, DbError>> {
+        Box::pin(async move {
+            let user = self
+                .db
+                .run(move |conn| store::find_user(conn, user_id).map_err(DbError::from))
+                .await?;
+            Ok(user.map(|u| u.display_name))
+        })
     }
 }
 

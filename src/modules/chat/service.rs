@@ -1,0 +1,760 @@
+//! Chat's rules: who owns what, the message tree, starting replies.
+
+use std::sync::Arc;
+
+use diesel::PgConnection;
+use serde_json::Value;
+use tokio::sync::watch;
+use uuid::Uuid;
+
+use super::generation::{Engine, Job};
+use super::prompt::{self, Turn};
+use super::store::{
+    self, ConversationChanges, ConversationRow, MessageRow, NewConversation, NewMessage,
+};
+use super::views::{ConversationView, MessageView, SummaryView};
+use crate::config::LlmSettings;
+use crate::modules::catalog::{CharacterDirectory, Persona};
+use crate::modules::identity::People;
+use crate::platform::db::{Db, DbError};
+use crate::platform::http::{AppError, ErrorCode, FieldErrors};
+use crate::platform::llm::{Request, Role, Speaker};
+
+/// A message's text: at most 32 KiB.
+pub const MAX_CONTENT_BYTES: usize = 32 * 1024;
+pub const MAX_TITLE: usize = 200;
+pub const MAX_PAGE: i64 = 200;
+/// How far up the branch a prompt looks (the context window usually ends it sooner).
+const PROMPT_HISTORY: i64 = 400;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ChatError {
+    #[error("invalid input")]
+    Invalid(FieldErrors),
+    #[error("message too large")]
+    TooLarge,
+    #[error("not found")]
+    NotFound,
+    /// A reply is already being written in this conversation.
+    #[error("a reply is being written")]
+    Busy,
+    #[error("the character is gone")]
+    CharacterGone,
+    #[error(transparent)]
+    Db(#[from] DbError),
+}
+
+impl From<diesel::result::Error> for ChatError {
+    fn from(err: diesel::result::Error) -> Self {
+        Self::Db(DbError::Query(err))
+    }
+}
+
+impl From<ChatError> for AppError {
+    fn from(err: ChatError) -> Self {
+        match err {
+            ChatError::Invalid(fields) => fields.into_error(),
+            ChatError::TooLarge => AppError::new(
+                ErrorCode::PayloadTooLarge,
+                format!("A message may be at most {MAX_CONTENT_BYTES} bytes."),
+            ),
+            ChatError::NotFound => AppError::not_found(),
+            ChatError::Busy => AppError::conflict(
+                "A reply is still being written in this conversation; wait for it or stop it.",
+            ),
+            ChatError::CharacterGone => {
+                AppError::conflict("This character is no longer available, so it cannot answer.")
+            }
+            ChatError::Db(err) => err.into(),
+        }
+    }
+}
+
+fn invalid(field: &str, problem: &str) -> ChatError {
+    let mut errors = FieldErrors::new();
+    errors.add(field, problem);
+    ChatError::Invalid(errors)
+}
+
+/// Checks a message's text: not blank, at most 32 KiB.
+pub fn check_content(content: &str) -> Result<(), ChatError> {
+    if content.len() > MAX_CONTENT_BYTES {
+        return Err(ChatError::TooLarge);
+    }
+    if content.trim().is_empty() {
+        return Err(invalid("content", "must not be empty"));
+    }
+    Ok(())
+}
+
+/// A reply that was started: its row, and how to learn when it ends.
+pub struct Started {
+    pub user_message: Option<MessageView>,
+    pub reply: MessageView,
+    pub done: watch::Receiver<Option<MessageView>>,
+}
+
+/// What a new reply hangs from, and the user message to add first, if any.
+struct ReplyPlan {
+    /// The message the reply answers (its parent), `None` for a root reply.
+    parent: Option<MessageRow>,
+    /// A user message to insert first, under `parent`, which the reply then answers.
+    user_text: Option<String>,
+}
+
+#[derive(Clone)]
+pub struct Service {
+    db: Db,
+    directory: Arc<dyn CharacterDirectory>,
+    people: Arc<dyn People>,
+    engine: Arc<Engine>,
+    llm: LlmSettings,
+}
+
+impl Service {
+    pub fn new(
+        db: Db,
+        directory: Arc<dyn CharacterDirectory>,
+        people: Arc<dyn People>,
+        engine: Arc<Engine>,
+        llm: LlmSettings,
+    ) -> Self {
+        Self {
+            db,
+            directory,
+            people,
+            engine,
+            llm,
+        }
+    }
+
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.engine
+    }
+
+    async fn persona(&self, user: Uuid, character: Uuid) -> Result<Persona, ChatError> {
+        self.directory
+            .persona(character, user)
+            .await?
+            .ok_or(ChatError::CharacterGone)
+    }
+
+    async fn user_name(&self, user: Uuid) -> Result<String, ChatError> {
+        Ok(self
+            .people
+            .display_name(user)
+            .await?
+            .unwrap_or_else(|| "User".to_owned()))
+    }
+
+    pub async fn conversation(&self, user: Uuid, id: Uuid) -> Result<ConversationRow, ChatError> {
+        self.db
+            .run(move |conn| Ok::<_, ChatError>(store::find_conversation(conn, id, user)?))
+            .await?
+            .ok_or(ChatError::NotFound)
+    }
+
+    /// Starts a conversation: the user's first message and the reply, or the character's
+    /// greeting with its alternate greetings as swipes.
+    pub async fn create(
+        &self,
+        user: Uuid,
+        character: Uuid,
+        initial: Option<String>,
+    ) -> Result<(ConversationView, Vec<MessageView>, Option<Started>), ChatError> {
+        if let Some(text) = &initial {
+            check_content(text)?;
+        }
+        // A character the user may not see is as absent as one that does not exist.
+        let persona = self
+            .directory
+            .persona(character, user)
+            .await?
+            .ok_or(ChatError::NotFound)?;
+        let user_name = self.user_name(user).await?;
+        let id = Uuid::now_v7();
+        let title = persona.name.chars().take(MAX_TITLE).collect::<String>();
+        let greetings: Vec<String> = if initial.is_some() {
+            Vec::new()
+        } else {
+            std::iter::once(&persona.greeting)
+                .chain(&persona.alternate_greetings)
+                .filter(|g| !g.trim().is_empty())
+                .map(|g| fill_names(g, &persona.name, &user_name))
+                .collect()
+        };
+        let (name, avatar) = (persona.name.clone(), persona.avatar_url.clone());
+        let messages = self
+            .db
+            .transaction(move |conn| {
+                store::insert_conversation(
+                    conn,
+                    &NewConversation {
+                        id,
+                        user_id: user,
+                        character_id: character,
+                        character_name: &name,
+                        character_avatar_url: avatar.as_deref(),
+                        title: &title,
+                    },
+                )?;
+                let mut first = None;
+                for greeting in &greetings {
+                    let row = store::insert_message(
+                        conn,
+                        &NewMessage {
+                            id: Uuid::now_v7(),
+                            conversation_id: id,
+                            parent_id: None,
+                            depth: 0,
+                            role: "assistant",
+                            content: greeting,
+                            status: "complete",
+                            heartbeat_at: None,
+                            model: None,
+                            prompt: None,
+                        },
+                    )?;
+                    first.get_or_insert(row.id);
+                }
+                if let Some(first) = first {
+                    store::set_active(conn, id, Some(first), None)?;
+                    return Ok::<_, ChatError>(store::branch(conn, id, first, 1)?);
+                }
+                Ok(Vec::new())
+            })
+            .await?;
+        if let Err(error) = self.directory.record_conversation_started(character).await {
+            tracing::warn!(%error, "could not count a new conversation");
+        }
+        let started = match initial {
+            Some(text) => Some(
+                self.start_reply(
+                    user,
+                    id,
+                    ReplyPlan {
+                        parent: None,
+                        user_text: Some(text),
+                    },
+                )
+                .await?,
+            ),
+            None => None,
+        };
+        let conversation = self.conversation(user, id).await?;
+        Ok((
+            conversation.into(),
+            messages.into_iter().map(MessageView::from).collect(),
+            started,
+        ))
+    }
+
+    pub async fn list(
+        &self,
+        user: Uuid,
+        archived: bool,
+        page: i64,
+        size: i64,
+    ) -> Result<(Vec<SummaryView>, i64), ChatError> {
+        self.db
+            .run(move |conn| {
+                let rows = store::list_conversations(conn, user, archived, page * size, size)?;
+                let total = store::count_conversations(conn, user, archived)?;
+                Ok::<_, ChatError>((rows.into_iter().map(SummaryView::from).collect(), total))
+            })
+            .await
+    }
+
+    pub async fn update(
+        &self,
+        user: Uuid,
+        id: Uuid,
+        changes: ConversationChanges,
+    ) -> Result<ConversationView, ChatError> {
+        self.db
+            .transaction(move |conn| {
+                store::lock_conversation(conn, id, user)?.ok_or(ChatError::NotFound)?;
+                store::update_conversation(conn, id, &changes)?;
+                store::find_conversation(conn, id, user)?
+                    .map(ConversationView::from)
+                    .ok_or(ChatError::NotFound)
+            })
+            .await
+    }
+
+    pub async fn delete(&self, user: Uuid, id: Uuid) -> Result<(), ChatError> {
+        let conversation = self.conversation(user, id).await?;
+        if let Some(message) = conversation.generating_id {
+            self.engine.stop_here(message);
+        }
+        let deleted = self
+            .db
+            .run(move |conn| Ok::<_, ChatError>(store::delete_conversation(conn, id, user)?))
+            .await?;
+        if deleted == 0 {
+            return Err(ChatError::NotFound);
+        }
+        Ok(())
+    }
+
+    /// A page of the active branch, newest first, ending before `before` when given.
+    pub async fn history(
+        &self,
+        user: Uuid,
+        id: Uuid,
+        before: Option<Uuid>,
+        limit: i64,
+    ) -> Result<(Vec<MessageView>, bool), ChatError> {
+        self.db
+            .run(move |conn| {
+                let conversation =
+                    store::find_conversation(conn, id, user)?.ok_or(ChatError::NotFound)?;
+                let start = match before {
+                    Some(cursor) => {
+                        let cursor =
+                            store::find_message(conn, id, cursor)?.ok_or(ChatError::NotFound)?;
+                        cursor.parent_id
+                    }
+                    None => conversation.active_leaf_id,
+                };
+                let Some(start) = start else {
+                    return Ok((Vec::new(), false));
+                };
+                let mut page = store::branch(conn, id, start, limit + 1)?;
+                let more = page.len() as i64 > limit;
+                page.truncate(usize::try_from(limit).unwrap_or(0));
+                Ok::<_, ChatError>((page.into_iter().map(MessageView::from).collect(), more))
+            })
+            .await
+    }
+
+    /// Sends a user message under the active leaf and starts the reply.
+    pub async fn send(&self, user: Uuid, id: Uuid, content: String) -> Result<Started, ChatError> {
+        check_content(&content)?;
+        let conversation = self.conversation(user, id).await?;
+        let parent = match conversation.active_leaf_id {
+            Some(leaf) => Some(self.message(id, leaf).await?),
+            None => None,
+        };
+        self.start_reply(
+            user,
+            id,
+            ReplyPlan {
+                parent,
+                user_text: Some(content),
+            },
+        )
+        .await
+    }
+
+    async fn message(&self, conversation: Uuid, id: Uuid) -> Result<MessageRow, ChatError> {
+        self.db
+            .run(move |conn| Ok::<_, ChatError>(store::find_message(conn, conversation, id)?))
+            .await?
+            .ok_or(ChatError::NotFound)
+    }
+
+    /// A new reply beside an assistant message (a swipe); it becomes the active one.
+    pub async fn regenerate(
+        &self,
+        user: Uuid,
+        id: Uuid,
+        message: Uuid,
+    ) -> Result<Started, ChatError> {
+        self.conversation(user, id).await?;
+        let old = self.message(id, message).await?;
+        if old.role != "assistant" {
+            return Err(invalid("messageId", "only a reply can be regenerated"));
+        }
+        let parent = match old.parent_id {
+            Some(parent) => Some(self.message(id, parent).await?),
+            None => None,
+        };
+        self.start_reply(
+            user,
+            id,
+            ReplyPlan {
+                parent,
+                user_text: None,
+            },
+        )
+        .await
+    }
+
+    /// An edited user message: a new branch from its parent, with a new reply.
+    pub async fn edit(
+        &self,
+        user: Uuid,
+        id: Uuid,
+        message: Uuid,
+        content: String,
+    ) -> Result<Started, ChatError> {
+        check_content(&content)?;
+        self.conversation(user, id).await?;
+        let old = self.message(id, message).await?;
+        if old.role != "user" {
+            return Err(invalid("messageId", "only your own messages can be edited"));
+        }
+        let parent = match old.parent_id {
+            Some(parent) => Some(self.message(id, parent).await?),
+            None => None,
+        };
+        self.start_reply(
+            user,
+            id,
+            ReplyPlan {
+                parent,
+                user_text: Some(content),
+            },
+        )
+        .await
+    }
+
+    /// Makes `message`'s branch the active one (a swipe left or right, or an older edit).
+    pub async fn switch(
+        &self,
+        user: Uuid,
+        id: Uuid,
+        message: Uuid,
+    ) -> Result<(ConversationView, Vec<MessageView>), ChatError> {
+        self.db
+            .transaction(move |conn| {
+                let conversation =
+                    store::lock_conversation(conn, id, user)?.ok_or(ChatError::NotFound)?;
+                if conversation.generating_id.is_some() {
+                    return Err(ChatError::Busy);
+                }
+                store::find_message(conn, id, message)?.ok_or(ChatError::NotFound)?;
+                let leaf = store::newest_leaf(conn, message)?;
+                store::set_active(conn, id, Some(leaf), None)?;
+                let page = store::branch(conn, id, leaf, 50)?;
+                let conversation =
+                    store::find_conversation(conn, id, user)?.ok_or(ChatError::NotFound)?;
+                Ok((
+                    conversation.into(),
+                    page.into_iter().map(MessageView::from).collect(),
+                ))
+            })
+            .await
+    }
+
+    /// Continues a reply: the model writes on after its current end.
+    pub async fn continue_reply(
+        &self,
+        user: Uuid,
+        id: Uuid,
+        message: Uuid,
+    ) -> Result<Started, ChatError> {
+        let conversation = self.conversation(user, id).await?;
+        let reply = self.message(id, message).await?;
+        if reply.role != "assistant" || conversation.active_leaf_id != Some(message) {
+            return Err(invalid(
+                "messageId",
+                "only the last reply of the active branch can be continued",
+            ));
+        }
+        let persona = self.persona(user, conversation.character_id).await?;
+        let user_name = self.user_name(user).await?;
+        let (request, prompt) = self
+            .request(id, Some(message), None, &persona, &user_name, message)
+            .await?;
+        let prefix = reply.content.clone();
+        let seq = reply.seq;
+        let model = self.engine.model_name().to_owned();
+        let row = self
+            .db
+            .transaction(move |conn| {
+                let conversation =
+                    store::lock_conversation(conn, id, user)?.ok_or(ChatError::NotFound)?;
+                if conversation.generating_id.is_some() {
+                    return Err(ChatError::Busy);
+                }
+                let row = store::restart_reply(conn, message, &model, &prompt)?;
+                store::set_active(conn, id, Some(message), Some(message))?;
+                let placed = store::branch(conn, id, row.id, 1)?;
+                Ok(placed.into_iter().next().map(MessageView::from))
+            })
+            .await?
+            .ok_or(ChatError::NotFound)?;
+        let done = self.engine.start(Job {
+            user,
+            conversation: id,
+            message,
+            request,
+            prefix,
+            seq,
+        });
+        Ok(Started {
+            user_message: None,
+            reply: row,
+            done,
+        })
+    }
+
+    /// Deletes a message and everything under it. If that was on the active branch, the
+    /// branch moves to a remaining sibling, or back to the parent.
+    pub async fn delete_message(
+        &self,
+        user: Uuid,
+        id: Uuid,
+        message: Uuid,
+    ) -> Result<(), ChatError> {
+        self.db
+            .transaction(move |conn| {
+                let conversation =
+                    store::lock_conversation(conn, id, user)?.ok_or(ChatError::NotFound)?;
+                if conversation.generating_id.is_some() {
+                    return Err(ChatError::Busy);
+                }
+                let target = store::find_message(conn, id, message)?.ok_or(ChatError::NotFound)?;
+                let on_active = match conversation.active_leaf_id {
+                    Some(leaf) => on_branch(conn, id, leaf, &target)?,
+                    None => false,
+                };
+                store::delete_message(conn, id, message)?;
+                if on_active {
+                    let remaining = store::siblings(conn, id, target.parent_id)?;
+                    let leaf = match remaining.last() {
+                        Some(sibling) => Some(store::newest_leaf(conn, *sibling)?),
+                        None => target.parent_id,
+                    };
+                    store::set_active(conn, id, leaf, None)?;
+                }
+                Ok(())
+            })
+            .await
+    }
+
+    /// Asks a streaming reply to stop, wherever it runs.
+    pub async fn stop(&self, user: Uuid, id: Uuid, message: Uuid) -> Result<(), ChatError> {
+        self.conversation(user, id).await?;
+        let asked = self
+            .db
+            .run(move |conn| Ok::<_, ChatError>(store::request_stop(conn, id, message)?))
+            .await?;
+        if asked == 0 {
+            // Not streaming (any more), or not in this conversation.
+            self.message(id, message).await?;
+        }
+        self.engine.stop_here(message);
+        Ok(())
+    }
+
+    /// Exactly what was sent to the model for a reply.
+    pub async fn prompt(&self, user: Uuid, id: Uuid, message: Uuid) -> Result<Value, ChatError> {
+        self.conversation(user, id).await?;
+        self.db
+            .run(move |conn| Ok::<_, ChatError>(store::message_prompt(conn, id, message)?))
+            .await?
+            .flatten()
+            .ok_or(ChatError::NotFound)
+    }
+
+    /// The model request for a reply to the branch ending at `last` (the parent of the new
+    /// reply, or the reply being continued) followed by `user_text` when a user message is
+    /// being sent with it, and the prompt as stored.
+    async fn request(
+        &self,
+        conversation: Uuid,
+        last: Option<Uuid>,
+        user_text: Option<&str>,
+        persona: &Persona,
+        user_name: &str,
+        seed_from: Uuid,
+    ) -> Result<(Request, Value), ChatError> {
+        let mut history: Vec<Turn> = match last {
+            Some(last) => {
+                let mut branch = self
+                    .db
+                    .run(move |conn| {
+                        Ok::<_, ChatError>(store::branch(conn, conversation, last, PROMPT_HISTORY)?)
+                    })
+                    .await?;
+                branch.reverse();
+                branch
+                    .into_iter()
+                    .filter(|p| !(p.message.role == "assistant" && p.message.content.is_empty()))
+                    .map(|p| Turn {
+                        role: if p.message.role == "user" {
+                            Role::User
+                        } else {
+                            Role::Assistant
+                        },
+                        content: p.message.content,
+                    })
+                    .collect()
+            }
+            None => Vec::new(),
+        };
+        if let Some(text) = user_text {
+            history.push(Turn {
+                role: Role::User,
+                content: text.to_owned(),
+            });
+        }
+        let built = prompt::build(&prompt::Input {
+            persona,
+            user_name,
+            history: &history,
+            context_tokens: self.llm.context_tokens,
+            max_tokens: self.llm.max_tokens,
+        });
+        let stored = serde_json::to_value(&built).unwrap_or(Value::Null);
+        let request = Request {
+            messages: built.messages,
+            max_tokens: self.llm.max_tokens,
+            temperature: self.llm.temperature,
+            stop: Vec::new(),
+            seed: seed(seed_from),
+            speaker: Some(Speaker {
+                name: persona.name.clone(),
+                user_name: user_name.to_owned(),
+                greeting: fill_names(&persona.greeting, &persona.name, user_name),
+                tone: persona.tone.clone(),
+                traits: persona.traits.clone(),
+                interests: persona.interests.clone(),
+            }),
+        };
+        Ok((request, stored))
+    }
+
+    /// Inserts the user message (if any) and the reply's row in one transaction, then hands
+    /// the reply to the engine. Refused (nothing stored) while another reply is written.
+    async fn start_reply(
+        &self,
+        user: Uuid,
+        id: Uuid,
+        plan: ReplyPlan,
+    ) -> Result<Started, ChatError> {
+        let conversation = self.conversation(user, id).await?;
+        let persona = self.persona(user, conversation.character_id).await?;
+        let user_name = self.user_name(user).await?;
+        let user_message_id = plan.user_text.as_ref().map(|_| Uuid::now_v7());
+        let reply_id = Uuid::now_v7();
+        let parent_id = plan.parent.as_ref().map(|p| p.id);
+        // The prompt is built from the branch as it is; the user message, not stored yet,
+        // is added at its end.
+        let (request, stored) = self
+            .request(
+                id,
+                parent_id,
+                plan.user_text.as_deref(),
+                &persona,
+                &user_name,
+                reply_id,
+            )
+            .await?;
+        let model = self.engine.model_name().to_owned();
+        let parent_depth = plan.parent.as_ref().map(|p| p.depth);
+        let user_text = plan.user_text.clone();
+        let (name, avatar) = (persona.name.clone(), persona.avatar_url.clone());
+        let (user_view, reply_view) = self
+            .db
+            .transaction(move |conn| {
+                let conversation =
+                    store::lock_conversation(conn, id, user)?.ok_or(ChatError::NotFound)?;
+                if conversation.generating_id.is_some() {
+                    return Err(ChatError::Busy);
+                }
+                let mut depth = parent_depth.map_or(0, |d| d + 1);
+                let mut parent = parent_id;
+                if let (Some(message_id), Some(text)) = (user_message_id, &user_text) {
+                    store::insert_message(
+                        conn,
+                        &NewMessage {
+                            id: message_id,
+                            conversation_id: id,
+                            parent_id: parent,
+                            depth,
+                            role: "user",
+                            content: text,
+                            status: "complete",
+                            heartbeat_at: None,
+                            model: None,
+                            prompt: None,
+                        },
+                    )?;
+                    parent = Some(message_id);
+                    depth += 1;
+                }
+                store::insert_message(
+                    conn,
+                    &NewMessage {
+                        id: reply_id,
+                        conversation_id: id,
+                        parent_id: parent,
+                        depth,
+                        role: "assistant",
+                        content: "",
+                        status: "streaming",
+                        heartbeat_at: Some(chrono::Utc::now()),
+                        model: Some(&model),
+                        prompt: Some(&stored),
+                    },
+                )?;
+                store::set_active(conn, id, Some(reply_id), Some(reply_id))?;
+                store::refresh_character(conn, id, &name, avatar.as_deref())?;
+                let placed = store::branch(conn, id, reply_id, 2)?;
+                let mut views = placed.into_iter().map(MessageView::from);
+                let reply = views.next().ok_or(ChatError::NotFound)?;
+                let user_view = if user_message_id.is_some() {
+                    views.next()
+                } else {
+                    None
+                };
+                Ok((user_view, reply))
+            })
+            .await?;
+        let done = self.engine.start(Job {
+            user,
+            conversation: id,
+            message: reply_id,
+            request,
+            prefix: String::new(),
+            seq: 0,
+        });
+        Ok(Started {
+            user_message: user_view,
+            reply: reply_view,
+            done,
+        })
+    }
+}
+
+/// Whether `target` lies on the branch ending at `leaf`.
+fn on_branch(
+    conn: &mut PgConnection,
+    conversation: Uuid,
+    leaf: Uuid,
+    target: &MessageRow,
+) -> Result<bool, ChatError> {
+    let leaf_row = store::find_message(conn, conversation, leaf)?;
+    let Some(leaf_row) = leaf_row else {
+        return Ok(false);
+    };
+    if leaf_row.depth < target.depth {
+        return Ok(false);
+    }
+    let steps = i64::from(leaf_row.depth - target.depth) + 1;
+    let path = store::branch(conn, conversation, leaf, steps)?;
+    Ok(path.last().is_some_and(|p| p.message.id == target.id))
+}
+
+fn fill_names(text: &str, character: &str, user: &str) -> String {
+    text.replace("{{char}}", character)
+        .replace("{{Char}}", character)
+        .replace("{{user}}", user)
+        .replace("{{User}}", user)
+}
+
+/// A seed from an id, so the offline engine's answer to a given reply is repeatable.
+fn seed(id: Uuid) -> u64 {
+    let bytes = id.as_bytes();
+    let mut seed = 0u64;
+    for chunk in bytes.chunks(8) {
+        let mut word = [0u8; 8];
+        word[..chunk.len()].copy_from_slice(chunk);
+        seed ^= u64::from_le_bytes(word);
+    }
+    seed
+}

@@ -1,0 +1,492 @@
+//! Queries on the `chat` tables. Only this module's service calls them.
+
+use chrono::{DateTime, Utc};
+use diesel::dsl::now;
+use diesel::pg::Pg;
+use diesel::prelude::*;
+use diesel::sql_types::{BigInt, Bool, Int4, Nullable, Text, Timestamptz, Uuid as SqlUuid};
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::schema::{conversations, messages};
+
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = conversations, check_for_backend(Pg))]
+pub struct ConversationRow {
+    pub id: Uuid,
+    pub character_id: Uuid,
+    pub character_name: String,
+    pub character_avatar_url: Option<String>,
+    pub title: String,
+    pub active_leaf_id: Option<Uuid>,
+    pub pinned: bool,
+    pub archived: bool,
+    pub generating_id: Option<Uuid>,
+    pub last_message_at: DateTime<Utc>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Insertable)]
+#[diesel(table_name = conversations)]
+pub struct NewConversation<'a> {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    pub character_id: Uuid,
+    pub character_name: &'a str,
+    pub character_avatar_url: Option<&'a str>,
+    pub title: &'a str,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable, QueryableByName)]
+#[diesel(table_name = messages, check_for_backend(Pg))]
+pub struct MessageRow {
+    pub id: Uuid,
+    pub conversation_id: Uuid,
+    pub parent_id: Option<Uuid>,
+    pub depth: i32,
+    pub role: String,
+    pub content: String,
+    pub status: String,
+    pub failure_code: Option<String>,
+    pub failure_message: Option<String>,
+    pub seq: i32,
+    pub model: Option<String>,
+    pub prompt_tokens: Option<i32>,
+    pub completion_tokens: Option<i32>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Insertable)]
+#[diesel(table_name = messages)]
+pub struct NewMessage<'a> {
+    pub id: Uuid,
+    pub conversation_id: Uuid,
+    pub parent_id: Option<Uuid>,
+    pub depth: i32,
+    pub role: &'a str,
+    pub content: &'a str,
+    pub status: &'a str,
+    pub heartbeat_at: Option<DateTime<Utc>>,
+    pub model: Option<&'a str>,
+    pub prompt: Option<&'a Value>,
+}
+
+/// A message with its place among its siblings (its swipes).
+#[derive(Debug, Clone, QueryableByName)]
+pub struct PlacedMessage {
+    #[diesel(embed)]
+    pub message: MessageRow,
+    #[diesel(sql_type = BigInt)]
+    pub sibling_count: i64,
+    #[diesel(sql_type = BigInt)]
+    pub sibling_index: i64,
+}
+
+/// The columns of [`MessageRow`], for raw SQL (`m.` prefixed).
+const MESSAGE_COLUMNS: &str = "m.id, m.conversation_id, m.parent_id, m.depth, m.role, m.content, \
+    m.status, m.failure_code, m.failure_message, m.seq, m.model, m.prompt_tokens, \
+    m.completion_tokens, m.created_at, m.updated_at";
+
+/// The sibling key of the index `messages_siblings_idx`.
+const SIBLING_KEY: &str = "coalesce(parent_id, '00000000-0000-0000-0000-000000000000'::uuid)";
+
+pub fn insert_conversation(conn: &mut PgConnection, new: &NewConversation<'_>) -> QueryResult<()> {
+    diesel::insert_into(conversations::table)
+        .values(new)
+        .execute(conn)
+        .map(|_| ())
+}
+
+pub fn insert_message(conn: &mut PgConnection, new: &NewMessage<'_>) -> QueryResult<MessageRow> {
+    diesel::insert_into(messages::table)
+        .values(new)
+        .returning(MessageRow::as_returning())
+        .get_result(conn)
+}
+
+/// The conversation if it is `user`'s.
+pub fn find_conversation(
+    conn: &mut PgConnection,
+    id: Uuid,
+    user: Uuid,
+) -> QueryResult<Option<ConversationRow>> {
+    conversations::table
+        .find(id)
+        .filter(conversations::user_id.eq(user))
+        .select(ConversationRow::as_select())
+        .first(conn)
+        .optional()
+}
+
+/// Like [`find_conversation`], locking the row until the transaction ends: operations that
+/// move the active leaf or start a reply queue up behind each other.
+pub fn lock_conversation(
+    conn: &mut PgConnection,
+    id: Uuid,
+    user: Uuid,
+) -> QueryResult<Option<ConversationRow>> {
+    conversations::table
+        .find(id)
+        .filter(conversations::user_id.eq(user))
+        .select(ConversationRow::as_select())
+        .for_update()
+        .first(conn)
+        .optional()
+}
+
+/// A row of the conversation list.
+#[derive(Debug, Clone, QueryableByName)]
+pub struct Summary {
+    #[diesel(sql_type = SqlUuid)]
+    pub id: Uuid,
+    #[diesel(sql_type = Text)]
+    pub title: String,
+    #[diesel(sql_type = SqlUuid)]
+    pub character_id: Uuid,
+    #[diesel(sql_type = Text)]
+    pub character_name: String,
+    #[diesel(sql_type = Nullable<Text>)]
+    pub character_avatar_url: Option<String>,
+    #[diesel(sql_type = Bool)]
+    pub pinned: bool,
+    #[diesel(sql_type = Bool)]
+    pub archived: bool,
+    #[diesel(sql_type = Timestamptz)]
+    pub last_message_at: DateTime<Utc>,
+    #[diesel(sql_type = Timestamptz)]
+    pub created_at: DateTime<Utc>,
+    #[diesel(sql_type = Int4)]
+    pub message_count: i32,
+    #[diesel(sql_type = Text)]
+    pub preview: String,
+}
+
+/// One page of `user`'s conversations with everything a list shows, in one query: the
+/// active leaf's depth is the branch's message count, its text the preview.
+pub fn list_conversations(
+    conn: &mut PgConnection,
+    user: Uuid,
+    archived: bool,
+    offset: i64,
+    limit: i64,
+) -> QueryResult<Vec<Summary>> {
+    diesel::sql_query(
+        "SELECT c.id, c.title, c.character_id, c.character_name, c.character_avatar_url, \
+                c.pinned, c.archived, c.last_message_at, c.created_at, \
+                coalesce(m.depth + 1, 0) AS message_count, \
+                coalesce(left(m.content, 140), '') AS preview \
+         FROM chat.conversations c \
+         LEFT JOIN chat.messages m ON m.id = c.active_leaf_id \
+         WHERE c.user_id = $1 AND c.archived = $2 \
+         ORDER BY c.pinned DESC, c.last_message_at DESC, c.id \
+         LIMIT $3 OFFSET $4",
+    )
+    .bind::<SqlUuid, _>(user)
+    .bind::<Bool, _>(archived)
+    .bind::<BigInt, _>(limit)
+    .bind::<BigInt, _>(offset)
+    .load(conn)
+}
+
+pub fn count_conversations(
+    conn: &mut PgConnection,
+    user: Uuid,
+    archived: bool,
+) -> QueryResult<i64> {
+    conversations::table
+        .filter(conversations::user_id.eq(user))
+        .filter(conversations::archived.eq(archived))
+        .count()
+        .get_result(conn)
+}
+
+#[derive(AsChangeset, Default)]
+#[diesel(table_name = conversations)]
+pub struct ConversationChanges {
+    pub title: Option<String>,
+    pub pinned: Option<bool>,
+    pub archived: Option<bool>,
+}
+
+pub fn update_conversation(
+    conn: &mut PgConnection,
+    id: Uuid,
+    changes: &ConversationChanges,
+) -> QueryResult<usize> {
+    diesel::update(conversations::table.find(id))
+        .set((changes, conversations::updated_at.eq(now)))
+        .execute(conn)
+}
+
+pub fn delete_conversation(conn: &mut PgConnection, id: Uuid, user: Uuid) -> QueryResult<usize> {
+    diesel::delete(
+        conversations::table
+            .find(id)
+            .filter(conversations::user_id.eq(user)),
+    )
+    .execute(conn)
+}
+
+/// Moves the active leaf (and the reply being generated, if one starts).
+pub fn set_active(
+    conn: &mut PgConnection,
+    id: Uuid,
+    leaf: Option<Uuid>,
+    generating: Option<Uuid>,
+) -> QueryResult<usize> {
+    diesel::update(conversations::table.find(id))
+        .set((
+            conversations::active_leaf_id.eq(leaf),
+            conversations::generating_id.eq(generating),
+            conversations::last_message_at.eq(now),
+            conversations::updated_at.eq(now),
+        ))
+        .execute(conn)
+}
+
+/// Keeps the character's name and avatar in the list fresh.
+pub fn refresh_character(
+    conn: &mut PgConnection,
+    id: Uuid,
+    name: &str,
+    avatar_url: Option<&str>,
+) -> QueryResult<usize> {
+    diesel::update(conversations::table.find(id))
+        .set((
+            conversations::character_name.eq(name),
+            conversations::character_avatar_url.eq(avatar_url),
+        ))
+        .execute(conn)
+}
+
+/// Ends the generation lock when `message` held it.
+pub fn release_generating(
+    conn: &mut PgConnection,
+    conversation: Uuid,
+    message: Uuid,
+) -> QueryResult<usize> {
+    diesel::update(
+        conversations::table
+            .find(conversation)
+            .filter(conversations::generating_id.eq(message)),
+    )
+    .set((
+        conversations::generating_id.eq(None::<Uuid>),
+        conversations::last_message_at.eq(now),
+    ))
+    .execute(conn)
+}
+
+pub fn find_message(
+    conn: &mut PgConnection,
+    conversation: Uuid,
+    id: Uuid,
+) -> QueryResult<Option<MessageRow>> {
+    messages::table
+        .find(id)
+        .filter(messages::conversation_id.eq(conversation))
+        .select(MessageRow::as_select())
+        .first(conn)
+        .optional()
+}
+
+pub fn message_prompt(
+    conn: &mut PgConnection,
+    conversation: Uuid,
+    id: Uuid,
+) -> QueryResult<Option<Option<Value>>> {
+    messages::table
+        .find(id)
+        .filter(messages::conversation_id.eq(conversation))
+        .select(messages::prompt)
+        .first(conn)
+        .optional()
+}
+
+/// Up to `limit` messages of the branch ending at `start`, newest first, each with its
+/// sibling count and index. Each step is a primary-key lookup, and each sibling count an
+/// index range: the cost follows `limit`, not the conversation's length.
+pub fn branch(
+    conn: &mut PgConnection,
+    conversation: Uuid,
+    start: Uuid,
+    limit: i64,
+) -> QueryResult<Vec<PlacedMessage>> {
+    diesel::sql_query(format!(
+        "WITH RECURSIVE branch AS ( \
+           SELECT id, parent_id, 1 AS n FROM chat.messages \
+           WHERE id = $1 AND conversation_id = $2 \
+           UNION ALL \
+           SELECT p.id, p.parent_id, b.n + 1 FROM chat.messages p \
+           JOIN branch b ON p.id = b.parent_id WHERE b.n < $3 \
+         ) \
+         SELECT {MESSAGE_COLUMNS}, s.sibling_count, s.sibling_index \
+         FROM branch b JOIN chat.messages m ON m.id = b.id, LATERAL ( \
+           SELECT count(*) AS sibling_count, count(*) FILTER (WHERE x.id < m.id) AS sibling_index \
+           FROM chat.messages x \
+           WHERE x.conversation_id = m.conversation_id \
+             AND {SIBLING_KEY_X} = {SIBLING_KEY_M} \
+         ) s \
+         ORDER BY b.n",
+        SIBLING_KEY_X = SIBLING_KEY.replace("parent_id", "x.parent_id"),
+        SIBLING_KEY_M = SIBLING_KEY.replace("parent_id", "m.parent_id"),
+    ))
+    .bind::<SqlUuid, _>(start)
+    .bind::<SqlUuid, _>(conversation)
+    .bind::<BigInt, _>(limit)
+    .load(conn)
+}
+
+/// The ids of `parent`'s children (roots when `None`), oldest first.
+pub fn siblings(
+    conn: &mut PgConnection,
+    conversation: Uuid,
+    parent: Option<Uuid>,
+) -> QueryResult<Vec<Uuid>> {
+    let query = messages::table
+        .filter(messages::conversation_id.eq(conversation))
+        .select(messages::id)
+        .order(messages::id)
+        .into_boxed();
+    match parent {
+        Some(parent) => query.filter(messages::parent_id.eq(parent)).load(conn),
+        None => query.filter(messages::parent_id.is_null()).load(conn),
+    }
+}
+
+#[derive(QueryableByName)]
+struct Id {
+    #[diesel(sql_type = SqlUuid)]
+    id: Uuid,
+}
+
+/// The leaf reached from `from` by always following the newest child: where a branch
+/// picked again (a swipe, a switch) continues.
+pub fn newest_leaf(conn: &mut PgConnection, from: Uuid) -> QueryResult<Uuid> {
+    let found: Vec<Id> = diesel::sql_query(
+        "WITH RECURSIVE down AS ( \
+           SELECT $1::uuid AS id, 0 AS n \
+           UNION ALL \
+           SELECT (SELECT c.id FROM chat.messages c WHERE c.parent_id = d.id \
+                   ORDER BY c.id DESC LIMIT 1), d.n + 1 \
+           FROM down d WHERE d.id IS NOT NULL AND d.n < 100000 \
+         ) SELECT id FROM down WHERE id IS NOT NULL ORDER BY n DESC LIMIT 1",
+    )
+    .bind::<SqlUuid, _>(from)
+    .load(conn)?;
+    Ok(found.first().map_or(from, |f| f.id))
+}
+
+/// Stores what a streaming reply has so far; says whether a stop was asked for.
+pub fn flush_reply(
+    conn: &mut PgConnection,
+    id: Uuid,
+    content: &str,
+    seq: i32,
+) -> QueryResult<bool> {
+    diesel::update(messages::table.find(id))
+        .set((
+            messages::content.eq(content),
+            messages::seq.eq(seq),
+            messages::heartbeat_at.eq(now),
+            messages::updated_at.eq(now),
+        ))
+        .returning(messages::stop_requested)
+        .get_result(conn)
+}
+
+/// How a reply ended.
+pub struct Ending<'a> {
+    pub status: &'a str,
+    pub content: &'a str,
+    pub seq: i32,
+    pub failure: Option<(&'a str, &'a str)>,
+    pub prompt_tokens: Option<i32>,
+    pub completion_tokens: Option<i32>,
+}
+
+pub fn finish_reply(
+    conn: &mut PgConnection,
+    id: Uuid,
+    end: &Ending<'_>,
+) -> QueryResult<MessageRow> {
+    diesel::update(messages::table.find(id))
+        .set((
+            messages::status.eq(end.status),
+            messages::content.eq(end.content),
+            messages::seq.eq(end.seq),
+            messages::failure_code.eq(end.failure.map(|f| f.0)),
+            messages::failure_message.eq(end.failure.map(|f| f.1)),
+            messages::prompt_tokens.eq(end.prompt_tokens),
+            messages::completion_tokens.eq(end.completion_tokens),
+            messages::heartbeat_at.eq(None::<DateTime<Utc>>),
+            messages::updated_at.eq(now),
+        ))
+        .returning(MessageRow::as_returning())
+        .get_result(conn)
+}
+
+pub fn request_stop(conn: &mut PgConnection, conversation: Uuid, id: Uuid) -> QueryResult<usize> {
+    diesel::update(
+        messages::table
+            .find(id)
+            .filter(messages::conversation_id.eq(conversation))
+            .filter(messages::status.eq("streaming")),
+    )
+    .set(messages::stop_requested.eq(true))
+    .execute(conn)
+}
+
+/// Streaming replies whose generator has not written for `stale_secs`: their process died.
+/// They end `interrupted` with what they had, and their conversations are free again.
+pub fn repair_stale(conn: &mut PgConnection, stale_secs: i64) -> QueryResult<Vec<Uuid>> {
+    let repaired: Vec<Id> = diesel::sql_query(
+        "WITH dead AS ( \
+           UPDATE chat.messages SET status = 'interrupted', heartbeat_at = NULL, \
+                  failure_code = 'interrupted', \
+                  failure_message = 'The server stopped while this reply was being written.', \
+                  updated_at = now() \
+           WHERE status = 'streaming' AND heartbeat_at < now() - make_interval(secs => $1) \
+           RETURNING id, conversation_id \
+         ), freed AS ( \
+           UPDATE chat.conversations c SET generating_id = NULL \
+           FROM dead WHERE c.id = dead.conversation_id AND c.generating_id = dead.id \
+         ) SELECT id FROM dead",
+    )
+    .bind::<BigInt, _>(stale_secs)
+    .load(conn)?;
+    Ok(repaired.into_iter().map(|r| r.id).collect())
+}
+
+pub fn delete_message(conn: &mut PgConnection, conversation: Uuid, id: Uuid) -> QueryResult<usize> {
+    diesel::delete(
+        messages::table
+            .find(id)
+            .filter(messages::conversation_id.eq(conversation)),
+    )
+    .execute(conn)
+}
+
+/// A reply being continued: streaming again, with a fresh heartbeat and prompt.
+pub fn restart_reply(
+    conn: &mut PgConnection,
+    id: Uuid,
+    model: &str,
+    prompt: &Value,
+) -> QueryResult<MessageRow> {
+    diesel::update(messages::table.find(id))
+        .set((
+            messages::status.eq("streaming"),
+            messages::heartbeat_at.eq(now),
+            messages::stop_requested.eq(false),
+            messages::failure_code.eq(None::<String>),
+            messages::failure_message.eq(None::<String>),
+            messages::model.eq(model),
+            messages::prompt.eq(prompt),
+            messages::updated_at.eq(now),
+        ))
+        .returning(MessageRow::as_returning())
+        .get_result(conn)
+}

@@ -1,0 +1,662 @@
+//! Conversations and the message tree through the public API, with replies from the
+//! built-in engine or from fake models over real HTTP.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::time::Duration;
+
+use reqwest::Method;
+use serde_json::{Value, json};
+use support::fake_llm::{End, FakeModel, Reply, openai_events};
+use support::{TestApp, TestUser, assert_error};
+use uuid::Uuid;
+
+/// Luna, a public starter character.
+const LUNA: &str = "01930000-0000-7000-8000-000000000001";
+
+async fn body(response: reqwest::Response) -> Value {
+    response.json().await.unwrap()
+}
+
+async fn post(app: &TestApp, user: &TestUser, path: &str, json: Value) -> reqwest::Response {
+    app.send_auth(Method::POST, path, &user.token, &json).await
+}
+
+/// Starts a conversation with `character` and returns its id and first messages.
+async fn start(
+    app: &TestApp,
+    user: &TestUser,
+    character: &str,
+    initial: Option<&str>,
+) -> (String, Vec<Value>) {
+    let mut request = json!({ "characterId": character });
+    if let Some(text) = initial {
+        request["initialMessage"] = json!(text);
+    }
+    let response = post(app, user, "/api/v1/conversations", request).await;
+    assert_eq!(response.status(), 201);
+    let created = body(response).await;
+    let id = created["conversation"]["id"].as_str().unwrap().to_owned();
+    (id, created["messages"].as_array().unwrap().clone())
+}
+
+async fn send(app: &TestApp, user: &TestUser, conversation: &str, text: &str) -> Value {
+    let path = format!("/api/v1/conversations/{conversation}/messages");
+    let response = post(app, user, &path, json!({"content": text, "type": "text"})).await;
+    assert_eq!(response.status(), 201);
+    body(response).await
+}
+
+async fn history(app: &TestApp, user: &TestUser, conversation: &str, query: &str) -> Value {
+    let path = format!("/api/v1/conversations/{conversation}/messages?{query}");
+    let response = app.get_auth(&path, &user.token).await;
+    assert_eq!(response.status(), 200);
+    body(response).await
+}
+
+fn contents(page: &Value) -> Vec<String> {
+    page["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["content"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_conversation_starts_with_the_greeting_and_replies_come_from_the_offline_engine() {
+    let app = TestApp::spawn().await;
+    let ann = app.register("ann@example.com").await;
+    let (id, first) = start(&app, &ann, LUNA, None).await;
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0]["role"], "assistant");
+    assert_eq!(first[0]["status"], "complete");
+    assert!(!first[0]["content"].as_str().unwrap().contains("{{"));
+
+    let answer = send(
+        &app,
+        &ann,
+        &id,
+        "Do you ever watch the lighthouse at night?",
+    )
+    .await;
+    assert_eq!(
+        answer["userMessage"]["content"],
+        "Do you ever watch the lighthouse at night?"
+    );
+    let reply = &answer["reply"];
+    assert_eq!(reply["status"], "complete");
+    assert_eq!(reply["role"], "assistant");
+    assert_eq!(reply["parentId"], answer["userMessage"]["id"]);
+    assert!(
+        reply["content"].as_str().unwrap().contains("lighthouse"),
+        "{reply}"
+    );
+    assert!(
+        reply["model"]
+            .as_str()
+            .unwrap()
+            .contains("not a language model")
+    );
+    assert!(reply["usage"]["completionTokens"].as_i64().unwrap() > 0);
+
+    let page = history(&app, &ann, &id, "").await;
+    assert_eq!(contents(&page).len(), 3);
+    assert_eq!(page["hasMore"], false);
+    assert_eq!(page["messages"][2]["id"], reply["id"]);
+
+    // What the model was sent: the persona and the history, never the creator's notes.
+    let prompt_path = format!(
+        "/api/v1/conversations/{id}/messages/{}/prompt",
+        reply["id"].as_str().unwrap()
+    );
+    let prompt = body(app.get_auth(&prompt_path, &ann.token).await).await;
+    let system = prompt["messages"][0]["content"].as_str().unwrap();
+    assert!(
+        system.contains("Luna") && system.contains("Tester"),
+        "{system}"
+    );
+    let last = prompt["messages"].as_array().unwrap().last().unwrap();
+    assert_eq!(
+        last["content"],
+        "Do you ever watch the lighthouse at night?"
+    );
+
+    // Experience for the completed reply; the character counts the conversation.
+    let profile = body(app.get_auth("/api/v1/users/profile", &ann.token).await).await;
+    assert!(profile["experience"].as_i64().unwrap() > 0, "{profile}");
+    let luna = body(app.get(&format!("/api/v1/characters/{LUNA}")).await).await;
+    assert_eq!(luna["conversationCount"], 1);
+}
+
+#[tokio::test]
+async fn regenerate_edit_select_and_delete_move_through_the_tree() {
+    let app = TestApp::spawn().await;
+    let ann = app.premium("ann@example.com").await;
+    let character = body(
+        post(
+            &app,
+            &ann,
+            "/api/v1/characters",
+            json!({"name": "Echo",
+            "personality": {"greeting": "Hello, {{user}}."},
+            "alternateGreetings": ["Oh, it's you again."]}),
+        )
+        .await,
+    )
+    .await;
+    let character = character["id"].as_str().unwrap();
+    let (id, first) = start(&app, &ann, character, None).await;
+    assert_eq!(first[0]["content"], "Hello, Tester.");
+    assert_eq!(
+        (
+            first[0]["siblingCount"].as_i64(),
+            first[0]["siblingIndex"].as_i64()
+        ),
+        (Some(2), Some(0))
+    );
+
+    let one = send(&app, &ann, &id, "first question about rivers").await;
+    let reply_one = one["reply"]["id"].as_str().unwrap().to_owned();
+    let base = format!("/api/v1/conversations/{id}/messages");
+
+    // A swipe: a new sibling of the reply, now the active one.
+    let again = body(
+        post(
+            &app,
+            &ann,
+            &format!("{base}/{reply_one}/regenerate"),
+            json!({}),
+        )
+        .await,
+    )
+    .await;
+    let reply_two = again["reply"]["id"].as_str().unwrap().to_owned();
+    assert_eq!(again["reply"]["parentId"], one["userMessage"]["id"]);
+    assert_eq!(
+        (
+            again["reply"]["siblingCount"].as_i64(),
+            again["reply"]["siblingIndex"].as_i64()
+        ),
+        (Some(2), Some(1))
+    );
+    let page = history(&app, &ann, &id, "").await;
+    assert_eq!(page["messages"][2]["id"], reply_two.as_str());
+
+    // Back to the first swipe.
+    let selected =
+        body(post(&app, &ann, &format!("{base}/{reply_one}/select"), json!({})).await).await;
+    assert_eq!(selected["conversation"]["activeLeafId"], reply_one.as_str());
+    assert_eq!(
+        history(&app, &ann, &id, "").await["messages"][2]["id"],
+        reply_one.as_str()
+    );
+
+    // An edit branches from the edited message's parent and gets its own reply.
+    let user_one = one["userMessage"]["id"].as_str().unwrap();
+    let edited = body(
+        post(
+            &app,
+            &ann,
+            &format!("{base}/{user_one}/edit"),
+            json!({"content": "second thoughts about mountains"}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(edited["userMessage"]["parentId"], first[0]["id"]);
+    assert_eq!(edited["userMessage"]["siblingCount"], 2);
+    let now = contents(&history(&app, &ann, &id, "").await);
+    assert_eq!(now[1], "second thoughts about mountains");
+    assert!(now[2].contains("mountains"), "{now:?}");
+
+    // The greeting's swipe is reachable too.
+    let greetings = history(&app, &ann, &id, "").await["messages"][0].clone();
+    assert_eq!(greetings["siblingCount"], 2);
+
+    // Deleting the edited branch returns to the first one.
+    let branch = edited["userMessage"]["id"].as_str().unwrap();
+    let deleted = app
+        .send_auth(
+            Method::DELETE,
+            &format!("{base}/{branch}"),
+            &ann.token,
+            &json!({}),
+        )
+        .await;
+    assert_eq!(deleted.status(), 204);
+    let after = history(&app, &ann, &id, "").await;
+    assert_eq!(contents(&after)[1], "first question about rivers");
+    assert_eq!(after["messages"][1]["siblingCount"], 1);
+
+    // Continue writes on after the reply's end.
+    let last = after["messages"][2]["id"].as_str().unwrap().to_owned();
+    let before = after["messages"][2]["content"].as_str().unwrap().to_owned();
+    let continued = app
+        .send_auth(
+            Method::POST,
+            &format!("{base}/{last}/continue"),
+            &ann.token,
+            &json!({}),
+        )
+        .await;
+    assert_eq!(continued.status(), 200);
+    let continued = body(continued).await;
+    assert_eq!(continued["reply"]["id"], last.as_str());
+    assert!(
+        continued["reply"]["content"]
+            .as_str()
+            .unwrap()
+            .starts_with(&before)
+    );
+    assert!(continued["reply"]["content"].as_str().unwrap().len() > before.len());
+}
+
+#[tokio::test]
+async fn conversations_are_listed_with_summaries_and_are_private() {
+    let app = TestApp::spawn().await;
+    let ann = app.register("ann@example.com").await;
+    let bob = app.register("bob@example.com").await;
+    let (old, _) = start(&app, &ann, LUNA, None).await;
+    let (recent, _) = start(
+        &app,
+        &ann,
+        "01930000-0000-7000-8000-000000000002",
+        Some("Hi Max"),
+    )
+    .await;
+    send(&app, &ann, &old, "Back to you, Luna").await;
+
+    let list = body(app.get_auth("/api/v1/conversations", &ann.token).await).await;
+    assert_eq!(list["totalElements"], 2);
+    let first = &list["content"][0];
+    assert_eq!(first["id"], old.as_str(), "most recent activity first");
+    assert_eq!(first["character"]["name"], "Luna");
+    assert_eq!(first["messageCount"], 3);
+    assert!(!first["lastMessagePreview"].as_str().unwrap().is_empty());
+    assert_eq!(list["content"][1]["id"], recent.as_str());
+
+    // Pinned first; archived ones leave the default list.
+    let path = format!("/api/v1/conversations/{recent}");
+    let pinned = app
+        .send_auth(
+            Method::PATCH,
+            &path,
+            &ann.token,
+            &json!({"pinned": true, "title": "Max and me"}),
+        )
+        .await;
+    assert_eq!(body(pinned).await["title"], "Max and me");
+    let list = body(app.get_auth("/api/v1/conversations", &ann.token).await).await;
+    assert_eq!(list["content"][0]["id"], recent.as_str());
+    app.send_auth(Method::PATCH, &path, &ann.token, &json!({"archived": true}))
+        .await;
+    let list = body(app.get_auth("/api/v1/conversations", &ann.token).await).await;
+    assert_eq!(list["totalElements"], 1);
+    let archived = body(
+        app.get_auth("/api/v1/conversations?archived=true", &ann.token)
+            .await,
+    )
+    .await;
+    assert_eq!(archived["content"][0]["id"], recent.as_str());
+
+    // Bob sees none of it.
+    assert_eq!(
+        body(app.get_auth("/api/v1/conversations", &bob.token).await).await["totalElements"],
+        0
+    );
+    let page = history(&app, &ann, &old, "").await;
+    let message = page["messages"][1]["id"].as_str().unwrap().to_owned();
+    let base = format!("/api/v1/conversations/{old}");
+    for (method, path, json) in [
+        (Method::GET, base.clone(), json!({})),
+        (Method::PATCH, base.clone(), json!({"title": "mine"})),
+        (Method::GET, format!("{base}/messages"), json!({})),
+        (
+            Method::POST,
+            format!("{base}/messages"),
+            json!({"content": "hi"}),
+        ),
+        (
+            Method::POST,
+            format!("{base}/messages/{message}/regenerate"),
+            json!({}),
+        ),
+        (
+            Method::POST,
+            format!("{base}/messages/{message}/select"),
+            json!({}),
+        ),
+        (
+            Method::POST,
+            format!("{base}/messages/{message}/stop"),
+            json!({}),
+        ),
+        (
+            Method::GET,
+            format!("{base}/messages/{message}/prompt"),
+            json!({}),
+        ),
+        (
+            Method::DELETE,
+            format!("{base}/messages/{message}"),
+            json!({}),
+        ),
+        (Method::DELETE, base.clone(), json!({})),
+    ] {
+        let response = app
+            .send_auth(method.clone(), &path, &bob.token, &json)
+            .await;
+        assert_error(response, 404, "NOT_FOUND").await;
+    }
+    assert_eq!(
+        contents(&history(&app, &ann, &old, "").await).len(),
+        3,
+        "nothing changed"
+    );
+
+    let deleted = app
+        .send_auth(Method::DELETE, &base, &ann.token, &json!({}))
+        .await;
+    assert_eq!(deleted.status(), 204);
+    assert_eq!(app.get_auth(&base, &ann.token).await.status(), 404);
+}
+
+#[tokio::test]
+async fn bad_messages_are_refused_and_store_nothing() {
+    let app = TestApp::spawn().await;
+    let ann = app.register("ann@example.com").await;
+    let (id, _) = start(&app, &ann, LUNA, None).await;
+    let path = format!("/api/v1/conversations/{id}/messages");
+    for empty in ["", "   \n "] {
+        assert_error(
+            post(&app, &ann, &path, json!({"content": empty})).await,
+            422,
+            "VALIDATION_ERROR",
+        )
+        .await;
+    }
+    let huge = "x".repeat(32 * 1024 + 1);
+    assert_error(
+        post(&app, &ann, &path, json!({"content": huge})).await,
+        413,
+        "PAYLOAD_TOO_LARGE",
+    )
+    .await;
+    assert_error(
+        post(&app, &ann, &path, json!({"content": "hi", "type": "image"})).await,
+        422,
+        "VALIDATION_ERROR",
+    )
+    .await;
+    assert_error(
+        post(
+            &app,
+            &ann,
+            &path,
+            json!({"content": "hi", "role": "system"}),
+        )
+        .await,
+        422,
+        "VALIDATION_ERROR",
+    )
+    .await;
+    let unknown = format!("/api/v1/conversations/{}/messages", Uuid::now_v7());
+    assert_error(
+        post(&app, &ann, &unknown, json!({"content": "hi"})).await,
+        404,
+        "NOT_FOUND",
+    )
+    .await;
+    let nobody = json!({"characterId": Uuid::now_v7()});
+    assert_error(
+        post(&app, &ann, "/api/v1/conversations", nobody).await,
+        404,
+        "NOT_FOUND",
+    )
+    .await;
+    assert_eq!(contents(&history(&app, &ann, &id, "").await).len(), 1);
+    assert_error(
+        app.get_auth(&format!("{path}?before=nope"), &ann.token)
+            .await,
+        422,
+        "VALIDATION_ERROR",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn history_pages_walk_the_branch_with_a_cursor() {
+    let app = TestApp::spawn().await;
+    let ann = app.register("ann@example.com").await;
+    let (id, _) = start(&app, &ann, LUNA, None).await;
+    for i in 0..6 {
+        send(&app, &ann, &id, &format!("message number {i}")).await;
+    }
+    // 1 greeting + 6 × (message + reply) = 13 on the branch.
+    let mut seen = Vec::new();
+    let mut query = "limit=5".to_owned();
+    loop {
+        let page = history(&app, &ann, &id, &query).await;
+        let mut texts = contents(&page);
+        texts.extend(seen);
+        seen = texts;
+        match page["before"].as_str() {
+            Some(cursor) => query = format!("limit=5&before={cursor}"),
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), 13);
+    let all = contents(&history(&app, &ann, &id, "limit=200").await);
+    assert_eq!(seen, all);
+    assert_eq!(all[1], "message number 0");
+    assert_eq!(all[11], "message number 5");
+}
+
+fn fake_settings(url: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("COMPANION__LLM__PROVIDER", "openai".to_owned()),
+        ("COMPANION__LLM__BASE_URL", url.to_owned()),
+        ("COMPANION__LLM__MODEL", "fake-model".to_owned()),
+        ("COMPANION__LLM__FIRST_TOKEN_TIMEOUT_MS", "2000".to_owned()),
+    ]
+}
+
+async fn spawn_with_model(url: &str) -> TestApp {
+    let vars = fake_settings(url);
+    let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    TestApp::spawn_with_vars(&vars).await
+}
+
+#[tokio::test]
+async fn a_failing_model_fails_the_reply_keeps_the_message_and_allows_a_regenerate() {
+    let body_ok = openai_events(&["Now ", "it ", "works."], "\n\n", (10, 3));
+    let fake = FakeModel::start(move |n| match n {
+        0 => Reply::status(500, r#"{"error":{"message":"internal secret detail"}}"#),
+        1 => Reply::new("text/event-stream", vec![b"data: {not json\n\n".to_vec()]),
+        _ => Reply::new("text/event-stream", vec![body_ok.clone()]),
+    })
+    .await;
+    let app = spawn_with_model(&fake.url).await;
+    let ann = app.register("ann@example.com").await;
+    let (id, _) = start(&app, &ann, LUNA, None).await;
+
+    let answer = send(&app, &ann, &id, "Are you there?").await;
+    assert_eq!(answer["reply"]["status"], "failed");
+    assert_eq!(answer["reply"]["failure"]["code"], "llm_refused");
+    assert!(!answer["reply"].to_string().contains("secret detail"));
+    assert_eq!(answer["userMessage"]["content"], "Are you there?");
+
+    let failed = answer["reply"]["id"].as_str().unwrap();
+    let path = format!("/api/v1/conversations/{id}/messages/{failed}/regenerate");
+    let garbled = body(post(&app, &ann, &path, json!({})).await).await;
+    assert_eq!(garbled["reply"]["failure"]["code"], "llm_garbled");
+    let fixed = body(post(&app, &ann, &path, json!({})).await).await;
+    assert_eq!(fixed["reply"]["status"], "complete");
+    assert_eq!(fixed["reply"]["content"], "Now it works.");
+    assert_eq!(fixed["reply"]["usage"]["promptTokens"], 10);
+    assert_eq!(fixed["reply"]["siblingCount"], 3);
+    let sent = &fake.requests()[2];
+    assert_eq!(
+        sent["messages"].as_array().unwrap().last().unwrap()["content"],
+        "Are you there?"
+    );
+}
+
+#[tokio::test]
+async fn stop_ends_the_reply_and_closes_the_upstream_request_and_one_reply_at_a_time() {
+    let start_of = String::from_utf8(openai_events(&["I was saying "], "\n\n", (1, 1))).unwrap();
+    let cut = start_of.find("\"stop\"").unwrap();
+    let head = start_of.as_bytes()[..start_of[..cut].rfind("data: ").unwrap()].to_vec();
+    let whole = openai_events(&["Fine."], "\n\n", (1, 1));
+    let fake = FakeModel::start(move |n| {
+        if n == 0 {
+            Reply::new("text/event-stream", vec![head.clone()]).then(End::Hang)
+        } else {
+            Reply::new("text/event-stream", vec![whole.clone()])
+        }
+    })
+    .await;
+    let vars = [
+        fake_settings(&fake.url),
+        vec![("COMPANION__LLM__IDLE_TIMEOUT_MS", "60000".to_owned())],
+    ]
+    .concat();
+    let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let app = TestApp::spawn_with_vars(&vars).await;
+    let ann = app.register("ann@example.com").await;
+    let (id, _) = start(&app, &ann, LUNA, None).await;
+    let mut live = app.platform.realtime.subscribe(ann.id.parse().unwrap());
+
+    // The send waits for its reply, so it runs beside the rest of the test.
+    let sending = {
+        let (app_url, token, id) = (app.address.clone(), ann.token.clone(), id.clone());
+        tokio::spawn(async move {
+            reqwest::Client::new()
+                .post(format!("{app_url}/api/v1/conversations/{id}/messages"))
+                .bearer_auth(token)
+                .json(&json!({"content": "Tell me a long story"}))
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        })
+    };
+    // The first piece arrives live, with the reply's id and a sequence number.
+    let frame: Value = loop {
+        let event = tokio::time::timeout(Duration::from_secs(10), live.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        let frame: Value = serde_json::from_str(&event).unwrap();
+        if frame["type"] == "token" {
+            break frame;
+        }
+    };
+    assert_eq!(frame["seq"], 1);
+    assert_eq!(frame["delta"], "I was saying ");
+    let reply = frame["messageId"].as_str().unwrap().to_owned();
+
+    // While it streams, a second message is refused and stores nothing.
+    let path = format!("/api/v1/conversations/{id}/messages");
+    assert_error(
+        post(&app, &ann, &path, json!({"content": "hello?"})).await,
+        409,
+        "CONFLICT",
+    )
+    .await;
+    let streaming = history(&app, &ann, &id, "").await;
+    assert_eq!(streaming["messages"][2]["status"], "streaming");
+
+    let stop = post(&app, &ann, &format!("{path}/{reply}/stop"), json!({})).await;
+    assert_eq!(stop.status(), 202);
+    let answer = tokio::time::timeout(Duration::from_secs(10), sending)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(answer["reply"]["status"], "stopped");
+    assert_eq!(answer["reply"]["content"], "I was saying ");
+    support::eventually(Duration::from_secs(5), || async {
+        (fake.closed_by_client() == 1).then_some(())
+    })
+    .await;
+    // The final frame went out too, and the conversation is free again.
+    let done: Value = loop {
+        let event = tokio::time::timeout(Duration::from_secs(10), live.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        let frame: Value = serde_json::from_str(&event).unwrap();
+        if frame["type"] == "message" {
+            break frame;
+        }
+    };
+    assert_eq!(done["message"]["status"], "stopped");
+    let again = post(&app, &ann, &path, json!({"content": "hello?"})).await;
+    assert_eq!(again.status(), 201);
+    assert_eq!(body(again).await["reply"]["content"], "Fine.");
+}
+
+#[tokio::test]
+async fn shutdown_marks_a_streaming_reply_interrupted_and_repair_frees_dead_ones() {
+    let fake = FakeModel::start(|_| {
+        let head = b"data: {\"choices\":[{\"delta\":{\"content\":\"Half a \"}}]}\n\n".to_vec();
+        Reply::new("text/event-stream", vec![head]).then(End::Hang)
+    })
+    .await;
+    let mut app = spawn_with_model(&fake.url).await;
+    let ann = app.register("ann@example.com").await;
+    let (id, _) = start(&app, &ann, LUNA, None).await;
+    let sending = {
+        let (app_url, token, id) = (app.address.clone(), ann.token.clone(), id.clone());
+        tokio::spawn(async move {
+            reqwest::Client::new()
+                .post(format!("{app_url}/api/v1/conversations/{id}/messages"))
+                .bearer_auth(token)
+                .json(&json!({"content": "Go on"}))
+                .send()
+                .await
+        })
+    };
+    support::eventually(Duration::from_secs(10), || async {
+        let content = app.query_one(&format!(
+            "SELECT content FROM chat.messages WHERE conversation_id = '{id}' AND status = 'streaming'"
+        ));
+        (content.as_deref() == Some("Half a ")).then_some(())
+    })
+    .await;
+    app.stop().await.unwrap();
+    let _ = sending.await;
+    let status = app.query_one(&format!(
+        "SELECT status || ':' || content FROM chat.messages WHERE conversation_id = '{id}' AND role = 'assistant' AND parent_id IS NOT NULL"
+    ));
+    assert_eq!(status.as_deref(), Some("interrupted:Half a "));
+    let free = app.query_one(&format!(
+        "SELECT generating_id IS NULL FROM chat.conversations WHERE id = '{id}'"
+    ));
+    assert_eq!(free.as_deref(), Some("true"));
+
+    // A reply whose process died without a word: repaired once its heartbeat is stale.
+    let stale = Uuid::now_v7();
+    app.execute(&format!(
+        "INSERT INTO chat.messages (id, conversation_id, depth, role, content, status, heartbeat_at) \
+         VALUES ('{stale}', '{id}', 0, 'assistant', 'lost', 'streaming', now() - interval '1 minute')"
+    ));
+    app.execute(&format!(
+        "UPDATE chat.conversations SET generating_id = '{stale}' WHERE id = '{id}'"
+    ));
+    let url = app.db.as_ref().unwrap().url.clone();
+    let settings = support::test_settings(&url, &[]);
+    let restarted = TestApp::start(companion::Application::builder(settings), None).await;
+    support::eventually(Duration::from_secs(10), || async {
+        let status = app.query_one(&format!(
+            "SELECT status FROM chat.messages WHERE id = '{stale}'"
+        ));
+        (status.as_deref() == Some("interrupted")).then_some(())
+    })
+    .await;
+    drop(restarted);
+}
