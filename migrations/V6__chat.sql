@@ -44,6 +44,9 @@ CREATE TABLE chat.messages (
     -- A streaming reply: how many pieces are stored, when its generator last wrote, and
     -- whether someone asked it to stop (seen by the generator on whichever instance runs it).
     seq               integer NOT NULL DEFAULT 0,
+    -- Where each stored piece ends in `content` (bytes): a reader resuming after piece N
+    -- gets exactly the text after it.
+    piece_ends        integer[] NOT NULL DEFAULT '{}',
     heartbeat_at      timestamptz,
     stop_requested    boolean NOT NULL DEFAULT false,
     -- A reply: the model and what it cost, and exactly what was sent to produce it.

@@ -660,3 +660,174 @@ async fn shutdown_marks_a_streaming_reply_interrupted_and_repair_frees_dead_ones
     .await;
     drop(restarted);
 }
+
+/// Reads SSE events from `response` as (event, data) until `stop` says so or it ends.
+async fn events(
+    response: reqwest::Response,
+    mut stop: impl FnMut(&str, &Value) -> bool,
+) -> Vec<(String, Value)> {
+    use futures_util::StreamExt;
+    assert_eq!(response.status().as_u16() / 100, 2);
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    let mut body = response.bytes_stream();
+    let mut buffer = String::new();
+    let mut found = Vec::new();
+    while let Some(chunk) = tokio::time::timeout(Duration::from_secs(10), body.next())
+        .await
+        .unwrap()
+    {
+        buffer.push_str(std::str::from_utf8(&chunk.unwrap()).unwrap());
+        while let Some(end) = buffer.find("\n\n") {
+            let block: String = buffer.drain(..end + 2).collect();
+            let mut event = String::new();
+            let mut data = String::new();
+            for line in block.lines() {
+                if let Some(name) = line.strip_prefix("event: ") {
+                    event = name.to_owned();
+                } else if let Some(text) = line.strip_prefix("data: ") {
+                    data.push_str(text);
+                }
+            }
+            let data: Value = serde_json::from_str(&data).unwrap();
+            let done = stop(&event, &data);
+            found.push((event, data));
+            if done {
+                return found;
+            }
+        }
+    }
+    found
+}
+
+fn is_final_reply(event: &str, data: &Value) -> bool {
+    event == "message" && data["role"] == "assistant"
+}
+
+/// The text of the token events, checking that their sequence numbers follow each other
+/// from `after`.
+fn tokens(found: &[(String, Value)], after: i64) -> String {
+    let mut text = String::new();
+    let mut last = after;
+    for (event, data) in found.iter().filter(|(e, _)| e == "token") {
+        let seq = data["seq"].as_i64().unwrap();
+        assert!(seq > last, "{event}: seq {seq} after {last}");
+        last = seq;
+        text.push_str(data["delta"].as_str().unwrap());
+    }
+    text
+}
+
+#[tokio::test]
+async fn a_reply_streams_as_server_sent_events() {
+    let app = TestApp::spawn().await;
+    let ann = app.register("ann@example.com").await;
+    let (id, _) = start(&app, &ann, LUNA, None).await;
+    let response = app
+        .client
+        .post(app.url(&format!("/api/v1/conversations/{id}/messages")))
+        .bearer_auth(&ann.token)
+        .header("accept", "text/event-stream")
+        .json(&json!({"content": "Sing me something about the sea"}))
+        .send()
+        .await
+        .unwrap();
+    let found = events(response, is_final_reply).await;
+    assert_eq!(found[0].0, "message");
+    assert_eq!(found[0].1["role"], "user");
+    let (_, last) = found.last().unwrap();
+    assert_eq!(last["status"], "complete");
+    let text = tokens(&found, 0);
+    assert_eq!(text, last["content"].as_str().unwrap());
+    assert!(
+        found.iter().filter(|(e, _)| e == "token").count() > 3,
+        "word by word"
+    );
+}
+
+#[tokio::test]
+async fn a_client_that_drops_mid_reply_reattaches_and_gets_exactly_the_rest() {
+    let pieces: Vec<String> = (0..40).map(|i| format!("w{i} ")).collect();
+    let refs: Vec<&str> = pieces.iter().map(String::as_str).collect();
+    let body = openai_events(&refs, "\n\n", (5, 40));
+    // One SSE event per network write, 15 ms apart.
+    let events_only: Vec<Vec<u8>> = String::from_utf8(body)
+        .unwrap()
+        .split_inclusive("\n\n")
+        .map(|e| e.as_bytes().to_vec())
+        .collect();
+    let fake = FakeModel::start(move |_| {
+        Reply::new("text/event-stream", events_only.clone()).paced(Duration::from_millis(15))
+    })
+    .await;
+    let app = spawn_with_model(&fake.url).await;
+    let ann = app.register("ann@example.com").await;
+    let bob = app.register("bob@example.com").await;
+    let (id, _) = start(&app, &ann, LUNA, None).await;
+    let response = app
+        .client
+        .post(app.url(&format!("/api/v1/conversations/{id}/messages")))
+        .bearer_auth(&ann.token)
+        .header("accept", "text/event-stream")
+        .json(&json!({"content": "Count for me"}))
+        .send()
+        .await
+        .unwrap();
+    let mut seen = 0;
+    let first = events(response, |event, _| {
+        seen += usize::from(event == "token");
+        seen == 5
+    })
+    .await;
+    // The connection is gone; the reply goes on without it.
+    let reply = first.iter().find(|(e, _)| e == "token").unwrap().1["messageId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let before = tokens(&first, 0);
+    let after_seq = first.iter().rev().find(|(e, _)| e == "token").unwrap().1["seq"]
+        .as_i64()
+        .unwrap();
+    assert_eq!(after_seq, 5);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    let path = format!("/api/v1/conversations/{id}/messages/{reply}/stream?afterSeq={after_seq}");
+    let again = app
+        .client
+        .get(app.url(&path))
+        .bearer_auth(&ann.token)
+        .send()
+        .await
+        .unwrap();
+    let rest = events(again, is_final_reply).await;
+    let (_, last) = rest.last().unwrap();
+    assert_eq!(last["status"], "complete");
+    let whole = format!("{before}{}", tokens(&rest, after_seq));
+    assert_eq!(whole, pieces.concat());
+    assert_eq!(whole, last["content"].as_str().unwrap());
+
+    // After the end, a re-attach from the start gets the whole text at once.
+    let from_start = format!("/api/v1/conversations/{id}/messages/{reply}/stream");
+    let late = app
+        .client
+        .get(app.url(&from_start))
+        .bearer_auth(&ann.token)
+        .send()
+        .await
+        .unwrap();
+    let late = events(late, is_final_reply).await;
+    assert_eq!(tokens(&late, 0), pieces.concat());
+    // Someone else's reply is not there at all.
+    let theirs = app
+        .client
+        .get(app.url(&from_start))
+        .bearer_auth(&bob.token)
+        .send()
+        .await
+        .unwrap();
+    assert_error(theirs, 404, "NOT_FOUND").await;
+}

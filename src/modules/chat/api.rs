@@ -1,15 +1,20 @@
 //! HTTP: parse, authorize, call the service, shape the answer.
 
-use actix_web::{HttpResponse, web};
+use actix_web::http::header;
+use actix_web::{HttpRequest, HttpResponse, web};
+use bytes::Bytes;
+use futures_util::stream;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::watch;
 use uuid::Uuid;
 
+use super::follow::{Frame, follow};
 use super::service::{ChatError, MAX_PAGE, MAX_TITLE, Service, Started};
 use super::store::ConversationChanges;
 use super::views::MessageView;
 use crate::platform::http::{AppError, AuthUser, FieldErrors, strict_body};
+use crate::platform::realtime::Subscription;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
@@ -52,7 +57,80 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     )
     .service(
         web::resource("/conversations/{id}/messages/{message}/prompt").route(web::get().to(prompt)),
+    )
+    .service(
+        web::resource("/conversations/{id}/messages/{message}/stream")
+            .route(web::get().to(reattach)),
     );
+}
+
+/// Whether the client asked for Server-Sent Events.
+fn wants_events(request: &HttpRequest) -> bool {
+    request
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|accept| accept.contains("text/event-stream"))
+}
+
+/// An SSE answer: `event: token` pieces, then `event: message` with the whole reply. The
+/// reply does not depend on the stream: a client that goes away can re-attach with
+/// `GET …/messages/{id}/stream?afterSeq=N`.
+fn event_stream(frames: tokio::sync::mpsc::Receiver<Frame>) -> HttpResponse {
+    let events = stream::unfold(frames, |mut frames| async move {
+        let frame = frames.recv().await?;
+        let text = format!("event: {}\ndata: {}\n\n", frame.event(), frame.data());
+        Some((Ok::<_, actix_web::Error>(Bytes::from(text)), frames))
+    });
+    HttpResponse::Ok()
+        .content_type("text/event-stream")
+        .insert_header(("X-Accel-Buffering", "no"))
+        .streaming(events)
+}
+
+/// Answers a started reply: JSON once it ends, or a live stream of it.
+async fn reply_answer(
+    service: &Service,
+    conversation: Uuid,
+    started: Started,
+    live: Option<Subscription>,
+    status: actix_web::http::StatusCode,
+) -> HttpResponse {
+    match live {
+        Some(live) => {
+            let first = started.user_message.clone().map(Frame::Message);
+            let frames = follow(
+                service.clone(),
+                conversation,
+                started.reply.id,
+                started.reply.seq,
+                live,
+                first,
+            );
+            event_stream(frames)
+        }
+        None => HttpResponse::build(status).json(answer(started).await),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct StreamParams {
+    after_seq: Option<i32>,
+}
+
+async fn reattach(
+    service: web::Data<Service>,
+    user: AuthUser,
+    path: web::Path<(Uuid, Uuid)>,
+    params: web::Query<StreamParams>,
+) -> Result<HttpResponse, AppError> {
+    let (id, message) = path.into_inner();
+    let live = service.subscribe(user.user_id);
+    service.reply_of(user.user_id, id, message).await?;
+    let after = params.after_seq.unwrap_or(0).max(0);
+    let frames = follow(service.get_ref().clone(), id, message, after, live, None);
+    Ok(event_stream(frames))
 }
 
 /// Waits for a reply to end. The reply does not depend on this wait: if the client goes
@@ -246,37 +324,71 @@ fn text_body(body: Value) -> Result<String, AppError> {
     Ok(body.content)
 }
 
+/// The live events of `user` when the client asked for a stream: subscribed before the
+/// reply starts, so no piece is published unheard.
+fn live_for(request: &HttpRequest, service: &Service, user: &AuthUser) -> Option<Subscription> {
+    wants_events(request).then(|| service.subscribe(user.user_id))
+}
+
 async fn send(
     service: web::Data<Service>,
     user: AuthUser,
+    request: HttpRequest,
     id: web::Path<Uuid>,
     body: web::Json<Value>,
 ) -> Result<HttpResponse, AppError> {
+    let id = id.into_inner();
     let content = text_body(body.into_inner())?;
-    let started = service.send(user.user_id, id.into_inner(), content).await?;
-    Ok(HttpResponse::Created().json(answer(started).await))
+    let live = live_for(&request, &service, &user);
+    let started = service.send(user.user_id, id, content).await?;
+    Ok(reply_answer(
+        &service,
+        id,
+        started,
+        live,
+        actix_web::http::StatusCode::CREATED,
+    )
+    .await)
 }
 
 async fn regenerate(
     service: web::Data<Service>,
     user: AuthUser,
+    request: HttpRequest,
     path: web::Path<(Uuid, Uuid)>,
 ) -> Result<HttpResponse, AppError> {
     let (id, message) = path.into_inner();
+    let live = live_for(&request, &service, &user);
     let started = service.regenerate(user.user_id, id, message).await?;
-    Ok(HttpResponse::Created().json(answer(started).await))
+    Ok(reply_answer(
+        &service,
+        id,
+        started,
+        live,
+        actix_web::http::StatusCode::CREATED,
+    )
+    .await)
 }
 
 async fn edit(
     service: web::Data<Service>,
     user: AuthUser,
+    request: HttpRequest,
     path: web::Path<(Uuid, Uuid)>,
     body: web::Json<Value>,
 ) -> Result<HttpResponse, AppError> {
     let (id, message) = path.into_inner();
     let content = text_body(body.into_inner())?;
+    let live = live_for(&request, &service, &user);
     let started = service.edit(user.user_id, id, message, content).await?;
-    Ok(HttpResponse::Created().json(answer(started).await))
+    Ok(reply_answer(
+        &service,
+        id,
+        started,
+        live,
+        actix_web::http::StatusCode::CREATED,
+    )
+    .await)
 }
 
 async fn select(
@@ -296,11 +408,13 @@ async fn select(
 async fn continue_reply(
     service: web::Data<Service>,
     user: AuthUser,
+    request: HttpRequest,
     path: web::Path<(Uuid, Uuid)>,
 ) -> Result<HttpResponse, AppError> {
     let (id, message) = path.into_inner();
+    let live = live_for(&request, &service, &user);
     let started = service.continue_reply(user.user_id, id, message).await?;
-    Ok(HttpResponse::Ok().json(answer(started).await))
+    Ok(reply_answer(&service, id, started, live, actix_web::http::StatusCode::OK).await)
 }
 
 async fn stop(

@@ -46,9 +46,10 @@ pub struct Job {
     pub conversation: Uuid,
     pub message: Uuid,
     pub request: Request,
-    /// Text already in the message (a continued reply).
+    /// Text already in the message (a continued reply), its pieces and where they end.
     pub prefix: String,
     pub seq: i32,
+    pub piece_ends: Vec<i32>,
 }
 
 struct Running {
@@ -147,6 +148,7 @@ impl Engine {
         let mut stream = self.llm.stream(job.request);
         let mut content = job.prefix;
         let mut seq = job.seq;
+        let mut ends = job.piece_ends;
         let mut stored_seq = seq;
         let mut last_write = Instant::now();
         let mut ticker = tokio::time::interval(FLUSH_EVERY);
@@ -159,7 +161,7 @@ impl Engine {
                 _ = ticker.tick() => {
                     let due = seq > stored_seq || last_write.elapsed() >= HEARTBEAT;
                     if due {
-                        match self.flush(job.message, &content, seq).await {
+                        match self.flush(job.message, &content, seq, &ends).await {
                             Ok(true) => break Outcome::Stopped,
                             Ok(false) => {}
                             Err(error) => tracing::warn!(%error, "could not store a reply's progress"),
@@ -172,12 +174,13 @@ impl Engine {
                     Some(Ok(Event::Text(piece))) => {
                         seq += 1;
                         content.push_str(&piece);
+                        ends.push(i32::try_from(content.len()).unwrap_or(i32::MAX));
                         self.publish(job.user, json!({
                             "type": "token", "conversationId": job.conversation,
                             "messageId": job.message, "seq": seq, "delta": piece,
                         })).await;
                         if seq - stored_seq >= FLUSH_PIECES {
-                            match self.flush(job.message, &content, seq).await {
+                            match self.flush(job.message, &content, seq, &ends).await {
                                 Ok(true) => break Outcome::Stopped,
                                 Ok(false) => {}
                                 Err(error) => tracing::warn!(%error, "could not store a reply's progress"),
@@ -196,7 +199,14 @@ impl Engine {
         drop(stream);
         let elapsed = started.elapsed();
         let finished = self
-            .finish(&job.conversation, job.message, &content, seq, &outcome)
+            .finish(
+                &job.conversation,
+                job.message,
+                &content,
+                seq,
+                &ends,
+                &outcome,
+            )
             .await;
         match &finished {
             Ok(view) => {
@@ -216,11 +226,17 @@ impl Engine {
         finished.ok()
     }
 
-    async fn flush(&self, message: Uuid, content: &str, seq: i32) -> Result<bool, DbError> {
-        let content = content.to_owned();
+    async fn flush(
+        &self,
+        message: Uuid,
+        content: &str,
+        seq: i32,
+        ends: &[i32],
+    ) -> Result<bool, DbError> {
+        let (content, ends) = (content.to_owned(), ends.to_vec());
         self.db
             .run(move |conn| {
-                store::flush_reply(conn, message, &content, seq).map_err(DbError::from)
+                store::flush_reply(conn, message, &content, seq, &ends).map_err(DbError::from)
             })
             .await
     }
@@ -231,6 +247,7 @@ impl Engine {
         message: Uuid,
         content: &str,
         seq: i32,
+        ends: &[i32],
         outcome: &Outcome,
     ) -> Result<MessageView, DbError> {
         let (status, failure, usage) = match outcome {
@@ -251,13 +268,14 @@ impl Engine {
             ),
         };
         let conversation = *conversation;
-        let content = content.to_owned();
+        let (content, ends) = (content.to_owned(), ends.to_vec());
         self.db
             .transaction(move |conn| {
                 let ending = Ending {
                     status,
                     content: &content,
                     seq,
+                    piece_ends: &ends,
                     failure: failure.as_ref().map(|(c, m)| (c.as_str(), m.as_str())),
                     prompt_tokens: usage
                         .map(|u| i32::try_from(u.prompt_tokens).unwrap_or(i32::MAX)),

@@ -1,6 +1,7 @@
 #![doc = include_str!("README.md")]
 
 mod api;
+mod follow;
 mod generation;
 mod prompt;
 mod schema;
@@ -60,6 +61,7 @@ impl Chat {
                 directory,
                 people,
                 engine,
+                platform.realtime.clone(),
                 platform.settings.llm.clone(),
             ),
         })

@@ -30,6 +30,7 @@ diesel::table! {
         failure_code -> Nullable<Text>,
         failure_message -> Nullable<Text>,
         seq -> Int4,
+        piece_ends -> Array<Int4>,
         heartbeat_at -> Nullable<Timestamptz>,
         stop_requested -> Bool,
         model -> Nullable<Text>,

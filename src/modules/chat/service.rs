@@ -19,6 +19,7 @@ use crate::modules::identity::People;
 use crate::platform::db::{Db, DbError};
 use crate::platform::http::{AppError, ErrorCode, FieldErrors};
 use crate::platform::llm::{Request, Role, Speaker};
+use crate::platform::realtime::{Realtime, Subscription};
 
 /// A message's text: at most 32 KiB.
 pub const MAX_CONTENT_BYTES: usize = 32 * 1024;
@@ -108,6 +109,7 @@ pub struct Service {
     directory: Arc<dyn CharacterDirectory>,
     people: Arc<dyn People>,
     engine: Arc<Engine>,
+    realtime: Realtime,
     llm: LlmSettings,
 }
 
@@ -117,6 +119,7 @@ impl Service {
         directory: Arc<dyn CharacterDirectory>,
         people: Arc<dyn People>,
         engine: Arc<Engine>,
+        realtime: Realtime,
         llm: LlmSettings,
     ) -> Self {
         Self {
@@ -124,8 +127,56 @@ impl Service {
             directory,
             people,
             engine,
+            realtime,
             llm,
         }
+    }
+
+    /// The user's live events from now on.
+    pub fn subscribe(&self, user: Uuid) -> Subscription {
+        self.realtime.subscribe(user)
+    }
+
+    /// How far a reply is (for readers catching up).
+    pub async fn progress(
+        &self,
+        conversation: Uuid,
+        id: Uuid,
+    ) -> Result<store::Progress, ChatError> {
+        self.db
+            .run(move |conn| Ok::<_, ChatError>(store::progress(conn, conversation, id)?))
+            .await?
+            .ok_or(ChatError::NotFound)
+    }
+
+    /// One message as the API shows it.
+    pub async fn message_view(
+        &self,
+        conversation: Uuid,
+        id: Uuid,
+    ) -> Result<MessageView, ChatError> {
+        self.db
+            .run(move |conn| Ok::<_, ChatError>(store::branch(conn, conversation, id, 1)?))
+            .await?
+            .into_iter()
+            .next()
+            .map(MessageView::from)
+            .ok_or(ChatError::NotFound)
+    }
+
+    /// A reply of `user`'s, for following it: its conversation must be theirs.
+    pub async fn reply_of(
+        &self,
+        user: Uuid,
+        conversation: Uuid,
+        id: Uuid,
+    ) -> Result<MessageView, ChatError> {
+        self.conversation(user, conversation).await?;
+        let view = self.message_view(conversation, id).await?;
+        if view.role != "assistant" {
+            return Err(ChatError::NotFound);
+        }
+        Ok(view)
     }
 
     pub fn engine(&self) -> &Arc<Engine> {
@@ -458,8 +509,11 @@ impl Service {
         let (request, prompt) = self
             .request(id, Some(message), None, &persona, &user_name, message)
             .await?;
-        let prefix = reply.content.clone();
-        let seq = reply.seq;
+        let progress = self
+            .db
+            .run(move |conn| Ok::<_, ChatError>(store::progress(conn, id, message)?))
+            .await?
+            .ok_or(ChatError::NotFound)?;
         let model = self.engine.model_name().to_owned();
         let row = self
             .db
@@ -481,8 +535,9 @@ impl Service {
             conversation: id,
             message,
             request,
-            prefix,
-            seq,
+            prefix: progress.content,
+            seq: progress.seq,
+            piece_ends: progress.piece_ends,
         });
         Ok(Started {
             user_message: None,
@@ -712,6 +767,7 @@ impl Service {
             request,
             prefix: String::new(),
             seq: 0,
+            piece_ends: Vec::new(),
         });
         Ok(Started {
             user_message: user_view,

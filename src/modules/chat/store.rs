@@ -385,11 +385,13 @@ pub fn flush_reply(
     id: Uuid,
     content: &str,
     seq: i32,
+    piece_ends: &[i32],
 ) -> QueryResult<bool> {
     diesel::update(messages::table.find(id))
         .set((
             messages::content.eq(content),
             messages::seq.eq(seq),
+            messages::piece_ends.eq(piece_ends),
             messages::heartbeat_at.eq(now),
             messages::updated_at.eq(now),
         ))
@@ -402,6 +404,7 @@ pub struct Ending<'a> {
     pub status: &'a str,
     pub content: &'a str,
     pub seq: i32,
+    pub piece_ends: &'a [i32],
     pub failure: Option<(&'a str, &'a str)>,
     pub prompt_tokens: Option<i32>,
     pub completion_tokens: Option<i32>,
@@ -417,6 +420,7 @@ pub fn finish_reply(
             messages::status.eq(end.status),
             messages::content.eq(end.content),
             messages::seq.eq(end.seq),
+            messages::piece_ends.eq(end.piece_ends),
             messages::failure_code.eq(end.failure.map(|f| f.0)),
             messages::failure_message.eq(end.failure.map(|f| f.1)),
             messages::prompt_tokens.eq(end.prompt_tokens),
@@ -489,4 +493,32 @@ pub fn restart_reply(
         ))
         .returning(MessageRow::as_returning())
         .get_result(conn)
+}
+
+/// What a reader needs to resume a reply: its text, how many pieces are stored, where each
+/// ends, and whether it is still being written.
+#[derive(Debug, Clone, Queryable)]
+pub struct Progress {
+    pub content: String,
+    pub seq: i32,
+    pub piece_ends: Vec<i32>,
+    pub status: String,
+}
+
+pub fn progress(
+    conn: &mut PgConnection,
+    conversation: Uuid,
+    id: Uuid,
+) -> QueryResult<Option<Progress>> {
+    messages::table
+        .find(id)
+        .filter(messages::conversation_id.eq(conversation))
+        .select((
+            messages::content,
+            messages::seq,
+            messages::piece_ends,
+            messages::status,
+        ))
+        .first(conn)
+        .optional()
 }
