@@ -197,6 +197,28 @@ async fn send_with_retries(
     }
 }
 
+/// Sends `request` (with [`send_with_retries`]) and reads a successful answer with `read`;
+/// an error status or a failed connection becomes the stream's only item.
+fn post_and_read(
+    request: reqwest::RequestBuilder,
+    retries: u32,
+    read: fn(reqwest::Response) -> EventStream,
+) -> EventStream {
+    use futures_util::{StreamExt, stream};
+    stream::once(async move {
+        let response = send_with_retries(request, retries).await?;
+        if !response.status().is_success() {
+            return Err(refused(response).await);
+        }
+        Ok(response)
+    })
+    .flat_map(move |response| match response {
+        Err(error) => stream::iter([Err(error)]).boxed(),
+        Ok(response) => read(response),
+    })
+    .boxed()
+}
+
 /// An error status: the upstream's explanation goes to the log, a short one to the caller.
 async fn refused(response: reqwest::Response) -> LlmError {
     let status = response.status().as_u16();

@@ -9,8 +9,7 @@ use tokio_util::codec::{FramedRead, LinesCodec};
 use tokio_util::io::StreamReader;
 
 use super::{
-    Event, EventStream, LanguageModel, LlmError, Request, Usage, http_client, refused,
-    send_with_retries,
+    Event, EventStream, LanguageModel, LlmError, Request, Usage, http_client, post_and_read,
 };
 use crate::config::LlmSettings;
 
@@ -116,19 +115,7 @@ impl LanguageModel for Ollama {
             "options": options,
         });
         let http = self.client.post(&self.url).json(&body);
-        let retries = self.retries;
-        stream::once(async move {
-            let response = send_with_retries(http, retries).await?;
-            if !response.status().is_success() {
-                return Err(refused(response).await);
-            }
-            Ok(response)
-        })
-        .flat_map(|response| match response {
-            Err(error) => stream::iter([Err(error)]).boxed(),
-            Ok(response) => lines(response),
-        })
-        .boxed()
+        post_and_read(http, self.retries, lines)
     }
 }
 

@@ -12,8 +12,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{
-    Event, EventStream, LanguageModel, LlmError, Request, Usage, http_client, refused,
-    send_with_retries,
+    Event, EventStream, LanguageModel, LlmError, Request, Usage, http_client, post_and_read,
 };
 use crate::config::LlmSettings;
 
@@ -153,19 +152,7 @@ impl LanguageModel for OpenAi {
         if let Some(key) = &self.api_key {
             http = http.bearer_auth(key);
         }
-        let retries = self.retries;
-        stream::once(async move {
-            let response = send_with_retries(http, retries).await?;
-            if !response.status().is_success() {
-                return Err(refused(response).await);
-            }
-            Ok(response)
-        })
-        .flat_map(|response| match response {
-            Err(error) => stream::iter([Err(error)]).boxed(),
-            Ok(response) => events(response),
-        })
-        .boxed()
+        post_and_read(http, self.retries, events)
     }
 }
 
