@@ -10,7 +10,7 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use super::follow::{Frame, follow};
-use super::service::{ChatError, MAX_PAGE, MAX_TITLE, Service, Started};
+use super::service::{MAX_PAGE, MAX_TITLE, Service, Started};
 use super::store::ConversationChanges;
 use super::views::MessageView;
 use crate::platform::http::{AppError, AuthUser, FieldErrors, strict_body};
@@ -443,12 +443,6 @@ async fn prompt(
     path: web::Path<(Uuid, Uuid)>,
 ) -> Result<HttpResponse, AppError> {
     let (id, message) = path.into_inner();
-    let prompt = service
-        .prompt(user.user_id, id, message)
-        .await
-        .map_err(|e| match e {
-            ChatError::NotFound => AppError::not_found(),
-            other => other.into(),
-        })?;
+    let prompt = service.prompt(user.user_id, id, message).await?;
     Ok(HttpResponse::Ok().json(prompt))
 }

@@ -49,7 +49,7 @@ pub struct Prompt {
 }
 
 /// `{{char}}`, `{{user}}` and their common spellings.
-fn fill(text: &str, character: &str, user: &str) -> String {
+pub fn fill(text: &str, character: &str, user: &str) -> String {
     let mut out = text.to_owned();
     for (pattern, value) in [
         ("{{char}}", character),

@@ -190,6 +190,18 @@ impl Service {
             .ok_or(ChatError::CharacterGone)
     }
 
+    /// The user's conversation, the character answering in it, and what the user is called.
+    async fn speaking(
+        &self,
+        user: Uuid,
+        id: Uuid,
+    ) -> Result<(ConversationRow, Persona, String), ChatError> {
+        let conversation = self.conversation(user, id).await?;
+        let persona = self.persona(user, conversation.character_id).await?;
+        let user_name = self.user_name(user).await?;
+        Ok((conversation, persona, user_name))
+    }
+
     async fn user_name(&self, user: Uuid) -> Result<String, ChatError> {
         Ok(self
             .people
@@ -231,7 +243,7 @@ impl Service {
             std::iter::once(&persona.greeting)
                 .chain(&persona.alternate_greetings)
                 .filter(|g| !g.trim().is_empty())
-                .map(|g| fill_names(g, &persona.name, &user_name))
+                .map(|g| prompt::fill(g, &persona.name, &user_name))
                 .collect()
         };
         let (name, avatar) = (persona.name.clone(), persona.avatar_url.clone());
@@ -279,17 +291,16 @@ impl Service {
             tracing::warn!(%error, "could not count a new conversation");
         }
         let started = match initial {
-            Some(text) => Some(
-                self.start_reply(
-                    user,
-                    id,
-                    ReplyPlan {
-                        parent: None,
-                        user_text: Some(text),
-                    },
+            Some(text) => {
+                let plan = ReplyPlan {
+                    parent: None,
+                    user_text: Some(text),
+                };
+                Some(
+                    self.start_reply(user, id, &persona, &user_name, plan)
+                        .await?,
                 )
-                .await?,
-            ),
+            }
             None => None,
         };
         let conversation = self.conversation(user, id).await?;
@@ -382,20 +393,16 @@ impl Service {
     /// Sends a user message under the active leaf and starts the reply.
     pub async fn send(&self, user: Uuid, id: Uuid, content: String) -> Result<Started, ChatError> {
         check_content(&content)?;
-        let conversation = self.conversation(user, id).await?;
+        let (conversation, persona, user_name) = self.speaking(user, id).await?;
         let parent = match conversation.active_leaf_id {
             Some(leaf) => Some(self.message(id, leaf).await?),
             None => None,
         };
-        self.start_reply(
-            user,
-            id,
-            ReplyPlan {
-                parent,
-                user_text: Some(content),
-            },
-        )
-        .await
+        let plan = ReplyPlan {
+            parent,
+            user_text: Some(content),
+        };
+        self.start_reply(user, id, &persona, &user_name, plan).await
     }
 
     async fn message(&self, conversation: Uuid, id: Uuid) -> Result<MessageRow, ChatError> {
@@ -412,22 +419,13 @@ impl Service {
         id: Uuid,
         message: Uuid,
     ) -> Result<Started, ChatError> {
-        self.conversation(user, id).await?;
-        let old = self.message(id, message).await?;
-        if old.role != "assistant" {
-            return Err(invalid("messageId", "only a reply can be regenerated"));
-        }
-        let parent = match old.parent_id {
-            Some(parent) => Some(self.message(id, parent).await?),
-            None => None,
-        };
-        self.start_reply(
+        self.redo(
             user,
             id,
-            ReplyPlan {
-                parent,
-                user_text: None,
-            },
+            message,
+            "assistant",
+            "only a reply can be regenerated",
+            None,
         )
         .await
     }
@@ -441,24 +439,33 @@ impl Service {
         content: String,
     ) -> Result<Started, ChatError> {
         check_content(&content)?;
-        self.conversation(user, id).await?;
+        let problem = "only your own messages can be edited";
+        self.redo(user, id, message, "user", problem, Some(content))
+            .await
+    }
+
+    /// A new reply (after `user_text`, if given) under the parent of `message`, which must
+    /// have `role`.
+    async fn redo(
+        &self,
+        user: Uuid,
+        id: Uuid,
+        message: Uuid,
+        role: &str,
+        problem: &str,
+        user_text: Option<String>,
+    ) -> Result<Started, ChatError> {
+        let (_, persona, user_name) = self.speaking(user, id).await?;
         let old = self.message(id, message).await?;
-        if old.role != "user" {
-            return Err(invalid("messageId", "only your own messages can be edited"));
+        if old.role != role {
+            return Err(invalid("messageId", problem));
         }
         let parent = match old.parent_id {
             Some(parent) => Some(self.message(id, parent).await?),
             None => None,
         };
-        self.start_reply(
-            user,
-            id,
-            ReplyPlan {
-                parent,
-                user_text: Some(content),
-            },
-        )
-        .await
+        let plan = ReplyPlan { parent, user_text };
+        self.start_reply(user, id, &persona, &user_name, plan).await
     }
 
     /// Makes `message`'s branch the active one (a swipe left or right, or an older edit).
@@ -496,7 +503,7 @@ impl Service {
         id: Uuid,
         message: Uuid,
     ) -> Result<Started, ChatError> {
-        let conversation = self.conversation(user, id).await?;
+        let (conversation, persona, user_name) = self.speaking(user, id).await?;
         let reply = self.message(id, message).await?;
         if reply.role != "assistant" || conversation.active_leaf_id != Some(message) {
             return Err(invalid(
@@ -504,8 +511,6 @@ impl Service {
                 "only the last reply of the active branch can be continued",
             ));
         }
-        let persona = self.persona(user, conversation.character_id).await?;
-        let user_name = self.user_name(user).await?;
         let (request, prompt) = self
             .request(id, Some(message), None, &persona, &user_name, message)
             .await?;
@@ -664,7 +669,7 @@ impl Service {
             speaker: Some(Speaker {
                 name: persona.name.clone(),
                 user_name: user_name.to_owned(),
-                greeting: fill_names(&persona.greeting, &persona.name, user_name),
+                greeting: prompt::fill(&persona.greeting, &persona.name, user_name),
                 tone: persona.tone.clone(),
                 traits: persona.traits.clone(),
                 interests: persona.interests.clone(),
@@ -679,11 +684,10 @@ impl Service {
         &self,
         user: Uuid,
         id: Uuid,
+        persona: &Persona,
+        user_name: &str,
         plan: ReplyPlan,
     ) -> Result<Started, ChatError> {
-        let conversation = self.conversation(user, id).await?;
-        let persona = self.persona(user, conversation.character_id).await?;
-        let user_name = self.user_name(user).await?;
         let user_message_id = plan.user_text.as_ref().map(|_| Uuid::now_v7());
         let reply_id = Uuid::now_v7();
         let parent_id = plan.parent.as_ref().map(|p| p.id);
@@ -694,8 +698,8 @@ impl Service {
                 id,
                 parent_id,
                 plan.user_text.as_deref(),
-                &persona,
-                &user_name,
+                persona,
+                user_name,
                 reply_id,
             )
             .await?;
@@ -794,13 +798,6 @@ fn on_branch(
     let steps = i64::from(leaf_row.depth - target.depth) + 1;
     let path = store::branch(conn, conversation, leaf, steps)?;
     Ok(path.last().is_some_and(|p| p.message.id == target.id))
-}
-
-fn fill_names(text: &str, character: &str, user: &str) -> String {
-    text.replace("{{char}}", character)
-        .replace("{{Char}}", character)
-        .replace("{{user}}", user)
-        .replace("{{User}}", user)
 }
 
 /// A seed from an id, so the offline engine's answer to a given reply is repeatable.
