@@ -120,7 +120,7 @@ impl ApplicationBuilder {
             identity.people(),
             identity.experience(),
         )
-        .context("could not set up the language model")?;
+        .context("could not set up chat")?;
 
         let mut registry = self.registry;
         crate::platform::mail::register_jobs(&mut registry, platform.mailer.clone());

@@ -73,6 +73,7 @@ pub struct Settings {
     pub mail: MailSettings,
     pub ratelimit: RateLimitSettings,
     pub llm: LlmSettings,
+    pub websocket: WebSocketSettings,
 }
 
 fn default_environment() -> Environment {
@@ -215,6 +216,19 @@ pub struct LlmSettings {
     pub context_tokens: u32,
     /// The offline engine's pause between words, so its replies stream like a model's.
     pub offline_word_delay_ms: u64,
+}
+
+/// The live connection at `/api/v1/ws`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct WebSocketSettings {
+    /// The server pings this often; a connection that misses two pongs in a row is closed.
+    pub ping_interval_ms: u64,
+    /// A connection that did not authenticate in the handshake must send `auth` this soon.
+    pub auth_timeout_ms: u64,
+    /// The largest frame (and message) a client may send.
+    pub max_frame_bytes: usize,
+    /// Frames waiting for a slow client before it is disconnected.
+    pub send_queue: usize,
 }
 
 /// Requests per period; 0 means unlimited.

@@ -8,12 +8,10 @@ use std::time::Duration;
 
 use reqwest::Method;
 use serde_json::{Value, json};
+use support::chat::{LUNA, paced_model, spawn_with_model, start, words};
 use support::fake_llm::{End, FakeModel, Reply, openai_events};
 use support::{TestApp, TestUser, assert_error};
 use uuid::Uuid;
-
-/// Luna, a public starter character.
-const LUNA: &str = "01930000-0000-7000-8000-000000000001";
 
 async fn body(response: reqwest::Response) -> Value {
     response.json().await.unwrap()
@@ -21,24 +19,6 @@ async fn body(response: reqwest::Response) -> Value {
 
 async fn post(app: &TestApp, user: &TestUser, path: &str, json: Value) -> reqwest::Response {
     app.send_auth(Method::POST, path, &user.token, &json).await
-}
-
-/// Starts a conversation with `character` and returns its id and first messages.
-async fn start(
-    app: &TestApp,
-    user: &TestUser,
-    character: &str,
-    initial: Option<&str>,
-) -> (String, Vec<Value>) {
-    let mut request = json!({ "characterId": character });
-    if let Some(text) = initial {
-        request["initialMessage"] = json!(text);
-    }
-    let response = post(app, user, "/api/v1/conversations", request).await;
-    assert_eq!(response.status(), 201);
-    let created = body(response).await;
-    let id = created["conversation"]["id"].as_str().unwrap().to_owned();
-    (id, created["messages"].as_array().unwrap().clone())
 }
 
 async fn send(app: &TestApp, user: &TestUser, conversation: &str, text: &str) -> Value {
@@ -454,21 +434,6 @@ async fn history_pages_walk_the_branch_with_a_cursor() {
     assert_eq!(all[11], "message number 5");
 }
 
-fn fake_settings(url: &str) -> Vec<(&'static str, String)> {
-    vec![
-        ("COMPANION__LLM__PROVIDER", "openai".to_owned()),
-        ("COMPANION__LLM__BASE_URL", url.to_owned()),
-        ("COMPANION__LLM__MODEL", "fake-model".to_owned()),
-        ("COMPANION__LLM__FIRST_TOKEN_TIMEOUT_MS", "2000".to_owned()),
-    ]
-}
-
-async fn spawn_with_model(url: &str) -> TestApp {
-    let vars = fake_settings(url);
-    let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    TestApp::spawn_with_vars(&vars).await
-}
-
 #[tokio::test]
 async fn a_failing_model_fails_the_reply_keeps_the_message_and_allows_a_regenerate() {
     let body_ok = openai_events(&["Now ", "it ", "works."], "\n\n", (10, 3));
@@ -478,7 +443,7 @@ async fn a_failing_model_fails_the_reply_keeps_the_message_and_allows_a_regenera
         _ => Reply::new("text/event-stream", vec![body_ok.clone()]),
     })
     .await;
-    let app = spawn_with_model(&fake.url).await;
+    let app = spawn_with_model(&fake.url, &[]).await;
     let ann = app.register("ann@example.com").await;
     let (id, _) = start(&app, &ann, LUNA, None).await;
 
@@ -518,13 +483,7 @@ async fn stop_ends_the_reply_and_closes_the_upstream_request_and_one_reply_at_a_
         }
     })
     .await;
-    let vars = [
-        fake_settings(&fake.url),
-        vec![("COMPANION__LLM__IDLE_TIMEOUT_MS", "60000".to_owned())],
-    ]
-    .concat();
-    let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let app = TestApp::spawn_with_vars(&vars).await;
+    let app = spawn_with_model(&fake.url, &[("COMPANION__LLM__IDLE_TIMEOUT_MS", "60000")]).await;
     let ann = app.register("ann@example.com").await;
     let (id, _) = start(&app, &ann, LUNA, None).await;
     let mut live = app.platform.realtime.subscribe(ann.id.parse().unwrap());
@@ -607,7 +566,7 @@ async fn shutdown_marks_a_streaming_reply_interrupted_and_repair_frees_dead_ones
         Reply::new("text/event-stream", vec![head]).then(End::Hang)
     })
     .await;
-    let mut app = spawn_with_model(&fake.url).await;
+    let mut app = spawn_with_model(&fake.url, &[]).await;
     let ann = app.register("ann@example.com").await;
     let (id, _) = start(&app, &ann, LUNA, None).await;
     let sending = {
@@ -751,20 +710,10 @@ async fn a_reply_streams_as_server_sent_events() {
 
 #[tokio::test]
 async fn a_client_that_drops_mid_reply_reattaches_and_gets_exactly_the_rest() {
-    let pieces: Vec<String> = (0..40).map(|i| format!("w{i} ")).collect();
-    let refs: Vec<&str> = pieces.iter().map(String::as_str).collect();
-    let body = openai_events(&refs, "\n\n", (5, 40));
+    let pieces = words(40);
     // One SSE event per network write, 15 ms apart.
-    let events_only: Vec<Vec<u8>> = String::from_utf8(body)
-        .unwrap()
-        .split_inclusive("\n\n")
-        .map(|e| e.as_bytes().to_vec())
-        .collect();
-    let fake = FakeModel::start(move |_| {
-        Reply::new("text/event-stream", events_only.clone()).paced(Duration::from_millis(15))
-    })
-    .await;
-    let app = spawn_with_model(&fake.url).await;
+    let fake = paced_model(&pieces, Duration::from_millis(15)).await;
+    let app = spawn_with_model(&fake.url, &[]).await;
     let ann = app.register("ann@example.com").await;
     let bob = app.register("bob@example.com").await;
     let (id, _) = start(&app, &ann, LUNA, None).await;

@@ -80,6 +80,14 @@ impl Metrics {
             .observe(elapsed.as_secs_f64());
     }
 
+    /// Adds a module's own metrics to this instance's registry.
+    pub fn register(
+        &self,
+        collector: Box<dyn prometheus::core::Collector>,
+    ) -> prometheus::Result<()> {
+        self.registry.register(collector)
+    }
+
     pub fn rate_limit_event(&self, event: &str) {
         self.rate_limit.with_label_values(&[event]).inc();
     }

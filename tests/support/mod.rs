@@ -7,6 +7,7 @@
 //!   `postgres://postgres@127.0.0.1:5432/postgres`), `REDIS_URL` the Redis server.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod chat;
 pub mod fake_llm;
 pub mod proxy;
 

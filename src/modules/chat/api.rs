@@ -168,6 +168,7 @@ async fn create(
         .create(user.user_id, body.character_id, body.initial_message)
         .await?;
     if let Some(started) = started {
+        service.metrics().message_sent(&user.tier);
         if let Some(user_message) = started.user_message.clone() {
             messages.push(user_message);
         }
@@ -341,6 +342,7 @@ async fn send(
     let content = text_body(body.into_inner())?;
     let live = live_for(&request, &service, &user);
     let started = service.send(user.user_id, id, content).await?;
+    service.metrics().message_sent(&user.tier);
     Ok(reply_answer(
         &service,
         id,
@@ -381,6 +383,7 @@ async fn edit(
     let content = text_body(body.into_inner())?;
     let live = live_for(&request, &service, &user);
     let started = service.edit(user.user_id, id, message, content).await?;
+    service.metrics().message_sent(&user.tier);
     Ok(reply_answer(
         &service,
         id,

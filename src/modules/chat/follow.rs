@@ -1,5 +1,5 @@
 //! Following a reply as it is written, from any point: what SSE answers and re-attaches
-//! (`afterSeq`) are built on, and what WebSocket `resume` will use.
+//! (`afterSeq`) are built on, and what WebSocket `resume` uses.
 //!
 //! The reader subscribes to the user's live events first, then reads what the database
 //! holds and sends the text after `afterSeq` as one catch-up piece. From then on it forwards
@@ -46,6 +46,19 @@ impl Frame {
         match self {
             Self::Token { .. } => "token",
             Self::Message(_) => "message",
+        }
+    }
+
+    /// The frame as the WebSocket sends it: the data with its `type`, the same shape as the
+    /// live events the engine publishes.
+    pub fn live_text(&self) -> String {
+        match self {
+            Self::Token { .. } => {
+                let mut data = self.data();
+                data["type"] = json!("token");
+                data.to_string()
+            }
+            Self::Message(message) => json!({ "type": "message", "message": message }).to_string(),
         }
     }
 
@@ -213,7 +226,11 @@ impl Reader {
                         return Ok(());
                     }
                 }
-                Some("message") if is_me(&frame["message"]["id"]) => {
+                // The reply's own announcement at its start is not its end.
+                Some("message")
+                    if is_me(&frame["message"]["id"])
+                        && frame["message"]["status"] != "streaming" =>
+                {
                     return self.finish().await;
                 }
                 _ => {}
@@ -233,6 +250,20 @@ pub fn follow(
     first: Option<Frame>,
 ) -> mpsc::Receiver<Frame> {
     let (frames, receiver) = mpsc::channel(QUEUE);
+    follow_into(service, conversation, message, after, live, first, frames);
+    receiver
+}
+
+/// [`follow`], sending into `frames`; the sender is dropped when the reader ends.
+pub fn follow_into(
+    service: Service,
+    conversation: Uuid,
+    message: Uuid,
+    after: i32,
+    live: Subscription,
+    first: Option<Frame>,
+    frames: mpsc::Sender<Frame>,
+) {
     tokio::spawn(async move {
         if let Some(first) = first
             && frames.send(first).await.is_err()
@@ -250,5 +281,4 @@ pub fn follow(
             tracing::warn!(%error, %message, "stopped following a reply");
         }
     });
-    receiver
 }

@@ -26,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
+use super::metrics::ChatMetrics;
 use super::store::{self, Ending};
 use super::views::MessageView;
 use crate::modules::identity::Experience;
@@ -50,6 +51,9 @@ pub struct Job {
     pub prefix: String,
     pub seq: i32,
     pub piece_ends: Vec<i32>,
+    /// Messages to show every connection of the user before the first piece: the user
+    /// message that asked for the reply, and the reply itself (status `streaming`).
+    pub announce: Vec<MessageView>,
 }
 
 struct Running {
@@ -61,6 +65,7 @@ pub struct Engine {
     llm: Arc<dyn LanguageModel>,
     realtime: Realtime,
     experience: Arc<dyn Experience>,
+    metrics: ChatMetrics,
     running: Mutex<HashMap<Uuid, Running>>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
@@ -79,12 +84,14 @@ impl Engine {
         llm: Arc<dyn LanguageModel>,
         realtime: Realtime,
         experience: Arc<dyn Experience>,
+        metrics: ChatMetrics,
     ) -> Arc<Self> {
         Arc::new(Self {
             db,
             llm,
             realtime,
             experience,
+            metrics,
             running: Mutex::new(HashMap::new()),
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
@@ -145,7 +152,13 @@ impl Engine {
 
     async fn run(&self, job: Job, stop: CancellationToken) -> Option<MessageView> {
         let started = Instant::now();
+        let streaming = self.metrics.streaming();
+        for message in &job.announce {
+            self.publish(job.user, json!({"type": "message", "message": message}))
+                .await;
+        }
         let mut stream = self.llm.stream(job.request);
+        let first_seq = job.seq;
         let mut content = job.prefix;
         let mut seq = job.seq;
         let mut ends = job.piece_ends;
@@ -172,6 +185,9 @@ impl Engine {
                 }
                 event = stream.next() => match event {
                     Some(Ok(Event::Text(piece))) => {
+                        if seq == first_seq {
+                            self.metrics.first_token(started.elapsed());
+                        }
                         seq += 1;
                         content.push_str(&piece);
                         ends.push(i32::try_from(content.len()).unwrap_or(i32::MAX));
@@ -197,7 +213,16 @@ impl Engine {
         };
         // Dropping the stream closes the upstream request (a stop really stops the model).
         drop(stream);
+        drop(streaming);
         let elapsed = started.elapsed();
+        let tokens = match &outcome {
+            Outcome::Complete(Some(usage)) => usage.completion_tokens.into(),
+            _ => u64::try_from(seq - first_seq).unwrap_or(0),
+        };
+        self.metrics.generation_ended(elapsed, tokens);
+        if let Outcome::Failed(error) = &outcome {
+            self.metrics.upstream_error(error.code());
+        }
         let finished = self
             .finish(
                 &job.conversation,

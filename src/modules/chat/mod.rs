@@ -3,9 +3,11 @@
 mod api;
 mod follow;
 mod generation;
+mod metrics;
 mod prompt;
 mod schema;
 mod service;
+mod socket;
 mod store;
 mod views;
 
@@ -20,6 +22,15 @@ use crate::platform::Platform;
 use crate::platform::db::{Db, DbError};
 use crate::platform::jobs::JobRegistry;
 use crate::platform::llm::{self, LlmBuildError};
+
+/// Why chat could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum ChatSetupError {
+    #[error(transparent)]
+    Llm(#[from] LlmBuildError),
+    #[error("could not register chat's metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+}
 
 const REPAIR_JOB: &str = "chat.repair_interrupted";
 
@@ -39,6 +50,7 @@ async fn repair(db: &Db) -> Result<(), DbError> {
 #[derive(Clone)]
 pub struct Chat {
     service: service::Service,
+    sockets: socket::Sockets,
 }
 
 impl Chat {
@@ -47,15 +59,19 @@ impl Chat {
         directory: Arc<dyn CharacterDirectory>,
         people: Arc<dyn People>,
         experience: Arc<dyn Experience>,
-    ) -> Result<Self, LlmBuildError> {
+    ) -> Result<Self, ChatSetupError> {
         let model = llm::from_settings(&platform.settings.llm)?;
+        let metrics = metrics::ChatMetrics::new()?;
+        metrics.register(&platform.metrics)?;
         let engine = generation::Engine::new(
             platform.db.clone(),
             model,
             platform.realtime.clone(),
             experience,
+            metrics.clone(),
         );
         Ok(Self {
+            sockets: socket::Sockets::new(platform.settings.websocket.clone()),
             service: service::Service::new(
                 platform.db.clone(),
                 directory,
@@ -63,12 +79,15 @@ impl Chat {
                 engine,
                 platform.realtime.clone(),
                 platform.settings.llm.clone(),
+                metrics,
             ),
         })
     }
 
     pub fn routes(&self, cfg: &mut web::ServiceConfig) {
-        cfg.app_data(web::Data::new(self.service.clone()));
+        cfg.app_data(web::Data::new(self.service.clone()))
+            .app_data(web::Data::new(self.sockets.clone()))
+            .route("/ws", web::get().to(socket::connect));
         api::routes(cfg);
     }
 
@@ -94,8 +113,9 @@ impl Chat {
     }
 
     /// Ends the replies running here as `interrupted`, storing what they had, within
-    /// `grace`.
+    /// `grace`, then closes the WebSockets (1001) so clients reconnect elsewhere.
     pub async fn shutdown(&self, grace: Duration) {
         self.service.engine().shutdown(grace).await;
+        self.sockets.close_all(Duration::from_secs(1)).await;
     }
 }

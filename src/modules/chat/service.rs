@@ -8,6 +8,7 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use super::generation::{Engine, Job};
+use super::metrics::ChatMetrics;
 use super::prompt::{self, Turn};
 use super::store::{
     self, ConversationChanges, ConversationRow, MessageRow, NewConversation, NewMessage,
@@ -111,6 +112,7 @@ pub struct Service {
     engine: Arc<Engine>,
     realtime: Realtime,
     llm: LlmSettings,
+    metrics: ChatMetrics,
 }
 
 impl Service {
@@ -121,6 +123,7 @@ impl Service {
         engine: Arc<Engine>,
         realtime: Realtime,
         llm: LlmSettings,
+        metrics: ChatMetrics,
     ) -> Self {
         Self {
             db,
@@ -129,6 +132,7 @@ impl Service {
             engine,
             realtime,
             llm,
+            metrics,
         }
     }
 
@@ -177,6 +181,27 @@ impl Service {
             return Err(ChatError::NotFound);
         }
         Ok(view)
+    }
+
+    /// The conversation of a reply of `user`'s, found by the reply's id alone.
+    pub async fn reply_conversation(&self, user: Uuid, id: Uuid) -> Result<Uuid, ChatError> {
+        self.db
+            .run(move |conn| Ok::<_, ChatError>(store::reply_conversation(conn, user, id)?))
+            .await?
+            .ok_or(ChatError::NotFound)
+    }
+
+    /// Stops the reply being written in a conversation of `user`'s, if there is one.
+    pub async fn stop_current(&self, user: Uuid, id: Uuid) -> Result<(), ChatError> {
+        let conversation = self.conversation(user, id).await?;
+        match conversation.generating_id {
+            Some(message) => self.stop(user, id, message).await,
+            None => Ok(()),
+        }
+    }
+
+    pub fn metrics(&self) -> &ChatMetrics {
+        &self.metrics
     }
 
     pub fn engine(&self) -> &Arc<Engine> {
@@ -543,6 +568,7 @@ impl Service {
             prefix: progress.content,
             seq: progress.seq,
             piece_ends: progress.piece_ends,
+            announce: vec![row.clone()],
         });
         Ok(Started {
             user_message: None,
@@ -772,6 +798,7 @@ impl Service {
             prefix: String::new(),
             seq: 0,
             piece_ends: Vec::new(),
+            announce: user_view.iter().chain([&reply_view]).cloned().collect(),
         });
         Ok(Started {
             user_message: user_view,

@@ -522,3 +522,19 @@ pub fn progress(
         .first(conn)
         .optional()
 }
+
+/// The conversation of `user`'s reply `id`, if the reply exists and is theirs.
+pub fn reply_conversation(
+    conn: &mut PgConnection,
+    user: Uuid,
+    id: Uuid,
+) -> QueryResult<Option<Uuid>> {
+    messages::table
+        .inner_join(conversations::table)
+        .filter(messages::id.eq(id))
+        .filter(messages::role.eq("assistant"))
+        .filter(conversations::user_id.eq(user))
+        .select(messages::conversation_id)
+        .first(conn)
+        .optional()
+}

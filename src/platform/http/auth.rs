@@ -234,12 +234,44 @@ pub fn bearer_token(req: &HttpRequest) -> Option<&str> {
         .then_some(token.trim())
 }
 
+impl AuthUser {
+    /// The caller of an access token presented outside the `Authorization` header (a
+    /// WebSocket's sub-protocol or first frame): verified and its session checked.
+    pub async fn from_token(
+        keys: &TokenKeys,
+        sessions: &dyn SessionCheck,
+        token: &str,
+    ) -> Result<Self, AppError> {
+        Self::from_claims(keys.verify_access(token), sessions).await
+    }
+
+    async fn from_claims(
+        claims: Option<AccessClaims>,
+        sessions: &dyn SessionCheck,
+    ) -> Result<Self, AppError> {
+        let unauthorized = || AppError::unauthorized("A valid access token is required.");
+        let claims = claims.ok_or_else(unauthorized)?;
+        let role = Role::parse(&claims.role).ok_or_else(unauthorized)?;
+        if !sessions.is_active(claims.sub, claims.sid).await? {
+            return Err(AppError::unauthorized(
+                "This session has ended; log in again.",
+            ));
+        }
+        tracing::Span::current().record("user_id", tracing::field::display(claims.sub));
+        Ok(AuthUser {
+            user_id: claims.sub,
+            session_id: claims.sid,
+            role,
+            tier: claims.tier,
+        })
+    }
+}
+
 impl FromRequest for AuthUser {
     type Error = AppError;
     type Future = LocalBoxFuture<'static, Result<Self, AppError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let unauthorized = || AppError::unauthorized("A valid access token is required.");
         let keys = req.app_data::<web::Data<TokenKeys>>();
         let sessions = req.app_data::<web::Data<dyn SessionCheck>>().cloned();
         let (Some(keys), Some(sessions)) = (keys, sessions) else {
@@ -251,22 +283,7 @@ impl FromRequest for AuthUser {
         let verified = req.extensions().get::<AccessClaims>().cloned();
         let claims =
             verified.or_else(|| bearer_token(req).and_then(|token| keys.verify_access(token)));
-        Box::pin(async move {
-            let claims = claims.ok_or_else(unauthorized)?;
-            let role = Role::parse(&claims.role).ok_or_else(unauthorized)?;
-            if !sessions.is_active(claims.sub, claims.sid).await? {
-                return Err(AppError::unauthorized(
-                    "This session has ended; log in again.",
-                ));
-            }
-            tracing::Span::current().record("user_id", tracing::field::display(claims.sub));
-            Ok(AuthUser {
-                user_id: claims.sub,
-                session_id: claims.sid,
-                role,
-                tier: claims.tier,
-            })
-        })
+        Box::pin(async move { Self::from_claims(claims, &**sessions).await })
     }
 }
 

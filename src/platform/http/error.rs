@@ -188,6 +188,11 @@ impl AppError {
         self.code
     }
 
+    /// What the client is told.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
     /// The cause chain, for logs.
     pub fn cause(&self) -> Option<&anyhow::Error> {
         self.cause.as_ref()

@@ -1,0 +1,725 @@
+//! The live connection, `GET /api/v1/ws` (DESIGN.md §2, WebSocket).
+//!
+//! - **Handshake.** A browser's `Origin` must be this server's own or one of
+//!   `http.cors_origins` (403 otherwise); a client without `Origin` is not a browser and
+//!   proves itself by its token like any API call. The token comes in the `Authorization`
+//!   header, or as the sub-protocols `bearer, <token>` (what a browser can send; the answer
+//!   selects `bearer`), or in a first frame `{"type":"auth","token":…}` within
+//!   `websocket.auth_timeout_ms`. Never in the URL, which ends up in logs.
+//! - **Frames in:** `message {conversationId, content}`, `stop {conversationId, messageId?}`,
+//!   `resume {messageId, afterSeq}`, `ping`, and `auth` first. Any frame may carry a `ref`
+//!   (a short string) that an `error` about it repeats. A frame we cannot read gets an
+//!   `error` frame and the connection stays open; one larger than
+//!   `websocket.max_frame_bytes` closes it (1009).
+//! - **Frames out:** `token {conversationId, messageId, seq, delta}`, `message {message}`,
+//!   `error {code, message, ref?}`, `pong`. Every connection of the user, on any instance,
+//!   gets the frames of the user's replies through `platform::realtime`.
+//! - **In order, no gap, no duplicate.** A reply announces itself (a `message` frame with
+//!   status `streaming`) before its first token; a connection forwards the tokens of replies
+//!   it saw announced, each exactly once and in order, and fills a gap (it fell behind) from
+//!   the database. Tokens of a reply that started before the connection are not forwarded:
+//!   the client asks for them with `resume`, which sends the text after `afterSeq` and
+//!   then follows the reply to its end (`follow.rs`).
+//! - **Liveness and memory.** The server pings every `websocket.ping_interval_ms` and
+//!   closes a connection that missed two pongs. Frames for the client wait in a queue of
+//!   `websocket.send_queue`; a client that lets it fill is disconnected (it can reconnect
+//!   and resume), so a slow reader never grows the server's memory. At each ping the session
+//!   is checked again: a logged-out session's sockets close (1008).
+//! - **Shutdown** closes every connection with 1001 once the replies running here are
+//!   stored.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::http::header;
+use actix_web::{HttpRequest, HttpResponse, web};
+use actix_ws::{AggregatedMessage, CloseCode, CloseReason, ProtocolError, Session};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use tokio::time::{Instant, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use uuid::Uuid;
+
+use super::follow::follow_into;
+use super::metrics::GaugeGuard;
+use super::service::{ChatError, Service};
+use crate::config::WebSocketSettings;
+use crate::platform::Platform;
+use crate::platform::http::{AppError, AuthUser, ErrorCode, SessionCheck, TokenKeys, bearer_token};
+use crate::platform::http::{refusal, tier_quota};
+use crate::platform::realtime::{Missed, Subscription};
+
+/// The sub-protocol that carries a token: `Sec-WebSocket-Protocol: bearer, <token>`.
+const BEARER_PROTOCOL: &str = "bearer";
+/// Replies a connection may follow through `resume` at once.
+const MAX_FOLLOWED: usize = 8;
+/// Replies whose tokens a connection tracks; more are forgotten (the client can resume).
+const MAX_TRACKED: usize = 64;
+/// A `ref` longer than this is cut.
+const MAX_REF: usize = 64;
+/// How long a closing connection may take to send its close frame.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+/// The open connections of this instance, so shutdown can close them.
+#[derive(Clone)]
+pub struct Sockets {
+    settings: WebSocketSettings,
+    closing: CancellationToken,
+    tasks: TaskTracker,
+}
+
+impl Sockets {
+    pub fn new(settings: WebSocketSettings) -> Self {
+        Self {
+            settings,
+            closing: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+        }
+    }
+
+    /// Closes every connection (1001) and waits for them to go, up to `grace`.
+    pub async fn close_all(&self, grace: Duration) {
+        self.closing.cancel();
+        self.tasks.close();
+        let _ = tokio::time::timeout(grace, self.tasks.wait()).await;
+    }
+}
+
+/// Whether a browser page at `Origin` may open a connection: our own origin, or one the
+/// configuration allows. No `Origin` means no browser, hence no cross-site page.
+fn origin_allowed(request: &HttpRequest, allowed: &[String]) -> bool {
+    let Some(origin) = request.headers().get(header::ORIGIN) else {
+        return true;
+    };
+    let Ok(origin) = origin.to_str() else {
+        return false;
+    };
+    if allowed.iter().any(|a| a.eq_ignore_ascii_case(origin)) {
+        return true;
+    }
+    let (Ok(url), Some(host)) = (
+        url::Url::parse(origin),
+        request
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok()),
+    ) else {
+        return false;
+    };
+    let Some(origin_host) = url.host_str() else {
+        return false;
+    };
+    let authority = match url.port() {
+        Some(port) => format!("{origin_host}:{port}"),
+        None => origin_host.to_owned(),
+    };
+    authority.eq_ignore_ascii_case(host)
+}
+
+/// The token offered as the sub-protocols `bearer, <token>`.
+fn protocol_token(request: &HttpRequest) -> Option<String> {
+    let offered: Vec<&str> = request
+        .headers()
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .collect();
+    let at = offered.iter().position(|p| *p == BEARER_PROTOCOL)?;
+    offered.get(at + 1).map(|t| (*t).to_owned())
+}
+
+pub async fn connect(
+    request: HttpRequest,
+    body: web::Payload,
+    service: web::Data<Service>,
+    sockets: web::Data<Sockets>,
+    platform: web::Data<Platform>,
+    keys: web::Data<TokenKeys>,
+    sessions: web::Data<dyn SessionCheck>,
+) -> Result<HttpResponse, AppError> {
+    if !origin_allowed(&request, &platform.settings.http.cors_origins) {
+        return Err(AppError::forbidden(
+            "Pages from this origin may not open a connection.",
+        ));
+    }
+    let in_protocol = protocol_token(&request);
+    let token = bearer_token(&request)
+        .map(str::to_owned)
+        .or(in_protocol.clone());
+    let user = match token {
+        Some(token) => Some(AuthUser::from_token(&keys, &**sessions, &token).await?),
+        None => None,
+    };
+    let protocols: &[&str] = if in_protocol.is_some() {
+        &[BEARER_PROTOCOL]
+    } else {
+        &[]
+    };
+    let (response, session, stream) = actix_ws::handle_with_protocols(&request, body, protocols)
+        .map_err(|_| AppError::bad_request("This address only speaks WebSocket."))?;
+    let settings = sockets.settings.clone();
+    let stream = stream
+        .max_frame_size(settings.max_frame_bytes)
+        .aggregate_continuations()
+        .max_continuation_size(settings.max_frame_bytes);
+    let (queue, outgoing) = mpsc::channel(settings.send_queue.max(1));
+    let (followed_tx, followed_rx) = mpsc::channel(settings.send_queue.max(1));
+    let connection = Connection {
+        service: service.get_ref().clone(),
+        platform: platform.into_inner(),
+        keys: keys.into_inner(),
+        sessions: sessions.into_inner(),
+        settings,
+        user: None,
+        live: None,
+        queue,
+        followed: HashSet::new(),
+        followed_tx,
+        seen: HashMap::new(),
+        missed_pongs: 0,
+        _open: service.metrics().socket(),
+    };
+    let writer = actix_web::rt::spawn(write(session, outgoing));
+    let closing = sockets.closing.clone();
+    actix_web::rt::spawn(sockets.tasks.track_future(async move {
+        connection
+            .run(user, stream, followed_rx, closing, writer)
+            .await;
+    }));
+    Ok(response)
+}
+
+/// What the writer sends.
+enum Out {
+    Text(String),
+    Ping,
+    Pong(bytes::Bytes),
+    Close(Option<CloseReason>),
+}
+
+/// Sends queued frames to the client; ends when the queue closes or the client is gone.
+async fn write(mut session: Session, mut outgoing: mpsc::Receiver<Out>) {
+    while let Some(out) = outgoing.recv().await {
+        let sent = match out {
+            Out::Text(text) => session.text(text).await,
+            Out::Ping => session.ping(b"").await,
+            Out::Pong(bytes) => session.pong(&bytes).await,
+            Out::Close(reason) => {
+                let _ = session.close(reason).await;
+                return;
+            }
+        };
+        if sent.is_err() {
+            return;
+        }
+    }
+    let _ = session.close(None).await;
+}
+
+/// What a frame from a follower (a `resume`) carries.
+enum Followed {
+    /// A frame, as the socket sends it.
+    Frame(String),
+    /// The follower of this reply ended.
+    Done(Uuid),
+}
+
+/// Why a connection ends.
+enum End {
+    /// The client closed, went away or was too slow: nothing more to send.
+    Gone,
+    /// Close with this code and reason.
+    Close(CloseCode, &'static str),
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct AuthFrame {
+    token: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct MessageFrame {
+    conversation_id: Uuid,
+    content: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct StopFrame {
+    conversation_id: Uuid,
+    message_id: Option<Uuid>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ResumeFrame {
+    message_id: Uuid,
+    after_seq: Option<i32>,
+}
+
+/// The parts of a live event a connection looks at (the rest is forwarded as it is).
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct LiveEvent {
+    #[serde(rename = "type")]
+    kind: String,
+    message_id: Option<Uuid>,
+    seq: Option<i32>,
+    message: Option<LiveMessage>,
+}
+
+#[derive(Deserialize)]
+struct LiveMessage {
+    id: Uuid,
+    status: String,
+    seq: i32,
+}
+
+struct Connection {
+    service: Service,
+    platform: Arc<Platform>,
+    keys: Arc<TokenKeys>,
+    sessions: Arc<dyn SessionCheck>,
+    settings: WebSocketSettings,
+    user: Option<AuthUser>,
+    live: Option<Subscription>,
+    queue: mpsc::Sender<Out>,
+    /// Replies a `resume` follower is sending; their live frames are left to it.
+    followed: HashSet<Uuid>,
+    followed_tx: mpsc::Sender<Followed>,
+    /// Replies seen announced, and the last token sent of each.
+    seen: HashMap<Uuid, i32>,
+    missed_pongs: u32,
+    _open: GaugeGuard,
+}
+
+/// The next live event, or never when not subscribed yet.
+async fn next_live(live: &mut Option<Subscription>) -> Result<Arc<str>, Missed> {
+    match live {
+        Some(live) => live.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+impl Connection {
+    async fn run(
+        mut self,
+        user: Option<AuthUser>,
+        mut stream: actix_ws::AggregatedMessageStream,
+        mut followed: mpsc::Receiver<Followed>,
+        closing: CancellationToken,
+        writer: actix_web::rt::task::JoinHandle<()>,
+    ) {
+        if let Some(user) = user {
+            self.authenticated(user);
+        }
+        let auth_deadline =
+            Instant::now() + Duration::from_millis(self.settings.auth_timeout_ms.max(1));
+        let mut ping = tokio::time::interval_at(
+            Instant::now() + Duration::from_millis(self.settings.ping_interval_ms.max(1)),
+            Duration::from_millis(self.settings.ping_interval_ms.max(1)),
+        );
+        ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let end = loop {
+            let step = tokio::select! {
+                () = closing.cancelled() => Err(End::Close(CloseCode::Away, "the server is restarting")),
+                () = tokio::time::sleep_until(auth_deadline), if self.user.is_none() => {
+                    Err(End::Close(CloseCode::Policy, "no authentication"))
+                }
+                _ = ping.tick() => self.tick().await,
+                message = stream.recv() => match message {
+                    Some(Ok(message)) => self.received(message).await,
+                    Some(Err(ProtocolError::Overflow)) => {
+                        Err(End::Close(CloseCode::Size, "frame too large"))
+                    }
+                    Some(Err(_)) => Err(End::Close(CloseCode::Protocol, "unreadable frame")),
+                    None => Err(End::Gone),
+                },
+                event = next_live(&mut self.live) => self.live_event(event),
+                Some(item) = followed.recv() => self.follower_item(item),
+            };
+            if let Err(end) = step {
+                break end;
+            }
+        };
+        if let End::Close(code, description) = end {
+            let reason = CloseReason {
+                code,
+                description: Some(description.to_owned()),
+            };
+            // A full queue means a client that does not read: it gets no close frame.
+            if self.queue.try_send(Out::Close(Some(reason))).is_ok() {
+                let _ = tokio::time::timeout(CLOSE_GRACE, self.queue.closed()).await;
+            }
+        }
+        writer.abort();
+    }
+
+    fn authenticated(&mut self, user: AuthUser) {
+        self.live = Some(self.service.subscribe(user.user_id));
+        self.user = Some(user);
+    }
+
+    /// Queues a frame; a client that lets its queue fill is disconnected.
+    fn send(&self, out: Out) -> Result<(), End> {
+        match self.queue.try_send(out) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                tracing::info!("disconnecting a WebSocket client that does not keep up");
+                Err(End::Gone)
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(End::Gone),
+        }
+    }
+
+    fn error(&self, code: ErrorCode, message: &str, reference: Option<&str>) -> Result<(), End> {
+        let mut frame = json!({ "type": "error", "code": code, "message": message });
+        if let Some(reference) = reference {
+            frame["ref"] = json!(reference);
+        }
+        self.send(Out::Text(frame.to_string()))
+    }
+
+    fn app_error(&self, error: &AppError, reference: Option<&str>) -> Result<(), End> {
+        let code = error.code();
+        if code == ErrorCode::InternalError || code == ErrorCode::ServiceUnavailable {
+            if let Some(cause) = error.cause() {
+                tracing::error!(error = %cause, "a WebSocket frame failed");
+            }
+            return self.error(
+                code,
+                "Something went wrong on our side; try again.",
+                reference,
+            );
+        }
+        self.error(code, error.message(), reference)
+    }
+
+    async fn tick(&mut self) -> Result<(), End> {
+        if self.missed_pongs >= 2 {
+            return Err(End::Close(CloseCode::Policy, "no pong"));
+        }
+        if let Some(user) = &self.user {
+            match self.sessions.is_active(user.user_id, user.session_id).await {
+                Ok(false) => return Err(End::Close(CloseCode::Policy, "the session has ended")),
+                Ok(true) => {}
+                Err(_) => tracing::warn!("could not check a WebSocket's session"),
+            }
+        }
+        self.missed_pongs += 1;
+        self.send(Out::Ping)
+    }
+
+    async fn received(&mut self, message: AggregatedMessage) -> Result<(), End> {
+        match message {
+            AggregatedMessage::Text(text) => {
+                self.missed_pongs = 0;
+                self.frame(&text).await
+            }
+            AggregatedMessage::Binary(_) => self.error(
+                ErrorCode::UnsupportedMediaType,
+                "Frames are JSON text; binary frames are not understood.",
+                None,
+            ),
+            AggregatedMessage::Ping(bytes) => self.send(Out::Pong(bytes)),
+            AggregatedMessage::Pong(_) => {
+                self.missed_pongs = 0;
+                Ok(())
+            }
+            AggregatedMessage::Close(_) => Err(End::Close(CloseCode::Normal, "goodbye")),
+        }
+    }
+
+    /// One JSON frame from the client.
+    async fn frame(&mut self, text: &str) -> Result<(), End> {
+        let Ok(Value::Object(mut frame)) = serde_json::from_str::<Value>(text) else {
+            return self.error(
+                ErrorCode::BadRequest,
+                "A frame must be a JSON object.",
+                None,
+            );
+        };
+        let reference = match frame.remove("ref") {
+            Some(Value::String(r)) => Some(r.chars().take(MAX_REF).collect::<String>()),
+            _ => None,
+        };
+        let reference = reference.as_deref();
+        let kind = match frame.remove("type") {
+            Some(Value::String(kind)) => kind,
+            _ => {
+                return self.error(
+                    ErrorCode::BadRequest,
+                    "A frame needs a \"type\".",
+                    reference,
+                );
+            }
+        };
+        let body = Value::Object(frame);
+        if self.user.is_none() {
+            if kind != "auth" {
+                self.error(
+                    ErrorCode::Unauthorized,
+                    "Authenticate first: {\"type\":\"auth\",\"token\":…}.",
+                    reference,
+                )?;
+                return Err(End::Close(CloseCode::Policy, "no authentication"));
+            }
+            let auth: AuthFrame = match serde_json::from_value(body) {
+                Ok(auth) => auth,
+                Err(error) => return self.unreadable(&kind, &error, reference),
+            };
+            return match AuthUser::from_token(&self.keys, &*self.sessions, &auth.token).await {
+                Ok(user) => {
+                    self.authenticated(user);
+                    Ok(())
+                }
+                Err(error) => {
+                    self.app_error(&error, reference)?;
+                    Err(End::Close(CloseCode::Policy, "no authentication"))
+                }
+            };
+        }
+        match kind.as_str() {
+            "ping" => self.send(Out::Text(json!({ "type": "pong" }).to_string())),
+            "message" => match serde_json::from_value::<MessageFrame>(body) {
+                Ok(frame) => self.message(frame, reference).await,
+                Err(error) => self.unreadable(&kind, &error, reference),
+            },
+            "stop" => match serde_json::from_value::<StopFrame>(body) {
+                Ok(frame) => self.stop(frame, reference).await,
+                Err(error) => self.unreadable(&kind, &error, reference),
+            },
+            "resume" => match serde_json::from_value::<ResumeFrame>(body) {
+                Ok(frame) => self.resume(frame, reference).await,
+                Err(error) => self.unreadable(&kind, &error, reference),
+            },
+            "auth" => self.error(
+                ErrorCode::BadRequest,
+                "This connection is already authenticated.",
+                reference,
+            ),
+            _ => self.error(
+                ErrorCode::BadRequest,
+                "Unknown frame type; expected message, stop, resume or ping.",
+                reference,
+            ),
+        }
+    }
+
+    fn unreadable(
+        &self,
+        kind: &str,
+        error: &serde_json::Error,
+        reference: Option<&str>,
+    ) -> Result<(), End> {
+        self.error(
+            ErrorCode::ValidationError,
+            &format!("A \"{kind}\" frame could not be read: {error}."),
+            reference,
+        )
+    }
+
+    fn chat_error(&self, error: ChatError, reference: Option<&str>) -> Result<(), End> {
+        self.app_error(&AppError::from(error), reference)
+    }
+
+    async fn message(&mut self, frame: MessageFrame, reference: Option<&str>) -> Result<(), End> {
+        let Some(user) = self.user.clone() else {
+            return Ok(());
+        };
+        // A message over a socket costs what `POST …/messages` costs.
+        if let Some(quota) = tier_quota(&self.platform.settings.ratelimit, &user.tier)
+            && let Some(decision) = self
+                .platform
+                .limits
+                .lenient(&format!("user:{}", user.user_id), quota)
+                .await
+            && !decision.allowed
+        {
+            self.platform.metrics.rate_limit_event("rejected");
+            return self.app_error(&refusal(&decision), reference);
+        }
+        match self
+            .service
+            .send(user.user_id, frame.conversation_id, frame.content)
+            .await
+        {
+            // Its frames come back through the live events, as they do to every other
+            // connection of the user.
+            Ok(_) => {
+                self.service.metrics().message_sent(&user.tier);
+                Ok(())
+            }
+            Err(error) => self.chat_error(error, reference),
+        }
+    }
+
+    async fn stop(&mut self, frame: StopFrame, reference: Option<&str>) -> Result<(), End> {
+        let Some(user) = self.user.clone() else {
+            return Ok(());
+        };
+        let stopped = match frame.message_id {
+            Some(message) => {
+                self.service
+                    .stop(user.user_id, frame.conversation_id, message)
+                    .await
+            }
+            None => {
+                self.service
+                    .stop_current(user.user_id, frame.conversation_id)
+                    .await
+            }
+        };
+        match stopped {
+            Ok(()) => Ok(()),
+            Err(error) => self.chat_error(error, reference),
+        }
+    }
+
+    async fn resume(&mut self, frame: ResumeFrame, reference: Option<&str>) -> Result<(), End> {
+        let Some(user) = self.user.clone() else {
+            return Ok(());
+        };
+        let message = frame.message_id;
+        if self.followed.contains(&message) {
+            return Ok(());
+        }
+        if self.followed.len() >= MAX_FOLLOWED {
+            return self.error(
+                ErrorCode::Conflict,
+                "Too many replies are being resumed on this connection at once.",
+                reference,
+            );
+        }
+        // Subscribe before reading, so nothing is published unheard.
+        let live = self.service.subscribe(user.user_id);
+        let conversation = match self.service.reply_conversation(user.user_id, message).await {
+            Ok(conversation) => conversation,
+            Err(error) => return self.chat_error(error, reference),
+        };
+        self.start_following(conversation, message, frame.after_seq.unwrap_or(0), live);
+        Ok(())
+    }
+
+    /// Hands the reply to a follower that sends it from piece `after` to its end.
+    fn start_following(
+        &mut self,
+        conversation: Uuid,
+        message: Uuid,
+        after: i32,
+        live: Subscription,
+    ) {
+        self.followed.insert(message);
+        self.seen.remove(&message);
+        let (frames, mut receiver) = mpsc::channel(self.settings.send_queue.max(1));
+        follow_into(
+            self.service.clone(),
+            conversation,
+            message,
+            after.max(0),
+            live,
+            None,
+            frames,
+        );
+        let out = self.followed_tx.clone();
+        actix_web::rt::spawn(async move {
+            while let Some(frame) = receiver.recv().await {
+                if out.send(Followed::Frame(frame.live_text())).await.is_err() {
+                    return;
+                }
+            }
+            let _ = out.send(Followed::Done(message)).await;
+        });
+    }
+
+    fn follower_item(&mut self, item: Followed) -> Result<(), End> {
+        match item {
+            Followed::Frame(text) => self.send(Out::Text(text)),
+            Followed::Done(message) => {
+                self.followed.remove(&message);
+                Ok(())
+            }
+        }
+    }
+
+    /// A live event of the user's: forwarded as it is, except tokens this connection must
+    /// not send (not announced here, already sent, or left to a follower).
+    fn live_event(&mut self, event: Result<Arc<str>, Missed>) -> Result<(), End> {
+        let text = match event {
+            Ok(text) => text,
+            // Fell behind the hub: the client reconnects and resumes from what it has.
+            Err(Missed::Lagged(_)) => {
+                return Err(End::Close(CloseCode::Again, "fell behind; reconnect"));
+            }
+            Err(Missed::Closed) => return Err(End::Close(CloseCode::Away, "shutting down")),
+        };
+        let Ok(event) = serde_json::from_str::<LiveEvent>(&text) else {
+            return Ok(());
+        };
+        match event.kind.as_str() {
+            "token" => {
+                let (Some(message), Some(seq)) = (event.message_id, event.seq) else {
+                    return Ok(());
+                };
+                if self.followed.contains(&message) {
+                    return Ok(());
+                }
+                let Some(&last) = self.seen.get(&message) else {
+                    return Ok(());
+                };
+                if seq <= last {
+                    return Ok(());
+                }
+                if seq > last + 1 {
+                    // Missed pieces: a follower sends them, from the database, then goes on.
+                    let Some(user) = &self.user else {
+                        return Ok(());
+                    };
+                    let live = self.service.subscribe(user.user_id);
+                    let conversation = self.conversation_of(&text);
+                    if let Some(conversation) = conversation {
+                        self.start_following(conversation, message, last, live);
+                    }
+                    return Ok(());
+                }
+                self.seen.insert(message, seq);
+                self.send(Out::Text(text.to_string()))
+            }
+            "message" => {
+                let Some(message) = event.message else {
+                    return Ok(());
+                };
+                if self.followed.contains(&message.id) {
+                    return Ok(());
+                }
+                if message.status == "streaming" {
+                    if self.seen.len() >= MAX_TRACKED {
+                        self.seen.clear();
+                    }
+                    self.seen.insert(message.id, message.seq);
+                } else {
+                    self.seen.remove(&message.id);
+                }
+                self.send(Out::Text(text.to_string()))
+            }
+            _ => self.send(Out::Text(text.to_string())),
+        }
+    }
+
+    fn conversation_of(&self, text: &str) -> Option<Uuid> {
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Of {
+            conversation_id: Uuid,
+        }
+        serde_json::from_str::<Of>(text)
+            .ok()
+            .map(|of| of.conversation_id)
+    }
+}
