@@ -64,6 +64,22 @@ enum AdminCommand {
         #[arg(long, default_value_t = 20)]
         size: i64,
     },
+    /// Print the SQL a first page of `GET /api/v1/conversations/{id}/messages` runs, with the
+    /// values inlined: for `EXPLAIN` and for benchmarking the same statements with pgbench.
+    HistorySql {
+        /// The conversation.
+        #[arg(long)]
+        conversation: uuid::Uuid,
+        /// Its owner.
+        #[arg(long)]
+        user: uuid::Uuid,
+        /// Its active leaf (the newest message of the branch shown).
+        #[arg(long)]
+        leaf: uuid::Uuid,
+        /// The page size.
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+    },
 }
 
 fn main() -> ExitCode {
@@ -132,6 +148,18 @@ async fn admin(settings: Settings, command: AdminCommand) -> anyhow::Result<()> 
             println!(
                 "{}",
                 companion::modules::catalog::search_statement(&search, size)
+            );
+            Ok(())
+        }
+        AdminCommand::HistorySql {
+            conversation,
+            user,
+            leaf,
+            limit,
+        } => {
+            println!(
+                "{}",
+                companion::modules::chat::history_statements(conversation, user, leaf, limit)
             );
             Ok(())
         }

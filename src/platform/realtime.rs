@@ -1,7 +1,9 @@
 //! Live events to a user's open connections, on every instance.
 //!
-//! - Each instance keeps, per user with at least one open connection, a broadcast channel;
-//!   every connection of that user holds a [`Subscription`] to it.
+//! - Each instance keeps, per user with at least one open connection, the senders of that
+//!   user's subscriptions; every connection holds a [`Subscription`]. A subscription's queue
+//!   takes memory only for the events waiting in it, so an idle connection costs a few
+//!   hundred bytes here.
 //! - Without Redis the server is one instance: [`Realtime::publish`] delivers straight to
 //!   that channel.
 //! - With Redis, a publish goes to one Redis pub/sub channel, `companion:realtime`, as
@@ -11,15 +13,18 @@
 //!   refuses a publish, the event is still delivered on this instance.
 //! - Events are not stored here. A connection that misses some (Redis blipped, the client
 //!   was offline) catches up from the database, which holds everything that was sent.
-//! - Each subscription buffers at most [`BUFFER`] events; one that falls behind gets
-//!   [`Missed::Lagged`] and its owner should drop the slow client rather than grow memory.
+//! - Each subscription buffers at most [`BUFFER`] events; events that find it full are
+//!   dropped for it, and its next `recv` says how many ([`Missed::Lagged`]) before handing
+//!   out what it still holds. Its owner then catches up from the database, or drops the
+//!   slow client, rather than grow memory.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use tokio::sync::{broadcast, watch};
+use tokio::sync::{mpsc, watch};
 use uuid::Uuid;
 
 use super::redis::RedisPool;
@@ -38,8 +43,17 @@ pub enum Missed {
     Closed,
 }
 
+/// The sending side of one subscription.
+struct Subscriber {
+    id: u64,
+    events: mpsc::Sender<Event>,
+    /// Events dropped because the queue was full, not yet reported.
+    dropped: Arc<AtomicU64>,
+}
+
 struct Inner {
-    local: Mutex<HashMap<Uuid, broadcast::Sender<Event>>>,
+    local: Mutex<HashMap<Uuid, Vec<Subscriber>>>,
+    next_id: AtomicU64,
     redis: Option<RedisPool>,
     /// True while this instance is subscribed to the Redis channel.
     listening: watch::Sender<bool>,
@@ -76,6 +90,7 @@ impl Realtime {
         Self {
             inner: Arc::new(Inner {
                 local: Mutex::new(HashMap::new()),
+                next_id: AtomicU64::new(0),
                 redis,
                 listening: watch::channel(false).0,
             }),
@@ -93,13 +108,19 @@ impl Realtime {
 
     /// Events for `user` from now on, until the subscription is dropped.
     pub fn subscribe(&self, user: Uuid) -> Subscription {
+        let (events, receiver) = mpsc::channel(BUFFER);
+        let dropped = Arc::new(AtomicU64::new(0));
+        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let mut local = self.inner.local.lock().unwrap_or_else(|e| e.into_inner());
-        let receiver = local
-            .entry(user)
-            .or_insert_with(|| broadcast::channel(BUFFER).0)
-            .subscribe();
+        local.entry(user).or_default().push(Subscriber {
+            id,
+            events,
+            dropped: dropped.clone(),
+        });
         Subscription {
             receiver,
+            dropped,
+            id,
             user,
             hub: Arc::downgrade(&self.inner),
         }
@@ -139,9 +160,11 @@ impl Realtime {
 
 fn deliver(inner: &Inner, user: Uuid, event: Event) {
     let local = inner.local.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(sender) = local.get(&user) {
-        // No receiver left is not an error: the user just closed their last tab.
-        let _ = sender.send(event);
+    for subscriber in local.get(&user).into_iter().flatten() {
+        // A closed queue is not an error: its connection is going away.
+        if let Err(mpsc::error::TrySendError::Full(_)) = subscriber.events.try_send(event.clone()) {
+            subscriber.dropped.fetch_add(1, Ordering::Relaxed);
+        }
     }
 }
 
@@ -191,18 +214,22 @@ async fn listen(client: redis::Client, hub: Weak<Inner>) {
 
 /// One connection's view of a user's events.
 pub struct Subscription {
-    receiver: broadcast::Receiver<Event>,
+    receiver: mpsc::Receiver<Event>,
+    dropped: Arc<AtomicU64>,
+    id: u64,
     user: Uuid,
     hub: Weak<Inner>,
 }
 
 impl Subscription {
+    /// The next event; first, if events were dropped because this subscription fell behind,
+    /// how many.
     pub async fn recv(&mut self) -> Result<Event, Missed> {
-        match self.receiver.recv().await {
-            Ok(event) => Ok(event),
-            Err(broadcast::error::RecvError::Lagged(n)) => Err(Missed::Lagged(n)),
-            Err(broadcast::error::RecvError::Closed) => Err(Missed::Closed),
+        let dropped = self.dropped.swap(0, Ordering::Relaxed);
+        if dropped > 0 {
+            return Err(Missed::Lagged(dropped));
         }
+        self.receiver.recv().await.ok_or(Missed::Closed)
     }
 }
 
@@ -212,12 +239,11 @@ impl Drop for Subscription {
             return;
         };
         let mut local = inner.local.lock().unwrap_or_else(|e| e.into_inner());
-        // This receiver still counts: one left means it was the last.
-        if local
-            .get(&self.user)
-            .is_some_and(|sender| sender.receiver_count() <= 1)
-        {
-            local.remove(&self.user);
+        if let Some(subscribers) = local.get_mut(&self.user) {
+            subscribers.retain(|s| s.id != self.id);
+            if subscribers.is_empty() {
+                local.remove(&self.user);
+            }
         }
     }
 }

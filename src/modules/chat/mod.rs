@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::web;
+use uuid::Uuid;
 
 use crate::modules::catalog::CharacterDirectory;
 use crate::modules::identity::{Experience, People};
@@ -43,6 +44,13 @@ async fn repair(db: &Db) -> Result<(), DbError> {
         tracing::warn!(count = repaired.len(), "replies marked interrupted");
     }
     Ok(())
+}
+
+/// The SQL a first `GET /conversations/{id}/messages?limit=…` runs (the conversation, then
+/// the branch from its active leaf `leaf`), values inlined: for `EXPLAIN` and pgbench
+/// (`companion admin history-sql`).
+pub fn history_statements(conversation: Uuid, user: Uuid, leaf: Uuid, limit: i64) -> String {
+    store::history_statements(conversation, user, leaf, limit)
 }
 
 /// The chat module: construct once in `app.rs`, mount its routes and jobs, and call

@@ -275,10 +275,19 @@ struct LiveEvent {
 }
 
 #[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
 struct LiveMessage {
     id: Uuid,
+    conversation_id: Uuid,
     status: String,
     seq: i32,
+}
+
+/// A reply seen announced: its conversation and the last token sent.
+#[derive(Clone, Copy)]
+struct Seen {
+    conversation: Uuid,
+    sent: i32,
 }
 
 struct Connection {
@@ -293,8 +302,8 @@ struct Connection {
     /// Replies a `resume` follower is sending; their live frames are left to it.
     followed: HashSet<Uuid>,
     followed_tx: mpsc::Sender<Followed>,
-    /// Replies seen announced, and the last token sent of each.
-    seen: HashMap<Uuid, i32>,
+    /// Replies seen announced, and how far they were sent.
+    seen: HashMap<Uuid, Seen>,
     missed_pongs: u32,
     _open: GaugeGuard,
 }
@@ -653,9 +662,13 @@ impl Connection {
     fn live_event(&mut self, event: Result<Arc<str>, Missed>) -> Result<(), End> {
         let text = match event {
             Ok(text) => text,
-            // Fell behind the hub: the client reconnects and resumes from what it has.
+            // Fell behind: the replies under way continue from the database.
             Err(Missed::Lagged(_)) => {
-                return Err(End::Close(CloseCode::Again, "fell behind; reconnect"));
+                let behind: Vec<(Uuid, Seen)> = self.seen.drain().collect();
+                for (message, seen) in behind {
+                    self.follow_from(message, seen);
+                }
+                return Ok(());
             }
             Err(Missed::Closed) => return Err(End::Close(CloseCode::Away, "shutting down")),
         };
@@ -670,25 +683,19 @@ impl Connection {
                 if self.followed.contains(&message) {
                     return Ok(());
                 }
-                let Some(&last) = self.seen.get(&message) else {
+                let Some(seen) = self.seen.get_mut(&message) else {
                     return Ok(());
                 };
-                if seq <= last {
+                if seq <= seen.sent {
                     return Ok(());
                 }
-                if seq > last + 1 {
-                    // Missed pieces: a follower sends them, from the database, then goes on.
-                    let Some(user) = &self.user else {
-                        return Ok(());
-                    };
-                    let live = self.service.subscribe(user.user_id);
-                    let conversation = self.conversation_of(&text);
-                    if let Some(conversation) = conversation {
-                        self.start_following(conversation, message, last, live);
-                    }
+                if seq > seen.sent + 1 {
+                    // Missed pieces: a follower sends them from the database, then goes on.
+                    let seen = *seen;
+                    self.follow_from(message, seen);
                     return Ok(());
                 }
-                self.seen.insert(message, seq);
+                seen.sent = seq;
                 self.send(Out::Text(text.to_string()))
             }
             "message" => {
@@ -702,7 +709,11 @@ impl Connection {
                     if self.seen.len() >= MAX_TRACKED {
                         self.seen.clear();
                     }
-                    self.seen.insert(message.id, message.seq);
+                    let seen = Seen {
+                        conversation: message.conversation_id,
+                        sent: message.seq,
+                    };
+                    self.seen.insert(message.id, seen);
                 } else {
                     self.seen.remove(&message.id);
                 }
@@ -712,14 +723,12 @@ impl Connection {
         }
     }
 
-    fn conversation_of(&self, text: &str) -> Option<Uuid> {
-        #[derive(Deserialize)]
-        #[serde(rename_all = "camelCase")]
-        struct Of {
-            conversation_id: Uuid,
-        }
-        serde_json::from_str::<Of>(text)
-            .ok()
-            .map(|of| of.conversation_id)
+    /// Continues a reply this connection was sending, from the database.
+    fn follow_from(&mut self, message: Uuid, seen: Seen) {
+        let Some(user) = &self.user else {
+            return;
+        };
+        let live = self.service.subscribe(user.user_id);
+        self.start_following(seen.conversation, message, seen.sent, live);
     }
 }

@@ -314,7 +314,17 @@ pub fn branch(
     start: Uuid,
     limit: i64,
 ) -> QueryResult<Vec<PlacedMessage>> {
-    diesel::sql_query(format!(
+    diesel::sql_query(branch_sql())
+        .bind::<SqlUuid, _>(start)
+        .bind::<SqlUuid, _>(conversation)
+        .bind::<BigInt, _>(limit)
+        .load(conn)
+}
+
+/// The statement of [`branch`]: `$1` the newest message, `$2` the conversation, `$3` how
+/// many.
+fn branch_sql() -> String {
+    format!(
         "WITH RECURSIVE branch AS ( \
            SELECT id, parent_id, 1 AS n FROM chat.messages \
            WHERE id = $1 AND conversation_id = $2 \
@@ -332,11 +342,29 @@ pub fn branch(
          ORDER BY b.n",
         SIBLING_KEY_X = SIBLING_KEY.replace("parent_id", "x.parent_id"),
         SIBLING_KEY_M = SIBLING_KEY.replace("parent_id", "m.parent_id"),
-    ))
-    .bind::<SqlUuid, _>(start)
-    .bind::<SqlUuid, _>(conversation)
-    .bind::<BigInt, _>(limit)
-    .load(conn)
+    )
+}
+
+/// The two statements of a first history page of `limit` messages (the conversation, then
+/// its branch from `leaf`), values inlined: for `EXPLAIN` and pgbench.
+pub fn history_statements(conversation: Uuid, user: Uuid, leaf: Uuid, limit: i64) -> String {
+    let find = conversations::table
+        .find(conversation)
+        .filter(conversations::user_id.eq(user))
+        .select(ConversationRow::as_select())
+        .limit(1);
+    let find = diesel::debug_query::<Pg, _>(&find).to_string();
+    let find = find.split(" -- binds:").next().unwrap_or_default();
+    let find = find
+        .replace("$1", &format!("'{conversation}'"))
+        .replace("$2", &format!("'{user}'"))
+        .replace("$3", "1");
+    // One more than the page, to learn whether there is an older page.
+    let branch = branch_sql()
+        .replace("$1", &format!("'{leaf}'"))
+        .replace("$2", &format!("'{conversation}'"))
+        .replace("$3", &(limit + 1).to_string());
+    format!("{find};\n{branch};")
 }
 
 /// The ids of `parent`'s children (roots when `None`), oldest first.
