@@ -177,6 +177,8 @@ impl ApplicationBuilder {
                     )
                     .default_service(web::to(http::not_found))
             })
+            // Streamed replies are many small writes: send each at once (no Nagle delay).
+            .tcp_nodelay(true)
             .listen(listener)?
             .disable_signals()
             .shutdown_timeout(settings.server.shutdown_timeout_secs);

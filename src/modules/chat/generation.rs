@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use serde_json::json;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -46,7 +46,8 @@ pub struct Job {
     pub user: Uuid,
     pub conversation: Uuid,
     pub message: Uuid,
-    pub request: Request,
+    /// The model's answer, already asked for ([`Engine::ask`]).
+    pub upstream: Upstream,
     /// Text already in the message (a continued reply), its pieces and where they end.
     pub prefix: String,
     pub seq: i32,
@@ -59,6 +60,15 @@ pub struct Job {
 struct Running {
     stop: CancellationToken,
 }
+
+/// A model's answer under way, read ahead into a queue while the reply's row is stored, so
+/// the model's latency overlaps ours. Dropping it cancels the upstream request.
+pub struct Upstream {
+    events: mpsc::Receiver<Result<Event, LlmError>>,
+}
+
+/// Events read ahead before the reply's task takes them.
+const READ_AHEAD: usize = 256;
 
 pub struct Engine {
     db: Db,
@@ -104,6 +114,27 @@ impl Engine {
 
     fn running(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, Running>> {
         self.running.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Asks the model now. The request runs until the answer ends or the result is dropped.
+    pub fn ask(&self, request: Request) -> Upstream {
+        let mut stream = self.llm.stream(request);
+        let (events, receiver) = mpsc::channel(READ_AHEAD);
+        tokio::spawn(async move {
+            loop {
+                let event = tokio::select! {
+                    // Nobody will read it: drop the stream, which closes the request.
+                    () = events.closed() => return,
+                    event = stream.next() => event,
+                };
+                let Some(event) = event else { return };
+                let last = !matches!(event, Ok(Event::Text(_)));
+                if events.send(event).await.is_err() || last {
+                    return;
+                }
+            }
+        });
+        Upstream { events: receiver }
     }
 
     /// Starts writing the reply; the receiver gets the finished message.
@@ -157,7 +188,7 @@ impl Engine {
             self.publish(job.user, json!({"type": "message", "message": message}))
                 .await;
         }
-        let mut stream = self.llm.stream(job.request);
+        let mut stream = job.upstream.events;
         let first_seq = job.seq;
         let mut content = job.prefix;
         let mut seq = job.seq;
@@ -183,7 +214,7 @@ impl Engine {
                         last_write = Instant::now();
                     }
                 }
-                event = stream.next() => match event {
+                event = stream.recv() => match event {
                     Some(Ok(Event::Text(piece))) => {
                         if seq == first_seq {
                             self.metrics.first_token(started.elapsed());

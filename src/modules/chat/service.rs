@@ -221,9 +221,13 @@ impl Service {
         user: Uuid,
         id: Uuid,
     ) -> Result<(ConversationRow, Persona, String), ChatError> {
-        let conversation = self.conversation(user, id).await?;
+        let (conversation, user_name) =
+            futures_util::try_join!(self.conversation(user, id), self.user_name(user))?;
+        // Checked again when the reply is stored; refusing here spares the model a request.
+        if conversation.generating_id.is_some() {
+            return Err(ChatError::Busy);
+        }
         let persona = self.persona(user, conversation.character_id).await?;
-        let user_name = self.user_name(user).await?;
         Ok((conversation, persona, user_name))
     }
 
@@ -544,6 +548,9 @@ impl Service {
             .run(move |conn| Ok::<_, ChatError>(store::progress(conn, id, message)?))
             .await?
             .ok_or(ChatError::NotFound)?;
+        // The model starts while the row is stored; if storing fails, dropping the answer
+        // cancels it.
+        let upstream = self.engine.ask(request);
         let model = self.engine.model_name().to_owned();
         let row = self
             .db
@@ -564,7 +571,7 @@ impl Service {
             user,
             conversation: id,
             message,
-            request,
+            upstream,
             prefix: progress.content,
             seq: progress.seq,
             piece_ends: progress.piece_ends,
@@ -648,25 +655,34 @@ impl Service {
         user_name: &str,
         seed_from: Uuid,
     ) -> Result<(Request, Value), ChatError> {
+        // History beyond what the context window holds (at 4 characters a token) is never
+        // read.
+        let max_chars = i64::from(self.llm.context_tokens.saturating_sub(self.llm.max_tokens)) * 4;
         let mut history: Vec<Turn> = match last {
             Some(last) => {
                 let mut branch = self
                     .db
                     .run(move |conn| {
-                        Ok::<_, ChatError>(store::branch(conn, conversation, last, PROMPT_HISTORY)?)
+                        Ok::<_, ChatError>(store::turns(
+                            conn,
+                            conversation,
+                            last,
+                            PROMPT_HISTORY,
+                            max_chars,
+                        )?)
                     })
                     .await?;
                 branch.reverse();
                 branch
                     .into_iter()
-                    .filter(|p| !(p.message.role == "assistant" && p.message.content.is_empty()))
-                    .map(|p| Turn {
-                        role: if p.message.role == "user" {
+                    .filter(|turn| !(turn.role == "assistant" && turn.content.is_empty()))
+                    .map(|turn| Turn {
+                        role: if turn.role == "user" {
                             Role::User
                         } else {
                             Role::Assistant
                         },
-                        content: p.message.content,
+                        content: turn.content,
                     })
                     .collect()
             }
@@ -729,6 +745,9 @@ impl Service {
                 reply_id,
             )
             .await?;
+        // The model starts while the messages are stored; if storing fails (another reply
+        // began meanwhile), dropping the answer cancels it.
+        let upstream = self.engine.ask(request);
         let model = self.engine.model_name().to_owned();
         let parent_depth = plan.parent.as_ref().map(|p| p.depth);
         let user_text = plan.user_text.clone();
@@ -794,7 +813,7 @@ impl Service {
             user,
             conversation: id,
             message: reply_id,
-            request,
+            upstream,
             prefix: String::new(),
             seq: 0,
             piece_ends: Vec::new(),

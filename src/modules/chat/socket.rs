@@ -167,7 +167,6 @@ pub async fn connect(
         .aggregate_continuations()
         .max_continuation_size(settings.max_frame_bytes);
     let (queue, outgoing) = mpsc::channel(settings.send_queue.max(1));
-    let (followed_tx, followed_rx) = mpsc::channel(settings.send_queue.max(1));
     let connection = Connection {
         service: service.get_ref().clone(),
         platform: platform.into_inner(),
@@ -178,7 +177,7 @@ pub async fn connect(
         live: None,
         queue,
         followed: HashSet::new(),
-        followed_tx,
+        followers: None,
         seen: HashMap::new(),
         missed_pongs: 0,
         _open: service.metrics().socket(),
@@ -186,9 +185,7 @@ pub async fn connect(
     let writer = actix_web::rt::spawn(write(session, outgoing));
     let closing = sockets.closing.clone();
     actix_web::rt::spawn(sockets.tasks.track_future(async move {
-        connection
-            .run(user, stream, followed_rx, closing, writer)
-            .await;
+        connection.run(user, stream, closing, writer).await;
     }));
     Ok(response)
 }
@@ -301,11 +298,26 @@ struct Connection {
     queue: mpsc::Sender<Out>,
     /// Replies a `resume` follower is sending; their live frames are left to it.
     followed: HashSet<Uuid>,
-    followed_tx: mpsc::Sender<Followed>,
+    /// What the followers send, made with the first one (most connections never resume).
+    followers: Option<(mpsc::Sender<Followed>, mpsc::Receiver<Followed>)>,
     /// Replies seen announced, and how far they were sent.
     seen: HashMap<Uuid, Seen>,
     missed_pongs: u32,
     _open: GaugeGuard,
+}
+
+/// The next frame of a follower, or never when there is none.
+async fn next_followed(
+    followers: &mut Option<(mpsc::Sender<Followed>, mpsc::Receiver<Followed>)>,
+) -> Followed {
+    match followers {
+        Some((_, receiver)) => match receiver.recv().await {
+            Some(item) => item,
+            // Cannot happen while we hold a sender; wait like an empty channel.
+            None => std::future::pending().await,
+        },
+        None => std::future::pending().await,
+    }
 }
 
 /// The next live event, or never when not subscribed yet.
@@ -321,7 +333,6 @@ impl Connection {
         mut self,
         user: Option<AuthUser>,
         mut stream: actix_ws::AggregatedMessageStream,
-        mut followed: mpsc::Receiver<Followed>,
         closing: CancellationToken,
         writer: actix_web::rt::task::JoinHandle<()>,
     ) {
@@ -351,7 +362,7 @@ impl Connection {
                     None => Err(End::Gone),
                 },
                 event = next_live(&mut self.live) => self.live_event(event),
-                Some(item) = followed.recv() => self.follower_item(item),
+                item = next_followed(&mut self.followers) => self.follower_item(item),
             };
             if let Err(end) = step {
                 break end;
@@ -636,7 +647,12 @@ impl Connection {
             None,
             frames,
         );
-        let out = self.followed_tx.clone();
+        let capacity = self.settings.send_queue.max(1);
+        let out = self
+            .followers
+            .get_or_insert_with(|| mpsc::channel(capacity))
+            .0
+            .clone();
         actix_web::rt::spawn(async move {
             while let Some(frame) = receiver.recv().await {
                 if out.send(Followed::Frame(frame.live_text())).await.is_err() {

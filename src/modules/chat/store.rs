@@ -566,3 +566,39 @@ pub fn reply_conversation(
         .first(conn)
         .optional()
 }
+
+/// A message of a prompt's history.
+#[derive(Debug, QueryableByName)]
+pub struct TurnRow {
+    #[diesel(sql_type = Text)]
+    pub role: String,
+    #[diesel(sql_type = Text)]
+    pub content: String,
+}
+
+/// The branch ending at `last`, newest first, only as far back as a prompt can use: at most
+/// `limit` messages, stopping after the one that brings the text to `max_chars` characters.
+/// Roles and texts only: a prompt needs no sibling counts.
+pub fn turns(
+    conn: &mut PgConnection,
+    conversation: Uuid,
+    last: Uuid,
+    limit: i64,
+    max_chars: i64,
+) -> QueryResult<Vec<TurnRow>> {
+    diesel::sql_query(
+        "WITH RECURSIVE branch AS ( \
+           SELECT id, parent_id, role, content, 1 AS n, length(content)::bigint AS total \
+           FROM chat.messages WHERE id = $1 AND conversation_id = $2 \
+           UNION ALL \
+           SELECT p.id, p.parent_id, p.role, p.content, b.n + 1, b.total + length(p.content) \
+           FROM chat.messages p JOIN branch b ON p.id = b.parent_id \
+           WHERE b.n < $3 AND b.total < $4 \
+         ) SELECT role, content FROM branch ORDER BY n",
+    )
+    .bind::<SqlUuid, _>(last)
+    .bind::<SqlUuid, _>(conversation)
+    .bind::<BigInt, _>(limit)
+    .bind::<BigInt, _>(max_chars)
+    .load(conn)
+}
