@@ -8,7 +8,8 @@
 #      request straight to the same fake model, alternated (goal: added p50 ≤ 1 ms,
 #      p99 ≤ 3 ms). Measured by the example `chat_bench ttft`.
 #   3. 10,000 idle WebSocket connections of 10,000 different users: the server's RSS
-#      growth per connection (goal ≤ 16 KiB).
+#      growth per connection (goal ≤ 16 KiB), next to the same measure on the example
+#      `ws_floor` (bare actix-web + actix-ws, no application): what the framework costs.
 # The database holds 210,100 messages: the two conversations above and 200 others of 1,000.
 # Usage: bench/chat.sh          (needs PostgreSQL like scripts/dev; installs wrk)
 set -euo pipefail
@@ -29,7 +30,7 @@ psql -q "$(server_url "$DATABASE_URL")" -c "DROP DATABASE IF EXISTS companion_be
 ensure_database
 
 say "building the release binary and the measuring example"
-cargo build --release --quiet --bin companion --example chat_bench
+cargo build --release --quiet --bin companion --example chat_bench --example ws_floor
 BIN=target/release/companion
 TOOL=target/release/examples/chat_bench
 export COMPANION_ENV=production COMPANION__AUTH__JWT_SECRET=bench-secret-bench-secret-bench-secret-0
@@ -139,6 +140,24 @@ echo "RSS before ${rss_before} KiB, with $opened connections ${rss_after} KiB (s
 kill "$app"; wait "$app" 2>/dev/null || true
 app=
 
+say "idle WebSockets on the bare framework (ws_floor)"
+target/release/examples/ws_floor "$PORT_APP" &
+app=$!
+until curl -s -o /dev/null "http://127.0.0.1:$PORT_APP/"; do sleep 0.05; done
+sleep 1
+floor_before=$(rss_kib)
+: >"$WORK/idle.out"
+"$TOOL" idle --url "ws://127.0.0.1:$PORT_APP/api/v1/ws" --tokens "$WORK/tokens" --count "$SOCKETS" >"$WORK/idle.out" &
+idle=$!
+until grep -q '^open' "$WORK/idle.out" 2>/dev/null; do sleep 0.2; done
+sleep 3
+floor_after=$(rss_kib)
+floor_opened=$(awk '/^open/ {print $2}' "$WORK/idle.out")
+kill "$idle"; wait "$idle" 2>/dev/null || true
+idle=
+kill "$app"; wait "$app" 2>/dev/null || true
+app=
+
 "$BIN" admin history-sql --conversation "$LONG" --user "$user_one" \
     --leaf "00000001-0000-7000-8000-$(printf '%012x' 10000)" \
     >"$WORK/history.sql"
@@ -155,6 +174,7 @@ ttft_out=$("$TOOL" ttft --server-bin "$BIN" --count "$TTFT_COUNT")
 ratio=$(awk -v a="$long_p50" -v b="$short_p50" 'BEGIN { printf "%.2f", a / b }')
 vs_pg=$(awk -v a="$long_rps" -v b="$pg_tps" 'BEGIN { printf "%.2f", a / b }')
 per_socket=$(awk -v a="$rss_after" -v b="$rss_before" -v n="$opened" 'BEGIN { printf "%.1f", (a - b) / n }')
+floor=$(awk -v a="$floor_after" -v b="$floor_before" -v n="$floor_opened" 'BEGIN { printf "%.1f", (a - b) / n }')
 echo
 echo "| measure | result | goal |"
 echo "|---|---|---|"
@@ -164,5 +184,6 @@ echo "| p50 ratio 10,000 ÷ 100 | ${ratio} | ≤ 1.2 |"
 echo "| pgbench of the same statements, tps | ${pg_tps} | |"
 echo "| history (10,000) ÷ pgbench | ${vs_pg}× | ≥ 0.5× |"
 echo "| idle WebSockets: RSS growth per connection ($opened open) | ${per_socket} KiB | ≤ 16 KiB |"
+echo "| the same on bare actix-web + actix-ws ($floor_opened open) | ${floor} KiB | |"
 echo
 echo "$ttft_out"
