@@ -543,11 +543,7 @@ impl Service {
         let (request, prompt) = self
             .request(id, Some(message), None, &persona, &user_name, message)
             .await?;
-        let progress = self
-            .db
-            .run(move |conn| Ok::<_, ChatError>(store::progress(conn, id, message)?))
-            .await?
-            .ok_or(ChatError::NotFound)?;
+        let progress = self.progress(id, message).await?;
         // The model starts while the row is stored; if storing fails, dropping the answer
         // cancels it.
         let upstream = self.engine.ask(request);

@@ -48,8 +48,9 @@ use super::metrics::GaugeGuard;
 use super::service::{ChatError, Service};
 use crate::config::WebSocketSettings;
 use crate::platform::Platform;
-use crate::platform::http::{AppError, AuthUser, ErrorCode, SessionCheck, TokenKeys, bearer_token};
-use crate::platform::http::{refusal, tier_quota};
+use crate::platform::http::{
+    AppError, AuthUser, ErrorCode, SessionCheck, TokenKeys, bearer_token, charge_user,
+};
 use crate::platform::realtime::{Missed, Subscription};
 
 /// The sub-protocol that carries a token: `Sec-WebSocket-Protocol: bearer, <token>`.
@@ -306,6 +307,15 @@ struct Connection {
     _open: GaugeGuard,
 }
 
+/// `{type:"error", code, message, ref?}`.
+fn error_frame(code: ErrorCode, message: &str, reference: Option<&str>) -> Value {
+    let mut frame = json!({ "type": "error", "code": code, "message": message });
+    if let Some(reference) = reference {
+        frame["ref"] = json!(reference);
+    }
+    frame
+}
+
 /// The next frame of a follower, or never when there is none.
 async fn next_followed(
     followers: &mut Option<(mpsc::Sender<Followed>, mpsc::Receiver<Followed>)>,
@@ -399,26 +409,20 @@ impl Connection {
     }
 
     fn error(&self, code: ErrorCode, message: &str, reference: Option<&str>) -> Result<(), End> {
-        let mut frame = json!({ "type": "error", "code": code, "message": message });
-        if let Some(reference) = reference {
-            frame["ref"] = json!(reference);
-        }
-        self.send(Out::Text(frame.to_string()))
+        self.send(Out::Text(error_frame(code, message, reference).to_string()))
     }
 
+    /// An API error as an `error` frame: the envelope's code, message and details (which,
+    /// like the envelope's, never carry a cause).
     fn app_error(&self, error: &AppError, reference: Option<&str>) -> Result<(), End> {
-        let code = error.code();
-        if code == ErrorCode::InternalError || code == ErrorCode::ServiceUnavailable {
-            if let Some(cause) = error.cause() {
-                tracing::error!(error = %cause, "a WebSocket frame failed");
-            }
-            return self.error(
-                code,
-                "Something went wrong on our side; try again.",
-                reference,
-            );
+        if let Some(cause) = error.cause() {
+            tracing::error!(error = %cause, "a WebSocket frame failed");
         }
-        self.error(code, error.message(), reference)
+        let mut frame = error_frame(error.code(), error.message(), reference);
+        if let Some(details) = error.details() {
+            frame["details"] = details.clone();
+        }
+        self.send(Out::Text(frame.to_string()))
     }
 
     async fn tick(&mut self) -> Result<(), End> {
@@ -554,16 +558,8 @@ impl Connection {
             return Ok(());
         };
         // A message over a socket costs what `POST …/messages` costs.
-        if let Some(quota) = tier_quota(&self.platform.settings.ratelimit, &user.tier)
-            && let Some(decision) = self
-                .platform
-                .limits
-                .lenient(&format!("user:{}", user.user_id), quota)
-                .await
-            && !decision.allowed
-        {
-            self.platform.metrics.rate_limit_event("rejected");
-            return self.app_error(&refusal(&decision), reference);
+        if let Err(refused) = charge_user(&self.platform, user.user_id, &user.tier).await {
+            return self.app_error(&refused, reference);
         }
         match self
             .service

@@ -193,6 +193,11 @@ impl AppError {
         &self.message
     }
 
+    /// Per-field problems, when there are some.
+    pub fn details(&self) -> Option<&Value> {
+        self.details.as_ref()
+    }
+
     /// The cause chain, for logs.
     pub fn cause(&self) -> Option<&anyhow::Error> {
         self.cause.as_ref()

@@ -14,6 +14,7 @@ use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
 use actix_web::middleware::Next;
 use actix_web::{Error, HttpMessage, ResponseError, web};
+use uuid::Uuid;
 
 use super::auth::{TokenKeys, bearer_token};
 use super::client::client_ip;
@@ -57,6 +58,40 @@ pub fn tier_quota(settings: &RateLimitSettings, tier: &str) -> Option<Quota> {
     Quota::configured(per_minute, Duration::from_secs(60))
 }
 
+fn user_key(user: Uuid) -> String {
+    format!("user:{user}")
+}
+
+/// Counts one request of `key` against `quota` (none: unlimited). `Ok` with the decision to
+/// report (`None` when unlimited or the limiter failed open), or `Err` with the refusal.
+async fn charge(
+    platform: &Platform,
+    key: &str,
+    quota: Option<Quota>,
+) -> Result<Option<Decision>, Decision> {
+    let decision = match quota {
+        Some(quota) => platform.limits.lenient(key, quota).await,
+        None => None,
+    };
+    match decision {
+        Some(decision) if !decision.allowed => {
+            platform.metrics.rate_limit_event("rejected");
+            Err(decision)
+        }
+        decision => Ok(decision),
+    }
+}
+
+/// Counts one request of a signed-in user against their tier's quota, for work that does not
+/// arrive as an HTTP request (a WebSocket frame); the 429 when over it.
+pub async fn charge_user(platform: &Platform, user: Uuid, tier: &str) -> Result<(), AppError> {
+    let quota = tier_quota(&platform.settings.ratelimit, tier);
+    charge(platform, &user_key(user), quota)
+        .await
+        .map(|_| ())
+        .map_err(|refused| refusal(&refused))
+}
+
 pub async fn rate_limit(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
@@ -73,10 +108,7 @@ pub async fn rate_limit(
         .and_then(|keys| bearer_token(req.request()).and_then(|t| keys.verify_access(t)));
     let (key, quota) = match claims {
         Some(claims) => {
-            let limit = (
-                format!("user:{}", claims.sub),
-                tier_quota(settings, &claims.tier),
-            );
+            let limit = (user_key(claims.sub), tier_quota(settings, &claims.tier));
             // Verified once: `AuthUser` picks the claims up instead of verifying again.
             req.extensions_mut().insert(claims);
             limit
@@ -94,16 +126,14 @@ pub async fn rate_limit(
             )
         }
     };
-    let decision = match quota {
-        Some(quota) => platform.limits.lenient(&key, quota).await,
-        None => None,
+    let decision = match charge(&platform, &key, quota).await {
+        Ok(decision) => decision,
+        Err(refused) => {
+            let mut response = refusal(&refused).error_response();
+            set_headers(response.headers_mut(), &refused);
+            return Ok(req.into_response(response).map_into_right_body());
+        }
     };
-    if let Some(decision) = decision.filter(|d| !d.allowed) {
-        platform.metrics.rate_limit_event("rejected");
-        let mut response = refusal(&decision).error_response();
-        set_headers(response.headers_mut(), &decision);
-        return Ok(req.into_response(response).map_into_right_body());
-    }
     let mut res = next.call(req).await?;
     if let Some(decision) = decision {
         set_headers(res.headers_mut(), &decision);
