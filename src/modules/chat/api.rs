@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use super::follow::{Frame, follow};
+use super::follow::{Frame, follow, follow_started};
 use super::service::{MAX_PAGE, MAX_TITLE, Service, Started};
 use super::store::ConversationChanges;
 use super::views::MessageView;
@@ -99,7 +99,7 @@ async fn reply_answer(
     match live {
         Some(live) => {
             let first = started.user_message.clone().map(Frame::Message);
-            let frames = follow(
+            let frames = follow_started(
                 service.clone(),
                 conversation,
                 started.reply.id,

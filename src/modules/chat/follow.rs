@@ -84,6 +84,8 @@ struct Reader {
     conversation: Uuid,
     message: Uuid,
     sent: i32,
+    /// Subscribed before the reply began, at its current end: nothing to catch up on.
+    from_start: bool,
     frames: mpsc::Sender<Frame>,
 }
 
@@ -162,12 +164,14 @@ impl Reader {
     }
 
     async fn run(mut self, mut live: Subscription) -> Result<(), ChatError> {
-        let progress = self.progress().await?;
-        if progress.status != "streaming" {
-            return self.finish().await;
-        }
-        if !self.catch_up(&progress).await {
-            return Ok(());
+        if !self.from_start {
+            let progress = self.progress().await?;
+            if progress.status != "streaming" {
+                return self.finish().await;
+            }
+            if !self.catch_up(&progress).await {
+                return Ok(());
+            }
         }
         let me = self.message;
         let is_me = |id: &Value| id.as_str().and_then(|id| id.parse::<Uuid>().ok()) == Some(me);
@@ -254,6 +258,30 @@ pub fn follow(
     receiver
 }
 
+/// [`follow`] for a reply this request just started, subscribed before it began, with
+/// `after` its first piece to come: the database has nothing to add yet, so it is not read
+/// before the first live piece.
+pub fn follow_started(
+    service: Service,
+    conversation: Uuid,
+    message: Uuid,
+    after: i32,
+    live: Subscription,
+    first: Option<Frame>,
+) -> mpsc::Receiver<Frame> {
+    let (frames, receiver) = mpsc::channel(QUEUE);
+    let reader = Reader {
+        service,
+        conversation,
+        message,
+        sent: after.max(0),
+        from_start: true,
+        frames,
+    };
+    spawn_reader(reader, live, first);
+    receiver
+}
+
 /// [`follow`], sending into `frames`; the sender is dropped when the reader ends.
 pub fn follow_into(
     service: Service,
@@ -264,19 +292,25 @@ pub fn follow_into(
     first: Option<Frame>,
     frames: mpsc::Sender<Frame>,
 ) {
+    let reader = Reader {
+        service,
+        conversation,
+        message,
+        sent: after.max(0),
+        from_start: false,
+        frames,
+    };
+    spawn_reader(reader, live, first);
+}
+
+fn spawn_reader(reader: Reader, live: Subscription, first: Option<Frame>) {
     tokio::spawn(async move {
         if let Some(first) = first
-            && frames.send(first).await.is_err()
+            && reader.frames.send(first).await.is_err()
         {
             return;
         }
-        let reader = Reader {
-            service,
-            conversation,
-            message,
-            sent: after.max(0),
-            frames,
-        };
+        let message = reader.message;
         if let Err(error) = reader.run(live).await {
             tracing::warn!(%error, %message, "stopped following a reply");
         }

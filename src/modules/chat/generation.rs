@@ -3,10 +3,11 @@
 //! - The model is asked ([`Engine::ask`]) as soon as the prompt is built, while the reply's
 //!   row is being stored; its answer is read ahead into a queue, and dropped (cancelling the
 //!   request) if storing fails.
-//! - The reply's row exists before the first token (status `streaming`). Pieces are
-//!   published to the user's connections as they come (`platform::realtime`) and stored at
-//!   least every [`FLUSH_EVERY`] or [`FLUSH_PIECES`] pieces, so a reader that reconnects
-//!   catches up from the database.
+//! - The reply's row exists before the first token (status `streaming`); what the model
+//!   was sent is stored with the first progress (or the end), after the first token.
+//!   Pieces are published to the user's connections as they come (`platform::realtime`)
+//!   and stored at least every [`FLUSH_EVERY`] or [`FLUSH_PIECES`] pieces, so a reader that
+//!   reconnects catches up from the database.
 //! - The row ends `complete`, `stopped` (someone asked), `failed` (with the model's error
 //!   code and a sentence) or `interrupted` (this server shut down). Closing the request or
 //!   every socket changes nothing.
@@ -58,6 +59,9 @@ pub struct Job {
     /// Messages to show every connection of the user before the first piece: the user
     /// message that asked for the reply, and the reply itself (status `streaming`).
     pub announce: Vec<MessageView>,
+    /// What the model was sent, when it is not stored yet: written with the reply's first
+    /// progress (or its end), off the path to the first token.
+    pub prompt: Option<serde_json::Value>,
 }
 
 struct Running {
@@ -192,6 +196,7 @@ impl Engine {
                 .await;
         }
         let mut stream = job.upstream.events;
+        let mut prompt = job.prompt;
         let first_seq = job.seq;
         let mut content = job.prefix;
         let mut seq = job.seq;
@@ -208,7 +213,7 @@ impl Engine {
                 _ = ticker.tick() => {
                     let due = seq > stored_seq || last_write.elapsed() >= HEARTBEAT;
                     if due {
-                        match self.flush(job.message, &content, seq, &ends).await {
+                        match self.flush(job.message, &content, seq, &ends, prompt.take()).await {
                             Ok(true) => break Outcome::Stopped,
                             Ok(false) => {}
                             Err(error) => tracing::warn!(%error, "could not store a reply's progress"),
@@ -230,7 +235,7 @@ impl Engine {
                             "messageId": job.message, "seq": seq, "delta": piece,
                         })).await;
                         if seq - stored_seq >= FLUSH_PIECES {
-                            match self.flush(job.message, &content, seq, &ends).await {
+                            match self.flush(job.message, &content, seq, &ends, prompt.take()).await {
                                 Ok(true) => break Outcome::Stopped,
                                 Ok(false) => {}
                                 Err(error) => tracing::warn!(%error, "could not store a reply's progress"),
@@ -256,6 +261,17 @@ impl Engine {
         self.metrics.generation_ended(elapsed, tokens);
         if let Outcome::Failed(error) = &outcome {
             self.metrics.upstream_error(error.code());
+        }
+        // A reply that ended before its first progress was stored: its prompt is stored now.
+        if let Some(prompt) = prompt.take() {
+            let message = job.message;
+            let stored = self
+                .db
+                .run(move |conn| store::set_prompt(conn, message, &prompt).map_err(DbError::from))
+                .await;
+            if let Err(error) = stored {
+                tracing::warn!(%error, "could not store a reply's prompt");
+            }
         }
         let finished = self
             .finish(
@@ -291,11 +307,15 @@ impl Engine {
         content: &str,
         seq: i32,
         ends: &[i32],
+        prompt: Option<serde_json::Value>,
     ) -> Result<bool, DbError> {
         let (content, ends) = (content.to_owned(), ends.to_vec());
         self.db
             .run(move |conn| {
-                store::flush_reply(conn, message, &content, seq, &ends).map_err(DbError::from)
+                if let Some(prompt) = &prompt {
+                    store::set_prompt(conn, message, prompt)?;
+                }
+                Ok(store::flush_reply(conn, message, &content, seq, &ends)?)
             })
             .await
     }

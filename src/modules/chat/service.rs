@@ -11,7 +11,8 @@ use super::generation::{Engine, Job};
 use super::metrics::ChatMetrics;
 use super::prompt::{self, Turn};
 use super::store::{
-    self, ConversationChanges, ConversationRow, MessageRow, NewConversation, NewMessage,
+    self, ConversationChanges, ConversationRow, MessageRow, NewConversation, NewMessage, NewTurn,
+    TurnMessage,
 };
 use super::views::{ConversationView, MessageView, SummaryView};
 use crate::config::LlmSettings;
@@ -572,6 +573,7 @@ impl Service {
             seq: progress.seq,
             piece_ends: progress.piece_ends,
             announce: vec![row.clone()],
+            prompt: None,
         });
         Ok(Started {
             user_message: None,
@@ -716,8 +718,10 @@ impl Service {
         Ok((request, stored))
     }
 
-    /// Inserts the user message (if any) and the reply's row in one transaction, then hands
-    /// the reply to the engine. Refused (nothing stored) while another reply is written.
+    /// Inserts the user message (if any) and the reply's row in one statement
+    /// ([`store::start_turn`]), then hands the reply to the engine. Refused (nothing stored)
+    /// while another reply is written. The prompt is stored by the engine with the reply's
+    /// first progress, off the path to the first token.
     async fn start_reply(
         &self,
         user: Uuid,
@@ -745,66 +749,56 @@ impl Service {
         // began meanwhile), dropping the answer cancels it.
         let upstream = self.engine.ask(request);
         let model = self.engine.model_name().to_owned();
-        let parent_depth = plan.parent.as_ref().map(|p| p.depth);
-        let user_text = plan.user_text.clone();
+        let first_depth = plan.parent.as_ref().map_or(0, |p| p.depth + 1);
+        let user_text = plan.user_text;
         let (name, avatar) = (persona.name.clone(), persona.avatar_url.clone());
-        let (user_view, reply_view) = self
+        let placed = self
             .db
-            .transaction(move |conn| {
-                let conversation =
-                    store::lock_conversation(conn, id, user)?.ok_or(ChatError::NotFound)?;
-                if conversation.generating_id.is_some() {
-                    return Err(ChatError::Busy);
-                }
-                let mut depth = parent_depth.map_or(0, |d| d + 1);
-                let mut parent = parent_id;
+            .run(move |conn| {
+                let mut messages = Vec::with_capacity(2);
+                let (mut parent, mut depth) = (parent_id, first_depth);
                 if let (Some(message_id), Some(text)) = (user_message_id, &user_text) {
-                    store::insert_message(
-                        conn,
-                        &NewMessage {
-                            id: message_id,
-                            conversation_id: id,
-                            parent_id: parent,
-                            depth,
-                            role: "user",
-                            content: text,
-                            status: "complete",
-                            heartbeat_at: None,
-                            model: None,
-                            prompt: None,
-                        },
-                    )?;
+                    messages.push(TurnMessage {
+                        id: message_id,
+                        parent_id: parent,
+                        depth,
+                        role: "user",
+                        content: text,
+                    });
                     parent = Some(message_id);
                     depth += 1;
                 }
-                store::insert_message(
+                messages.push(TurnMessage {
+                    id: reply_id,
+                    parent_id: parent,
+                    depth,
+                    role: "assistant",
+                    content: "",
+                });
+                let placed = store::start_turn(
                     conn,
-                    &NewMessage {
-                        id: reply_id,
-                        conversation_id: id,
-                        parent_id: parent,
-                        depth,
-                        role: "assistant",
-                        content: "",
-                        status: "streaming",
-                        heartbeat_at: Some(chrono::Utc::now()),
-                        model: Some(&model),
-                        prompt: Some(&stored),
+                    &NewTurn {
+                        conversation: id,
+                        user,
+                        messages: &messages,
+                        model: &model,
+                        character_name: &name,
+                        character_avatar_url: avatar.as_deref(),
                     },
                 )?;
-                store::set_active(conn, id, Some(reply_id), Some(reply_id))?;
-                store::refresh_character(conn, id, &name, avatar.as_deref())?;
-                let placed = store::branch(conn, id, reply_id, 2)?;
-                let mut views = placed.into_iter().map(MessageView::from);
-                let reply = views.next().ok_or(ChatError::NotFound)?;
-                let user_view = if user_message_id.is_some() {
-                    views.next()
-                } else {
-                    None
-                };
-                Ok((user_view, reply))
+                if placed.is_empty() {
+                    // Nothing was claimed: say why.
+                    return match store::find_conversation(conn, id, user)? {
+                        Some(_) => Err(ChatError::Busy),
+                        None => Err(ChatError::NotFound),
+                    };
+                }
+                Ok::<_, ChatError>(placed)
             })
             .await?;
+        let mut views = placed.into_iter().map(MessageView::from);
+        let reply_view = views.next().ok_or(ChatError::NotFound)?;
+        let user_view = views.next();
         let done = self.engine.start(Job {
             user,
             conversation: id,
@@ -814,6 +808,7 @@ impl Service {
             seq: 0,
             piece_ends: Vec::new(),
             announce: user_view.iter().chain([&reply_view]).cloned().collect(),
+            prompt: Some(stored),
         });
         Ok(Started {
             user_message: user_view,

@@ -4,11 +4,12 @@ use chrono::{DateTime, Utc};
 use diesel::dsl::now;
 use diesel::pg::Pg;
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Bool, Int4, Nullable, Text, Timestamptz, Uuid as SqlUuid};
+use diesel::sql_types::{Array, BigInt, Bool, Int4, Nullable, Text, Timestamptz, Uuid as SqlUuid};
 use serde_json::Value;
 use uuid::Uuid;
 
 use super::schema::{conversations, messages};
+use crate::platform::db::Prepared;
 
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = conversations, check_for_backend(Pg))]
@@ -172,8 +173,9 @@ pub fn list_conversations(
     offset: i64,
     limit: i64,
 ) -> QueryResult<Vec<Summary>> {
-    diesel::sql_query(
-        "SELECT c.id, c.title, c.character_id, c.character_name, c.character_avatar_url, \
+    Prepared(
+        diesel::sql_query(
+            "SELECT c.id, c.title, c.character_id, c.character_name, c.character_avatar_url, \
                 c.pinned, c.archived, c.last_message_at, c.created_at, \
                 coalesce(m.depth + 1, 0) AS message_count, \
                 coalesce(left(m.content, 140), '') AS preview \
@@ -182,11 +184,12 @@ pub fn list_conversations(
          WHERE c.user_id = $1 AND c.archived = $2 \
          ORDER BY c.pinned DESC, c.last_message_at DESC, c.id \
          LIMIT $3 OFFSET $4",
+        )
+        .bind::<SqlUuid, _>(user)
+        .bind::<Bool, _>(archived)
+        .bind::<BigInt, _>(limit)
+        .bind::<BigInt, _>(offset),
     )
-    .bind::<SqlUuid, _>(user)
-    .bind::<Bool, _>(archived)
-    .bind::<BigInt, _>(limit)
-    .bind::<BigInt, _>(offset)
     .load(conn)
 }
 
@@ -246,18 +249,86 @@ pub fn set_active(
         .execute(conn)
 }
 
-/// Keeps the character's name and avatar in the list fresh.
-pub fn refresh_character(
-    conn: &mut PgConnection,
-    id: Uuid,
-    name: &str,
-    avatar_url: Option<&str>,
-) -> QueryResult<usize> {
-    diesel::update(conversations::table.find(id))
-        .set((
-            conversations::character_name.eq(name),
-            conversations::character_avatar_url.eq(avatar_url),
+/// A message [`start_turn`] inserts.
+pub struct TurnMessage<'a> {
+    pub id: Uuid,
+    pub parent_id: Option<Uuid>,
+    pub depth: i32,
+    pub role: &'a str,
+    pub content: &'a str,
+}
+
+/// What starting a reply changes in a conversation.
+pub struct NewTurn<'a> {
+    pub conversation: Uuid,
+    pub user: Uuid,
+    /// The user message (if any, first) and the reply (`streaming`, last).
+    pub messages: &'a [TurnMessage<'a>],
+    pub model: &'a str,
+    pub character_name: &'a str,
+    pub character_avatar_url: Option<&'a str>,
+}
+
+/// Starts a reply in one statement (one round trip, its own transaction): claims the
+/// conversation (only if it is `user`'s and no reply is being written; a concurrent claim
+/// waits on the row, then finds it taken), inserts the messages under the claim, makes the
+/// reply the active leaf and the one being generated, and refreshes the character's name
+/// and avatar for the list. Answers the inserted messages newest first, each with its place
+/// among its siblings (the rows that existed before, plus itself), or nothing when the
+/// claim failed.
+pub fn start_turn(conn: &mut PgConnection, turn: &NewTurn<'_>) -> QueryResult<Vec<PlacedMessage>> {
+    let reply = turn.messages.last().map(|m| m.id);
+    Prepared(
+        diesel::sql_query(format!(
+            "WITH claim AS ( \
+           UPDATE chat.conversations SET active_leaf_id = $3, generating_id = $3, \
+             last_message_at = now(), updated_at = now(), \
+             character_name = $10, character_avatar_url = $11 \
+           WHERE id = $1 AND user_id = $2 AND generating_id IS NULL RETURNING id \
+         ), m AS ( \
+           INSERT INTO chat.messages (id, conversation_id, parent_id, depth, role, content, \
+             status, heartbeat_at, model) \
+           SELECT v.id, claim.id, v.parent_id, v.depth, v.role, v.content, \
+             CASE WHEN v.id = $3 THEN 'streaming' ELSE 'complete' END, \
+             CASE WHEN v.id = $3 THEN now() END, CASE WHEN v.id = $3 THEN $9 END \
+           FROM claim, unnest($4::uuid[], $5::uuid[], $6::int[], $7::text[], $8::text[]) \
+             AS v (id, parent_id, depth, role, content) \
+           RETURNING * \
+         ) \
+         SELECT {MESSAGE_COLUMNS}, s.sibling_count, s.sibling_index FROM m, LATERAL ( \
+           SELECT count(*) + 1 AS sibling_count, \
+             count(*) FILTER (WHERE x.id < m.id) AS sibling_index \
+           FROM chat.messages x \
+           WHERE x.conversation_id = m.conversation_id AND {SIBLING_KEY_X} = {SIBLING_KEY_M} \
+         ) s \
+         ORDER BY m.depth DESC",
+            SIBLING_KEY_X = SIBLING_KEY.replace("parent_id", "x.parent_id"),
+            SIBLING_KEY_M = SIBLING_KEY.replace("parent_id", "m.parent_id"),
         ))
+        .bind::<SqlUuid, _>(turn.conversation)
+        .bind::<SqlUuid, _>(turn.user)
+        .bind::<Nullable<SqlUuid>, _>(reply)
+        .bind::<Array<SqlUuid>, _>(turn.messages.iter().map(|m| m.id).collect::<Vec<_>>())
+        .bind::<Array<Nullable<SqlUuid>>, _>(
+            turn.messages
+                .iter()
+                .map(|m| m.parent_id)
+                .collect::<Vec<_>>(),
+        )
+        .bind::<Array<Int4>, _>(turn.messages.iter().map(|m| m.depth).collect::<Vec<_>>())
+        .bind::<Array<Text>, _>(turn.messages.iter().map(|m| m.role).collect::<Vec<_>>())
+        .bind::<Array<Text>, _>(turn.messages.iter().map(|m| m.content).collect::<Vec<_>>())
+        .bind::<Text, _>(turn.model)
+        .bind::<Text, _>(turn.character_name)
+        .bind::<Nullable<Text>, _>(turn.character_avatar_url),
+    )
+    .load(conn)
+}
+
+/// Stores what the model was sent for a reply.
+pub fn set_prompt(conn: &mut PgConnection, id: Uuid, prompt: &Value) -> QueryResult<usize> {
+    diesel::update(messages::table.find(id))
+        .set(messages::prompt.eq(prompt))
         .execute(conn)
 }
 
@@ -314,11 +385,13 @@ pub fn branch(
     start: Uuid,
     limit: i64,
 ) -> QueryResult<Vec<PlacedMessage>> {
-    diesel::sql_query(branch_sql())
-        .bind::<SqlUuid, _>(start)
-        .bind::<SqlUuid, _>(conversation)
-        .bind::<BigInt, _>(limit)
-        .load(conn)
+    Prepared(
+        diesel::sql_query(branch_sql())
+            .bind::<SqlUuid, _>(start)
+            .bind::<SqlUuid, _>(conversation)
+            .bind::<BigInt, _>(limit),
+    )
+    .load(conn)
 }
 
 /// The statement of [`branch`]: `$1` the newest message, `$2` the conversation, `$3` how
@@ -393,16 +466,18 @@ struct Id {
 /// The leaf reached from `from` by always following the newest child: where a branch
 /// picked again (a swipe, a switch) continues.
 pub fn newest_leaf(conn: &mut PgConnection, from: Uuid) -> QueryResult<Uuid> {
-    let found: Vec<Id> = diesel::sql_query(
-        "WITH RECURSIVE down AS ( \
+    let found: Vec<Id> = Prepared(
+        diesel::sql_query(
+            "WITH RECURSIVE down AS ( \
            SELECT $1::uuid AS id, 0 AS n \
            UNION ALL \
            SELECT (SELECT c.id FROM chat.messages c WHERE c.parent_id = d.id \
                    ORDER BY c.id DESC LIMIT 1), d.n + 1 \
            FROM down d WHERE d.id IS NOT NULL AND d.n < 100000 \
          ) SELECT id FROM down WHERE id IS NOT NULL ORDER BY n DESC LIMIT 1",
+        )
+        .bind::<SqlUuid, _>(from),
     )
-    .bind::<SqlUuid, _>(from)
     .load(conn)?;
     Ok(found.first().map_or(from, |f| f.id))
 }
@@ -474,8 +549,9 @@ pub fn request_stop(conn: &mut PgConnection, conversation: Uuid, id: Uuid) -> Qu
 /// Streaming replies whose generator has not written for `stale_secs`: their process died.
 /// They end `interrupted` with what they had, and their conversations are free again.
 pub fn repair_stale(conn: &mut PgConnection, stale_secs: i64) -> QueryResult<Vec<Uuid>> {
-    let repaired: Vec<Id> = diesel::sql_query(
-        "WITH dead AS ( \
+    let repaired: Vec<Id> = Prepared(
+        diesel::sql_query(
+            "WITH dead AS ( \
            UPDATE chat.messages SET status = 'interrupted', heartbeat_at = NULL, \
                   failure_code = 'interrupted', \
                   failure_message = 'The server stopped while this reply was being written.', \
@@ -486,8 +562,9 @@ pub fn repair_stale(conn: &mut PgConnection, stale_secs: i64) -> QueryResult<Vec
            UPDATE chat.conversations c SET generating_id = NULL \
            FROM dead WHERE c.id = dead.conversation_id AND c.generating_id = dead.id \
          ) SELECT id FROM dead",
+        )
+        .bind::<BigInt, _>(stale_secs),
     )
-    .bind::<BigInt, _>(stale_secs)
     .load(conn)?;
     Ok(repaired.into_iter().map(|r| r.id).collect())
 }
@@ -586,8 +663,9 @@ pub fn turns(
     limit: i64,
     max_chars: i64,
 ) -> QueryResult<Vec<TurnRow>> {
-    diesel::sql_query(
-        "WITH RECURSIVE branch AS ( \
+    Prepared(
+        diesel::sql_query(
+            "WITH RECURSIVE branch AS ( \
            SELECT id, parent_id, role, content, 1 AS n, length(content)::bigint AS total \
            FROM chat.messages WHERE id = $1 AND conversation_id = $2 \
            UNION ALL \
@@ -595,10 +673,11 @@ pub fn turns(
            FROM chat.messages p JOIN branch b ON p.id = b.parent_id \
            WHERE b.n < $3 AND b.total < $4 \
          ) SELECT role, content FROM branch ORDER BY n",
+        )
+        .bind::<SqlUuid, _>(last)
+        .bind::<SqlUuid, _>(conversation)
+        .bind::<BigInt, _>(limit)
+        .bind::<BigInt, _>(max_chars),
     )
-    .bind::<SqlUuid, _>(last)
-    .bind::<SqlUuid, _>(conversation)
-    .bind::<BigInt, _>(limit)
-    .bind::<BigInt, _>(max_chars)
     .load(conn)
 }

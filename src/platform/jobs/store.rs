@@ -11,6 +11,7 @@ use diesel::sql_types::{
 use uuid::Uuid;
 
 use super::NewJob;
+use crate::platform::db::Prepared;
 
 /// A job a worker has claimed.
 #[derive(Debug, Clone, QueryableByName)]
@@ -38,18 +39,20 @@ pub fn enqueue(conn: &mut PgConnection, job: &NewJob) -> QueryResult<Option<Uuid
         #[diesel(sql_type = SqlUuid)]
         id: Uuid,
     }
-    let inserted: Option<Inserted> = diesel::sql_query(
-        "INSERT INTO platform.jobs (id, kind, payload, max_attempts, run_at, dedup_key) \
+    let inserted: Option<Inserted> = Prepared(
+        diesel::sql_query(
+            "INSERT INTO platform.jobs (id, kind, payload, max_attempts, run_at, dedup_key) \
          VALUES ($1, $2, $3, $4, coalesce($5, now()), $6) \
          ON CONFLICT (dedup_key) WHERE dedup_key IS NOT NULL AND state <> 'dead' DO NOTHING \
          RETURNING id",
+        )
+        .bind::<SqlUuid, _>(Uuid::now_v7())
+        .bind::<Text, _>(&job.kind)
+        .bind::<Jsonb, _>(&job.payload)
+        .bind::<Integer, _>(job.max_attempts)
+        .bind::<Nullable<Timestamptz>, _>(job.run_at)
+        .bind::<Nullable<Text>, _>(job.dedup_key.as_deref()),
     )
-    .bind::<SqlUuid, _>(Uuid::now_v7())
-    .bind::<Text, _>(&job.kind)
-    .bind::<Jsonb, _>(&job.payload)
-    .bind::<Integer, _>(job.max_attempts)
-    .bind::<Nullable<Timestamptz>, _>(job.run_at)
-    .bind::<Nullable<Text>, _>(job.dedup_key.as_deref())
     .get_result(conn)
     .optional()?;
     Ok(inserted.map(|row| row.id))
@@ -63,8 +66,9 @@ pub fn claim(
     kinds: &[String],
     lease: Duration,
 ) -> QueryResult<Option<ClaimedJob>> {
-    diesel::sql_query(
-        "UPDATE platform.jobs \
+    Prepared(
+        diesel::sql_query(
+            "UPDATE platform.jobs \
          SET state = 'running', attempts = attempts + 1, locked_by = $1, \
              locked_until = now() + make_interval(secs => $2), updated_at = now() \
          WHERE id = ( \
@@ -76,10 +80,11 @@ pub fn claim(
              LIMIT 1 \
              FOR UPDATE SKIP LOCKED) \
          RETURNING id, kind, payload, attempts, max_attempts",
+        )
+        .bind::<SqlUuid, _>(worker)
+        .bind::<Double, _>(secs(lease))
+        .bind::<Array<Text>, _>(kinds),
     )
-    .bind::<SqlUuid, _>(worker)
-    .bind::<Double, _>(secs(lease))
-    .bind::<Array<Text>, _>(kinds)
     .get_result(conn)
     .optional()
 }
@@ -91,24 +96,28 @@ pub fn renew(
     worker: Uuid,
     lease: Duration,
 ) -> QueryResult<bool> {
-    let updated = diesel::sql_query(
-        "UPDATE platform.jobs SET locked_until = now() + make_interval(secs => $3) \
+    let updated = Prepared(
+        diesel::sql_query(
+            "UPDATE platform.jobs SET locked_until = now() + make_interval(secs => $3) \
          WHERE id = $1 AND locked_by = $2 AND state = 'running'",
+        )
+        .bind::<SqlUuid, _>(job)
+        .bind::<SqlUuid, _>(worker)
+        .bind::<Double, _>(secs(lease)),
     )
-    .bind::<SqlUuid, _>(job)
-    .bind::<SqlUuid, _>(worker)
-    .bind::<Double, _>(secs(lease))
     .execute(conn)?;
     Ok(updated == 1)
 }
 
 /// A finished job leaves the table.
 pub fn complete(conn: &mut PgConnection, job: Uuid, worker: Uuid) -> QueryResult<()> {
-    diesel::sql_query("DELETE FROM platform.jobs WHERE id = $1 AND locked_by = $2")
-        .bind::<SqlUuid, _>(job)
-        .bind::<SqlUuid, _>(worker)
-        .execute(conn)
-        .map(drop)
+    Prepared(
+        diesel::sql_query("DELETE FROM platform.jobs WHERE id = $1 AND locked_by = $2")
+            .bind::<SqlUuid, _>(job)
+            .bind::<SqlUuid, _>(worker),
+    )
+    .execute(conn)
+    .map(drop)
 }
 
 /// Records a failure: queued again after `retry_in`, or dead when attempts are used up.
@@ -119,43 +128,49 @@ pub fn fail(
     error: &str,
     retry_in: Duration,
 ) -> QueryResult<()> {
-    diesel::sql_query(
-        "UPDATE platform.jobs \
+    Prepared(
+        diesel::sql_query(
+            "UPDATE platform.jobs \
          SET state = CASE WHEN attempts >= max_attempts THEN 'dead' ELSE 'queued' END, \
              run_at = now() + make_interval(secs => $4), \
              last_error = $3, locked_by = NULL, locked_until = NULL, updated_at = now() \
          WHERE id = $1 AND locked_by = $2",
+        )
+        .bind::<SqlUuid, _>(job)
+        .bind::<SqlUuid, _>(worker)
+        .bind::<Text, _>(error)
+        .bind::<Double, _>(secs(retry_in)),
     )
-    .bind::<SqlUuid, _>(job)
-    .bind::<SqlUuid, _>(worker)
-    .bind::<Text, _>(error)
-    .bind::<Double, _>(secs(retry_in))
     .execute(conn)
     .map(drop)
 }
 
 /// Marks a job dead at once (its worker was lost more times than it may be retried).
 pub fn bury(conn: &mut PgConnection, job: Uuid, worker: Uuid, error: &str) -> QueryResult<()> {
-    diesel::sql_query(
-        "UPDATE platform.jobs SET state = 'dead', last_error = $3, locked_by = NULL, \
+    Prepared(
+        diesel::sql_query(
+            "UPDATE platform.jobs SET state = 'dead', last_error = $3, locked_by = NULL, \
          locked_until = NULL, updated_at = now() WHERE id = $1 AND locked_by = $2",
+        )
+        .bind::<SqlUuid, _>(job)
+        .bind::<SqlUuid, _>(worker)
+        .bind::<Text, _>(error),
     )
-    .bind::<SqlUuid, _>(job)
-    .bind::<SqlUuid, _>(worker)
-    .bind::<Text, _>(error)
     .execute(conn)
     .map(drop)
 }
 
 /// Gives a job back untouched (shutdown before it finished): due now, the attempt not counted.
 pub fn release(conn: &mut PgConnection, job: Uuid, worker: Uuid) -> QueryResult<()> {
-    diesel::sql_query(
-        "UPDATE platform.jobs SET state = 'queued', attempts = attempts - 1, run_at = now(), \
+    Prepared(
+        diesel::sql_query(
+            "UPDATE platform.jobs SET state = 'queued', attempts = attempts - 1, run_at = now(), \
          locked_by = NULL, locked_until = NULL, updated_at = now() \
          WHERE id = $1 AND locked_by = $2",
+        )
+        .bind::<SqlUuid, _>(job)
+        .bind::<SqlUuid, _>(worker),
     )
-    .bind::<SqlUuid, _>(job)
-    .bind::<SqlUuid, _>(worker)
     .execute(conn)
     .map(drop)
 }
@@ -167,14 +182,16 @@ pub fn upsert_schedule(
     kind: &str,
     every: Duration,
 ) -> QueryResult<()> {
-    diesel::sql_query(
-        "INSERT INTO platform.job_schedules (name, kind, every_ms, next_run_at) \
+    Prepared(
+        diesel::sql_query(
+            "INSERT INTO platform.job_schedules (name, kind, every_ms, next_run_at) \
          VALUES ($1, $2, $3, now()) \
          ON CONFLICT (name) DO UPDATE SET kind = EXCLUDED.kind, every_ms = EXCLUDED.every_ms",
+        )
+        .bind::<Text, _>(name)
+        .bind::<Text, _>(kind)
+        .bind::<BigInt, _>(every.as_millis() as i64),
     )
-    .bind::<Text, _>(name)
-    .bind::<Text, _>(kind)
-    .bind::<BigInt, _>(every.as_millis() as i64)
     .execute(conn)
     .map(drop)
 }
@@ -188,16 +205,18 @@ pub fn take_due_period(conn: &mut PgConnection, name: &str) -> QueryResult<Optio
         #[diesel(sql_type = BigInt)]
         last_slot: i64,
     }
-    let slot: Option<Slot> = diesel::sql_query(
-        "WITH t AS (SELECT floor(extract(epoch FROM now()) * 1000)::bigint AS now_ms) \
+    let slot: Option<Slot> = Prepared(
+        diesel::sql_query(
+            "WITH t AS (SELECT floor(extract(epoch FROM now()) * 1000)::bigint AS now_ms) \
          UPDATE platform.job_schedules s \
          SET last_slot = t.now_ms / s.every_ms, \
              next_run_at = to_timestamp(((t.now_ms / s.every_ms + 1) * s.every_ms) / 1000.0) \
          FROM t \
          WHERE s.name = $1 AND s.next_run_at <= now() \
          RETURNING s.last_slot",
+        )
+        .bind::<Text, _>(name),
     )
-    .bind::<Text, _>(name)
     .get_result(conn)
     .optional()?;
     Ok(slot.map(|s| s.last_slot))
@@ -221,10 +240,12 @@ pub struct JobRecord {
 }
 
 pub fn find(conn: &mut PgConnection, id: Uuid) -> QueryResult<Option<JobRecord>> {
-    diesel::sql_query(
-        "SELECT id, kind, state, attempts, last_error, run_at FROM platform.jobs WHERE id = $1",
+    Prepared(
+        diesel::sql_query(
+            "SELECT id, kind, state, attempts, last_error, run_at FROM platform.jobs WHERE id = $1",
+        )
+        .bind::<SqlUuid, _>(id),
     )
-    .bind::<SqlUuid, _>(id)
     .get_result(conn)
     .optional()
 }
