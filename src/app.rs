@@ -15,6 +15,7 @@ use crate::config::Settings;
 use crate::modules::catalog::Catalog;
 use crate::modules::chat::Chat;
 use crate::modules::identity::Identity;
+use crate::modules::media::Media;
 use crate::platform::jobs::{JobRegistry, JobRunner};
 use crate::platform::{Platform, http, migrate, ops};
 
@@ -121,6 +122,7 @@ impl ApplicationBuilder {
             identity.experience(),
         )
         .context("could not set up chat")?;
+        let media = Media::new(&platform);
 
         let mut registry = self.registry;
         crate::platform::mail::register_jobs(&mut registry, platform.mailer.clone());
@@ -136,12 +138,14 @@ impl ApplicationBuilder {
             let identity = identity.clone();
             let catalog = catalog.clone();
             let chat = chat.clone();
+            let media = media.clone();
             let api_routes = self.api_routes;
             let mut server = HttpServer::new(move || {
                 let api_routes = api_routes.clone();
                 let identity = identity.clone();
                 let catalog = catalog.clone();
                 let chat = chat.clone();
+                let media = media.clone();
                 App::new()
                     .app_data(web::Data::new(platform.clone()))
                     .app_data(web::Data::from(platform.tokens.clone()))
@@ -163,6 +167,7 @@ impl ApplicationBuilder {
                             .configure(|cfg| identity.routes(cfg))
                             .configure(|cfg| catalog.routes(cfg))
                             .configure(|cfg| chat.routes(cfg))
+                            .configure(|cfg| media.routes(cfg))
                             .configure(move |cfg| {
                                 for routes in &api_routes {
                                     routes(cfg);
@@ -215,6 +220,8 @@ fn cors(settings: &Settings) -> actix_cors::Cors {
             "x-ratelimit-limit",
             "x-ratelimit-remaining",
             "x-ratelimit-reset",
+            "etag",
+            "content-range",
         ])
         .max_age(3600);
     for origin in &settings.http.cors_origins {

@@ -74,6 +74,7 @@ pub struct Settings {
     pub ratelimit: RateLimitSettings,
     pub llm: LlmSettings,
     pub websocket: WebSocketSettings,
+    pub media: MediaSettings,
 }
 
 fn default_environment() -> Environment {
@@ -231,6 +232,14 @@ pub struct WebSocketSettings {
     pub send_queue: usize,
 }
 
+/// Uploads: the largest file of each kind, enforced while the upload streams.
+#[derive(Debug, Clone, Deserialize)]
+pub struct MediaSettings {
+    pub image_max_bytes: u64,
+    pub audio_max_bytes: u64,
+    pub video_max_bytes: u64,
+}
+
 /// Requests per period; 0 means unlimited.
 #[derive(Debug, Clone, Deserialize)]
 pub struct RateLimitSettings {
@@ -326,6 +335,12 @@ impl Settings {
         let invalid = |msg: &str| Err(ConfigError::Invalid(msg.to_owned()));
         if self.http.json_limit_bytes == 0 {
             return invalid("http.json_limit_bytes must be greater than 0");
+        }
+        if self.media.image_max_bytes == 0
+            || self.media.audio_max_bytes == 0
+            || self.media.video_max_bytes == 0
+        {
+            return invalid("media.*_max_bytes must be greater than 0");
         }
         if self.database.pool_size == 0 {
             return invalid("database.pool_size must be greater than 0");

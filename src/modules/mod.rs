@@ -4,3 +4,4 @@
 pub mod catalog;
 pub mod chat;
 pub mod identity;
+pub mod media;

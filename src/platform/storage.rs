@@ -32,11 +32,26 @@ pub enum StorageError {
 #[derive(Clone)]
 pub struct Storage {
     store: Arc<dyn ObjectStore>,
+    part_size: usize,
 }
+
+/// Parts of a streamed upload: cloud stores want at least 5 MiB (S3's minimum), the local
+/// disk and memory take smaller ones, which keeps less of an upload in memory.
+const CLOUD_PART: usize = 5 * 1024 * 1024;
+const LOCAL_PART: usize = 1024 * 1024;
 
 impl Storage {
     pub fn from_url(url: &str) -> Result<Self, StorageError> {
-        Ok(Self { store: build(url)? })
+        let local = url.starts_with("file://") || url.starts_with("memory://");
+        Ok(Self {
+            store: build(url)?,
+            part_size: if local { LOCAL_PART } else { CLOUD_PART },
+        })
+    }
+
+    /// The part size of streamed uploads to this store.
+    pub fn part_size(&self) -> usize {
+        self.part_size
     }
 
     pub fn store(&self) -> &Arc<dyn ObjectStore> {

@@ -23,6 +23,11 @@ impl FieldErrors {
         self.0.entry(field.into()).or_insert_with(|| problem.into());
     }
 
+    /// Whether `field` already has a problem.
+    pub fn has(&self, field: &str) -> bool {
+        self.0.contains_key(field)
+    }
+
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }

@@ -1,0 +1,323 @@
+//! The media routes: upload (multipart), download (whole or one range), delete.
+
+use actix_files::HttpRange;
+use actix_multipart::{Multipart, MultipartError};
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
+use futures_util::{StreamExt, TryStreamExt};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use super::service::{MediaError, Received, Service};
+use super::sniff::{self, Kind};
+use super::store::MediaRow;
+use crate::platform::http::{AppError, AuthUser, ErrorCode, FieldErrors, MaybeUser};
+
+/// The longest text field of an upload form (`type`, `characterId`).
+const TEXT_FIELD_BYTES: usize = 64;
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(web::resource("/media/upload").route(web::post().to(upload)))
+        .service(
+            web::resource("/media/{id}")
+                .route(web::get().to(download))
+                .route(web::head().to(download))
+                .route(web::delete().to(delete)),
+        );
+}
+
+impl From<MediaError> for AppError {
+    fn from(error: MediaError) -> Self {
+        match error {
+            MediaError::NotFound => AppError::not_found(),
+            MediaError::Unsupported(kind) => AppError::new(
+                ErrorCode::UnsupportedMediaType,
+                format!(
+                    "The file is not an allowed {kind} format (JPEG, PNG, WebP or GIF images; \
+                     MP3, OGG, WAV or M4A audio; MP4 or WebM video), or it does not match `type`."
+                ),
+            ),
+            MediaError::TooLarge { limit } => AppError::new(
+                ErrorCode::PayloadTooLarge,
+                format!("The file is larger than the {limit} bytes allowed for its type."),
+            )
+            .with_details(json!({ "limitBytes": limit })),
+            MediaError::Cut(cause) => {
+                AppError::bad_request("The upload was cut off before it ended.")
+                    .with_cause(anyhow::anyhow!(cause))
+            }
+            MediaError::Db(error) => error.into(),
+            MediaError::Store(error) => AppError::unavailable(error),
+        }
+    }
+}
+
+fn multipart_error(error: MultipartError) -> AppError {
+    match error {
+        MultipartError::ContentTypeMissing
+        | MultipartError::ContentTypeParse
+        | MultipartError::ContentTypeIncompatible
+        | MultipartError::BoundaryMissing => AppError::new(
+            ErrorCode::UnsupportedMediaType,
+            "Send the upload as multipart/form-data with the fields `file` and `type`.",
+        ),
+        other => AppError::bad_request("The multipart body could not be read.")
+            .with_cause(anyhow::anyhow!(other.to_string())),
+    }
+}
+
+/// The JSON of a media object.
+pub fn view(row: &MediaRow) -> Value {
+    json!({
+        "id": row.id,
+        "url": format!("/api/v1/media/{}", row.id),
+        "thumbnailUrl": Value::Null,
+        "type": row.kind,
+        "size": row.size,
+        "contentType": row.content_type,
+        "characterId": row.character_id,
+        "isPublic": row.is_public,
+        "createdAt": row.created_at,
+    })
+}
+
+/// Reads a short text field whole; longer ones are refused.
+async fn text_field(
+    field: &mut actix_multipart::Field,
+    name: &str,
+    errors: &mut FieldErrors,
+) -> Result<Option<String>, AppError> {
+    let mut text = Vec::new();
+    while let Some(chunk) = field.try_next().await.map_err(multipart_error)? {
+        if text.len() + chunk.len() > TEXT_FIELD_BYTES {
+            errors.add(name, "is too long");
+            // The rest of the field is read and dropped: the next field follows it.
+            drain(field).await?;
+            return Ok(None);
+        }
+        text.extend_from_slice(&chunk);
+    }
+    match String::from_utf8(text) {
+        Ok(text) => Ok(Some(text)),
+        Err(_) => {
+            errors.add(name, "must be text");
+            Ok(None)
+        }
+    }
+}
+
+/// An upload form as it is read.
+#[derive(Default)]
+struct Form {
+    declared: Option<Kind>,
+    character: Option<Uuid>,
+    received: Option<Received>,
+    errors: FieldErrors,
+}
+
+impl Form {
+    /// Reads the fields in whatever order they come; the file streams to the store.
+    async fn read(
+        &mut self,
+        service: &Service,
+        owner: Uuid,
+        multipart: &mut Multipart,
+    ) -> Result<(), AppError> {
+        while let Some(mut field) = multipart.try_next().await.map_err(multipart_error)? {
+            let name = field.name().unwrap_or_default().to_owned();
+            match name.as_str() {
+                "type" => {
+                    if let Some(text) = text_field(&mut field, "type", &mut self.errors).await? {
+                        self.declared = Kind::parse(&text);
+                        if self.declared.is_none() {
+                            self.errors.add("type", "must be image, audio or video");
+                        }
+                    }
+                }
+                "characterId" => {
+                    let text = text_field(&mut field, "characterId", &mut self.errors).await?;
+                    if let Some(text) = text {
+                        self.character = text.trim().parse().ok();
+                        if self.character.is_none() {
+                            self.errors.add("characterId", "must be a UUID");
+                        }
+                    }
+                }
+                "file" if self.received.is_none() => {
+                    let stream = field.map(|chunk| chunk.map_err(|e| e.to_string()));
+                    let received = service.receive(owner, stream, self.declared).await?;
+                    self.received = Some(received);
+                }
+                _ => {
+                    let problem = if name == "file" {
+                        "only one file per upload"
+                    } else {
+                        "is not a field of an upload"
+                    };
+                    self.errors.add(name, problem);
+                    drain(&mut field).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// What is missing or wrong once the whole form is read.
+    fn check(&mut self) -> Result<(), AppError> {
+        if self.received.is_none() {
+            self.errors.add("file", "is required");
+        }
+        if self.declared.is_none() && !self.errors.has("type") {
+            self.errors
+                .add("type", "is required (image, audio or video)");
+        }
+        std::mem::take(&mut self.errors).finish(())?;
+        // `type` may come after the file: the match is checked again here.
+        match (&self.received, self.declared) {
+            (Some(received), Some(kind)) if received.format.kind != kind => {
+                Err(MediaError::Unsupported(kind.as_str().to_owned()).into())
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+async fn drain(field: &mut actix_multipart::Field) -> Result<(), AppError> {
+    while field.try_next().await.map_err(multipart_error)?.is_some() {}
+    Ok(())
+}
+
+async fn upload(
+    service: web::Data<Service>,
+    user: AuthUser,
+    mut multipart: Multipart,
+) -> Result<HttpResponse, AppError> {
+    let owner = user.user_id;
+    let mut form = Form::default();
+    let read = form.read(&service, owner, &mut multipart).await;
+    let checked = read.and_then(|()| form.check());
+    let received = match (checked, form.received) {
+        (Ok(()), Some(received)) => received,
+        (outcome, received) => {
+            // Refused after the file was stored: it is removed again.
+            if let Some(received) = &received {
+                service.discard(owner, received).await;
+            }
+            return Err(outcome
+                .err()
+                .unwrap_or_else(|| AppError::bad_request("The upload held no file.")));
+        }
+    };
+    let row = service.record(owner, received, form.character).await?;
+    Ok(HttpResponse::Created().json(view(&row)))
+}
+
+/// The ETag of a stored object (its SHA-256), quoted as HTTP wants it.
+fn etag(row: &MediaRow) -> String {
+    format!("\"{}\"", row.sha256)
+}
+
+async fn download(
+    service: web::Data<Service>,
+    user: MaybeUser,
+    request: HttpRequest,
+    id: web::Path<Uuid>,
+) -> Result<HttpResponse, AppError> {
+    let viewer = user.0.map(|user| user.user_id);
+    let row = service.visible(viewer, id.into_inner()).await?;
+    let tag = etag(&row);
+    let cache = if row.is_public {
+        "public, max-age=3600"
+    } else {
+        // Owner-only: kept by the owner's browser, checked again before each use.
+        "private, no-cache"
+    };
+    let size = u64::try_from(row.size).unwrap_or(0);
+    let not_modified = request
+        .headers()
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == tag || t.trim() == "*"));
+    if not_modified {
+        return Ok(HttpResponse::NotModified()
+            .insert_header((header::ETAG, tag))
+            .insert_header((header::CACHE_CONTROL, cache))
+            .finish());
+    }
+    // One range is served as asked; several (rare) get the whole file, as HTTP allows.
+    let range = match request
+        .headers()
+        .get(header::RANGE)
+        .map(HeaderValue::to_str)
+    {
+        Some(Ok(text)) if size > 0 => match HttpRange::parse(text, size) {
+            Ok(ranges) if ranges.len() == 1 => {
+                let r = ranges[0];
+                Some((r.start, r.start + r.length - 1))
+            }
+            Ok(_) => None,
+            Err(_) if text.trim_start().starts_with("bytes=") => {
+                let mut refused = AppError::new(
+                    ErrorCode::RangeNotSatisfiable,
+                    format!("The range is outside the file, which has {size} bytes."),
+                )
+                .error_response();
+                if let Ok(value) = HeaderValue::from_str(&format!("bytes */{size}")) {
+                    refused.headers_mut().insert(header::CONTENT_RANGE, value);
+                }
+                return Ok(refused);
+            }
+            Err(_) => None,
+        },
+        _ => None,
+    };
+    let format = sniff::by_content_type(&row.content_type);
+    // The file name is ours (the id and the format's extension), never the client's, so it
+    // cannot carry quotes or line breaks into the header.
+    let disposition = format!(
+        "inline; filename=\"{}.{}\"",
+        row.id,
+        format.map_or("bin", |f| f.extension)
+    );
+    let content_type = row.content_type.clone();
+    let length = range.map_or(size, |(first, last)| last - first + 1);
+    let mut response = if range.is_some() {
+        HttpResponse::PartialContent()
+    } else {
+        HttpResponse::Ok()
+    };
+    response
+        .content_type(content_type)
+        .insert_header((header::ETAG, tag))
+        .insert_header((header::CACHE_CONTROL, cache))
+        .insert_header((header::ACCEPT_RANGES, "bytes"))
+        .insert_header((header::CONTENT_DISPOSITION, disposition))
+        // Whatever a browser makes of the bytes, nothing in them runs.
+        .insert_header((
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'none'; sandbox",
+        ));
+    if let Some((first, last)) = range {
+        response.insert_header((
+            header::CONTENT_RANGE,
+            format!("bytes {first}-{last}/{size}"),
+        ));
+    }
+    if request.method() == actix_web::http::Method::HEAD {
+        return Ok(response.no_chunking(length).finish());
+    }
+    let body = service
+        .open(&row, range)
+        .await?
+        .map_err(|error| actix_web::error::ErrorInternalServerError(error.to_string()));
+    Ok(response.no_chunking(length).streaming(body))
+}
+
+async fn delete(
+    service: web::Data<Service>,
+    user: AuthUser,
+    id: web::Path<Uuid>,
+) -> Result<HttpResponse, AppError> {
+    service.delete(user.user_id, id.into_inner()).await?;
+    Ok(HttpResponse::NoContent().finish())
+}

@@ -1,0 +1,360 @@
+//! Media through the public API: streamed uploads typed by their bytes, limits enforced while
+//! streaming, downloads with ranges and ETags, owner-only access, deletion. Against the
+//! in-memory store and the local disk.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::io::Write;
+
+use futures_util::TryStreamExt;
+use object_store::path::Path;
+use reqwest::multipart::{Form, Part};
+use serde_json::Value;
+use support::{TestApp, TestUser, assert_error};
+
+/// A real PNG: `side`×`side` pixels of one colour, then `padding` bytes in a private
+/// ancillary chunk (so a file of any size can be made that is still a valid PNG).
+fn png(side: u32, padding: usize) -> Vec<u8> {
+    fn chunk(out: &mut Vec<u8>, kind: &[u8; 4], data: &[u8]) {
+        out.extend_from_slice(&u32::try_from(data.len()).unwrap().to_be_bytes());
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(kind);
+        crc.update(data);
+        out.extend_from_slice(kind);
+        out.extend_from_slice(data);
+        out.extend_from_slice(&crc.finalize().to_be_bytes());
+    }
+    let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
+    let mut header = Vec::new();
+    header.extend_from_slice(&side.to_be_bytes());
+    header.extend_from_slice(&side.to_be_bytes());
+    header.extend_from_slice(&[8, 2, 0, 0, 0]); // 8-bit RGB
+    chunk(&mut out, b"IHDR", &header);
+    let side_len = usize::try_from(side).unwrap();
+    let mut row = vec![0u8]; // no filter
+    row.extend([200u8, 120, 40].repeat(side_len));
+    let rows = row.repeat(side_len);
+    let mut encoder = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+    encoder.write_all(&rows).unwrap();
+    chunk(&mut out, b"IDAT", &encoder.finish().unwrap());
+    if padding > 0 {
+        chunk(&mut out, b"prVt", &vec![7u8; padding]);
+    }
+    chunk(&mut out, b"IEND", &[]);
+    out
+}
+
+/// An MP3 as its first bytes show it (an ID3 tag), then silence.
+fn mp3() -> Vec<u8> {
+    let mut out = b"ID3\x04\x00\x00\x00\x00\x00\x00".to_vec();
+    out.extend_from_slice(&[0xff, 0xfb, 0x90, 0x64]);
+    out.extend(std::iter::repeat_n(0u8, 5000));
+    out
+}
+
+fn form(kind: &str, file: Vec<u8>, name: &str, claimed: &str) -> Form {
+    Form::new().text("type", kind.to_owned()).part(
+        "file",
+        Part::bytes(file)
+            .file_name(name.to_owned())
+            .mime_str(claimed)
+            .unwrap(),
+    )
+}
+
+async fn upload(app: &TestApp, user: &TestUser, form: Form) -> reqwest::Response {
+    app.client
+        .post(app.url("/api/v1/media/upload"))
+        .bearer_auth(&user.token)
+        .multipart(form)
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn uploaded(app: &TestApp, user: &TestUser, form: Form) -> Value {
+    let response = upload(app, user, form).await;
+    assert_eq!(response.status(), 201);
+    response.json().await.unwrap()
+}
+
+/// Every object the store holds under `media/`.
+async fn objects(app: &TestApp) -> Vec<String> {
+    let store = app.platform.storage.store();
+    store
+        .list(Some(&Path::from("media")))
+        .map_ok(|meta| meta.location.to_string())
+        .try_collect()
+        .await
+        .unwrap()
+}
+
+fn rows(app: &TestApp) -> String {
+    app.query_one("SELECT count(*) FROM media.objects").unwrap()
+}
+
+#[tokio::test]
+async fn an_upload_is_stored_typed_by_its_bytes_and_served_to_its_owner_only() {
+    let app = TestApp::spawn().await;
+    let ann = app.register("ann@example.com").await;
+    let bob = app.register("bob@example.com").await;
+    let image = png(4, 3000);
+
+    // The client calls it a JPEG named .jpg: the bytes say PNG, and PNG it is.
+    let media = uploaded(
+        &app,
+        &ann,
+        form("image", image.clone(), "photo.jpg", "image/jpeg"),
+    )
+    .await;
+    assert_eq!(media["type"], "image");
+    assert_eq!(media["contentType"], "image/png");
+    assert_eq!(media["size"], image.len());
+    assert_eq!(media["isPublic"], false);
+    let url = media["url"].as_str().unwrap().to_owned();
+    assert_eq!(
+        url,
+        format!("/api/v1/media/{}", media["id"].as_str().unwrap())
+    );
+    assert_eq!(objects(&app).await.len(), 1);
+
+    let got = app.get_auth(&url, &ann.token).await;
+    assert_eq!(got.status(), 200);
+    let headers = got.headers().clone();
+    assert_eq!(headers["content-type"], "image/png");
+    assert_eq!(headers["content-length"], image.len().to_string().as_str());
+    assert_eq!(headers["accept-ranges"], "bytes");
+    assert_eq!(headers["cache-control"], "private, no-cache");
+    assert_eq!(headers["x-content-type-options"], "nosniff");
+    assert!(
+        headers["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .contains("sandbox")
+    );
+    let disposition = headers["content-disposition"].to_str().unwrap();
+    assert_eq!(
+        disposition,
+        format!("inline; filename=\"{}.png\"", media["id"].as_str().unwrap())
+    );
+    assert_eq!(got.bytes().await.unwrap().as_ref(), image.as_slice());
+
+    // The ETag is the content's: asking again with it is answered 304, without the body.
+    let etag = headers["etag"].to_str().unwrap().to_owned();
+    let again = app
+        .client
+        .get(app.url(&url))
+        .bearer_auth(&ann.token)
+        .header("if-none-match", &etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 304);
+    assert!(again.bytes().await.unwrap().is_empty());
+
+    // Another user, and nobody at all, get exactly what an unknown id gets.
+    assert_error(app.get_auth(&url, &bob.token).await, 404, "NOT_FOUND").await;
+    assert_error(app.get(&url).await, 404, "NOT_FOUND").await;
+    let unknown = format!("/api/v1/media/{}", uuid::Uuid::now_v7());
+    assert_error(app.get_auth(&unknown, &ann.token).await, 404, "NOT_FOUND").await;
+    let bob_deletes = app
+        .client
+        .delete(app.url(&url))
+        .bearer_auth(&bob.token)
+        .send()
+        .await
+        .unwrap();
+    assert_error(bob_deletes, 404, "NOT_FOUND").await;
+    assert_eq!(objects(&app).await.len(), 1);
+
+    // The owner deletes it: the row and the object go.
+    let deleted = app
+        .client
+        .delete(app.url(&url))
+        .bearer_auth(&ann.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 204);
+    assert_error(app.get_auth(&url, &ann.token).await, 404, "NOT_FOUND").await;
+    assert!(objects(&app).await.is_empty());
+    assert_eq!(rows(&app), "0");
+}
+
+#[tokio::test]
+async fn ranges_are_served_for_seeking() {
+    let app = TestApp::spawn().await;
+    let ann = app.register("ann@example.com").await;
+    let sound = mp3();
+    let media = uploaded(
+        &app,
+        &ann,
+        form("audio", sound.clone(), "a.mp3", "audio/mpeg"),
+    )
+    .await;
+    assert_eq!(media["contentType"], "audio/mpeg");
+    let url = app.url(media["url"].as_str().unwrap());
+    let ranged = |range: &'static str| {
+        app.client
+            .get(&url)
+            .bearer_auth(&ann.token)
+            .header("range", range)
+            .send()
+    };
+
+    let part = ranged("bytes=10-19").await.unwrap();
+    assert_eq!(part.status(), 206);
+    assert_eq!(
+        part.headers()["content-range"],
+        format!("bytes 10-19/{}", sound.len()).as_str()
+    );
+    assert_eq!(part.headers()["content-length"], "10");
+    assert_eq!(part.bytes().await.unwrap().as_ref(), &sound[10..20]);
+
+    // The last 100 bytes, and everything from an offset.
+    let tail = ranged("bytes=-100").await.unwrap();
+    assert_eq!(tail.status(), 206);
+    assert_eq!(
+        tail.bytes().await.unwrap().as_ref(),
+        &sound[sound.len() - 100..]
+    );
+    let rest = ranged("bytes=5000-").await.unwrap();
+    assert_eq!(rest.bytes().await.unwrap().as_ref(), &sound[5000..]);
+
+    // Outside the file: 416, saying how long the file is.
+    let outside = ranged("bytes=999999-").await.unwrap();
+    assert_eq!(
+        outside.headers()["content-range"],
+        format!("bytes */{}", sound.len()).as_str()
+    );
+    assert_error(outside, 416, "RANGE_NOT_SATISFIABLE").await;
+}
+
+#[tokio::test]
+async fn files_that_are_not_what_they_claim_are_refused_and_leave_nothing() {
+    let app = TestApp::spawn().await;
+    let ann = app.register("ann@example.com").await;
+
+    // A PDF named and labelled as a PNG.
+    let pdf = b"%PDF-1.7\n1 0 obj << /Type /Catalog >> endobj\n".repeat(20);
+    let spoofed = upload(&app, &ann, form("image", pdf, "cat.png", "image/png")).await;
+    assert_error(spoofed, 415, "UNSUPPORTED_MEDIA_TYPE").await;
+
+    // A real MP3 declared as an image, with `type` before the file and after it.
+    let mismatch = upload(&app, &ann, form("image", mp3(), "a.png", "image/png")).await;
+    assert_error(mismatch, 415, "UNSUPPORTED_MEDIA_TYPE").await;
+    let type_last = Form::new()
+        .part("file", Part::bytes(mp3()).file_name("a.mp3"))
+        .text("type", "video");
+    assert_error(
+        upload(&app, &ann, type_last).await,
+        415,
+        "UNSUPPORTED_MEDIA_TYPE",
+    )
+    .await;
+
+    // A polyglot: a valid PNG header followed by a page a browser would run.
+    let mut polyglot = png(2, 0);
+    polyglot.truncate(33);
+    polyglot.extend_from_slice(b"<html><body><script>alert(document.cookie)</script>");
+    polyglot.extend(std::iter::repeat_n(0u8, 500));
+    let refused = upload(&app, &ann, form("image", polyglot, "p.png", "image/png")).await;
+    assert_error(refused, 415, "UNSUPPORTED_MEDIA_TYPE").await;
+
+    // Malformed forms: no file, no type, an unknown type, a stray field, not multipart.
+    let no_file = Form::new().text("type", "image");
+    let error = assert_error(upload(&app, &ann, no_file).await, 422, "VALIDATION_ERROR").await;
+    assert!(error["details"]["fields"]["file"].is_string(), "{error}");
+    let no_type = Form::new().part("file", Part::bytes(png(2, 0)).file_name("a.png"));
+    let error = assert_error(upload(&app, &ann, no_type).await, 422, "VALIDATION_ERROR").await;
+    assert!(error["details"]["fields"]["type"].is_string(), "{error}");
+    let odd_type = form("document", png(2, 0), "a.png", "image/png");
+    assert_error(upload(&app, &ann, odd_type).await, 422, "VALIDATION_ERROR").await;
+    let stray = form("image", png(2, 0), "a.png", "image/png").text("ownerId", "someone");
+    let error = assert_error(upload(&app, &ann, stray).await, 422, "VALIDATION_ERROR").await;
+    assert!(error["details"]["fields"]["ownerId"].is_string(), "{error}");
+    let json = app
+        .client
+        .post(app.url("/api/v1/media/upload"))
+        .bearer_auth(&ann.token)
+        .json(&serde_json::json!({"file": "aGVsbG8="}))
+        .send()
+        .await
+        .unwrap();
+    assert_error(json, 415, "UNSUPPORTED_MEDIA_TYPE").await;
+    let anonymous = app
+        .client
+        .post(app.url("/api/v1/media/upload"))
+        .multipart(form("image", png(2, 0), "a.png", "image/png"))
+        .send()
+        .await
+        .unwrap();
+    assert_error(anonymous, 401, "UNAUTHORIZED").await;
+
+    assert!(objects(&app).await.is_empty(), "{:?}", objects(&app).await);
+    assert_eq!(rows(&app), "0");
+}
+
+#[tokio::test]
+async fn an_upload_over_its_limit_is_cut_off_while_streaming_and_nothing_is_left_on_disk() {
+    let dir = std::env::temp_dir().join(format!("companion-media-{}", uuid::Uuid::now_v7()));
+    let url = format!("file://{}", dir.display());
+    let app = TestApp::spawn_with_vars(&[
+        ("COMPANION__STORAGE__URL", url.as_str()),
+        ("COMPANION__MEDIA__IMAGE_MAX_BYTES", "200000"),
+    ])
+    .await;
+    let ann = app.register("ann@example.com").await;
+
+    // Streamed in 64 KiB pieces, three times the limit.
+    let big = png(4, 600_000);
+    let pieces: Vec<Result<Vec<u8>, std::io::Error>> =
+        big.chunks(65536).map(|c| Ok(c.to_vec())).collect();
+    let body = reqwest::Body::wrap_stream(futures_util::stream::iter(pieces));
+    let streamed = Form::new()
+        .text("type", "image")
+        .part("file", Part::stream(body).file_name("big.png"));
+    let error = assert_error(upload(&app, &ann, streamed).await, 413, "PAYLOAD_TOO_LARGE").await;
+    assert_eq!(error["details"]["limitBytes"], 200_000);
+    assert!(objects(&app).await.is_empty(), "{:?}", objects(&app).await);
+    assert_eq!(rows(&app), "0");
+    // Nothing on the disk either: no object, no staged part.
+    let files: Vec<_> = walk(&dir);
+    assert!(files.is_empty(), "{files:?}");
+
+    // Under the limit, the same store keeps it, on disk.
+    let fits = png(4, 150_000);
+    let media = uploaded(
+        &app,
+        &ann,
+        form("image", fits.clone(), "ok.png", "image/png"),
+    )
+    .await;
+    let got = app
+        .get_auth(media["url"].as_str().unwrap(), &ann.token)
+        .await;
+    assert_eq!(got.bytes().await.unwrap().as_ref(), fits.as_slice());
+    assert_eq!(walk(&dir).len(), 1);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Every file under `dir`.
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(next) = pending.pop() {
+        let Ok(entries) = std::fs::read_dir(&next) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                pending.push(path);
+            } else {
+                found.push(path);
+            }
+        }
+    }
+    found
+}
