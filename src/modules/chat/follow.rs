@@ -90,6 +90,23 @@ struct Reader {
 }
 
 impl Reader {
+    fn new(
+        service: Service,
+        conversation: Uuid,
+        message: Uuid,
+        after: i32,
+        frames: mpsc::Sender<Frame>,
+    ) -> Self {
+        Self {
+            service,
+            conversation,
+            message,
+            sent: after.max(0),
+            from_start: false,
+            frames,
+        }
+    }
+
     async fn progress(&self) -> Result<Progress, ChatError> {
         self.service.progress(self.conversation, self.message).await
     }
@@ -270,14 +287,8 @@ pub fn follow_started(
     first: Option<Frame>,
 ) -> mpsc::Receiver<Frame> {
     let (frames, receiver) = mpsc::channel(QUEUE);
-    let reader = Reader {
-        service,
-        conversation,
-        message,
-        sent: after.max(0),
-        from_start: true,
-        frames,
-    };
+    let mut reader = Reader::new(service, conversation, message, after, frames);
+    reader.from_start = true;
     spawn_reader(reader, live, first);
     receiver
 }
@@ -292,14 +303,7 @@ pub fn follow_into(
     first: Option<Frame>,
     frames: mpsc::Sender<Frame>,
 ) {
-    let reader = Reader {
-        service,
-        conversation,
-        message,
-        sent: after.max(0),
-        from_start: false,
-        frames,
-    };
+    let reader = Reader::new(service, conversation, message, after, frames);
     spawn_reader(reader, live, first);
 }
 

@@ -302,10 +302,6 @@ impl Service {
                             depth: 0,
                             role: "assistant",
                             content: greeting,
-                            status: "complete",
-                            heartbeat_at: None,
-                            model: None,
-                            prompt: None,
                         },
                     )?;
                     first.get_or_insert(row.id);

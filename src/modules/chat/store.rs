@@ -59,6 +59,7 @@ pub struct MessageRow {
     pub updated_at: DateTime<Utc>,
 }
 
+/// A finished message (a greeting); replies are inserted by [`start_turn`].
 #[derive(Insertable)]
 #[diesel(table_name = messages)]
 pub struct NewMessage<'a> {
@@ -68,10 +69,6 @@ pub struct NewMessage<'a> {
     pub depth: i32,
     pub role: &'a str,
     pub content: &'a str,
-    pub status: &'a str,
-    pub heartbeat_at: Option<DateTime<Utc>>,
-    pub model: Option<&'a str>,
-    pub prompt: Option<&'a Value>,
 }
 
 /// A message with its place among its siblings (its swipes).

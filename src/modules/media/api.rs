@@ -251,11 +251,10 @@ async fn download(
         .map(HeaderValue::to_str)
     {
         Some(Ok(text)) if size > 0 => match HttpRange::parse(text, size) {
-            Ok(ranges) if ranges.len() == 1 => {
-                let r = ranges[0];
-                Some((r.start, r.start + r.length - 1))
-            }
-            Ok(_) => None,
+            Ok(ranges) => match ranges.as_slice() {
+                [one] => Some((one.start, one.start + one.length - 1)),
+                _ => None,
+            },
             Err(_) if text.trim_start().starts_with("bytes=") => {
                 let mut refused = AppError::new(
                     ErrorCode::RangeNotSatisfiable,
