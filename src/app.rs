@@ -128,6 +128,7 @@ impl ApplicationBuilder {
         crate::platform::mail::register_jobs(&mut registry, platform.mailer.clone());
         identity.jobs(&mut registry);
         chat.jobs(&mut registry, platform.db.clone());
+        media.jobs(&mut registry);
         chat.repair_at_start(platform.db.clone());
         let grace = settings.shutdown_timeout();
         let runner = JobRunner::start(platform.db.clone(), registry, &settings.jobs, grace);

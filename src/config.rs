@@ -238,6 +238,22 @@ pub struct MediaSettings {
     pub image_max_bytes: u64,
     pub audio_max_bytes: u64,
     pub video_max_bytes: u64,
+    /// Total storage per user by tier; 0 means no quota.
+    pub free_quota_bytes: u64,
+    pub premium_quota_bytes: u64,
+    pub enterprise_quota_bytes: u64,
+}
+
+impl MediaSettings {
+    /// The storage quota of `tier` in bytes (`None`: unlimited). An unknown tier gets free's.
+    pub fn quota(&self, tier: &str) -> Option<u64> {
+        let bytes = match tier {
+            "premium" => self.premium_quota_bytes,
+            "enterprise" => self.enterprise_quota_bytes,
+            _ => self.free_quota_bytes,
+        };
+        (bytes > 0).then_some(bytes)
+    }
 }
 
 /// Requests per period; 0 means unlimited.

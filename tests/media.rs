@@ -13,9 +13,14 @@ use reqwest::multipart::{Form, Part};
 use serde_json::Value;
 use support::{TestApp, TestUser, assert_error};
 
-/// A real PNG: `side`×`side` pixels of one colour, then `padding` bytes in a private
-/// ancillary chunk (so a file of any size can be made that is still a valid PNG).
+/// A real PNG: `side`×`side` pixels of one colour, then `padding` bytes of metadata in a
+/// `tEXt` chunk (so a file of any size can be made that is still a valid PNG; stripped of
+/// its metadata it is `png(side, 0)` exactly).
 fn png(side: u32, padding: usize) -> Vec<u8> {
+    png_sized(side, side, padding)
+}
+
+fn png_sized(width: u32, height: u32, padding: usize) -> Vec<u8> {
     fn chunk(out: &mut Vec<u8>, kind: &[u8; 4], data: &[u8]) {
         out.extend_from_slice(&u32::try_from(data.len()).unwrap().to_be_bytes());
         let mut crc = crc32fast::Hasher::new();
@@ -27,20 +32,21 @@ fn png(side: u32, padding: usize) -> Vec<u8> {
     }
     let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
     let mut header = Vec::new();
-    header.extend_from_slice(&side.to_be_bytes());
-    header.extend_from_slice(&side.to_be_bytes());
+    header.extend_from_slice(&width.to_be_bytes());
+    header.extend_from_slice(&height.to_be_bytes());
     header.extend_from_slice(&[8, 2, 0, 0, 0]); // 8-bit RGB
     chunk(&mut out, b"IHDR", &header);
-    let side_len = usize::try_from(side).unwrap();
+    if padding > 0 {
+        let mut text = b"Comment\0GPS 48.8584 N 2.2945 E ".to_vec();
+        text.extend(std::iter::repeat_n(b'x', padding));
+        chunk(&mut out, b"tEXt", &text);
+    }
     let mut row = vec![0u8]; // no filter
-    row.extend([200u8, 120, 40].repeat(side_len));
-    let rows = row.repeat(side_len);
+    row.extend([200u8, 120, 40].repeat(usize::try_from(width).unwrap()));
+    let rows = row.repeat(usize::try_from(height).unwrap());
     let mut encoder = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
     encoder.write_all(&rows).unwrap();
     chunk(&mut out, b"IDAT", &encoder.finish().unwrap());
-    if padding > 0 {
-        chunk(&mut out, b"prVt", &vec![7u8; padding]);
-    }
     chunk(&mut out, b"IEND", &[]);
     out
 }
@@ -100,6 +106,8 @@ async fn an_upload_is_stored_typed_by_its_bytes_and_served_to_its_owner_only() {
     let ann = app.register("ann@example.com").await;
     let bob = app.register("bob@example.com").await;
     let image = png(4, 3000);
+    // What is kept and served is the image without its metadata.
+    let served = png(4, 0);
 
     // The client calls it a JPEG named .jpg: the bytes say PNG, and PNG it is.
     let media = uploaded(
@@ -110,20 +118,21 @@ async fn an_upload_is_stored_typed_by_its_bytes_and_served_to_its_owner_only() {
     .await;
     assert_eq!(media["type"], "image");
     assert_eq!(media["contentType"], "image/png");
-    assert_eq!(media["size"], image.len());
+    assert_eq!(media["size"], served.len());
     assert_eq!(media["isPublic"], false);
     let url = media["url"].as_str().unwrap().to_owned();
     assert_eq!(
         url,
         format!("/api/v1/media/{}", media["id"].as_str().unwrap())
     );
-    assert_eq!(objects(&app).await.len(), 1);
+    // The file and its thumbnail.
+    assert_eq!(objects(&app).await.len(), 2);
 
     let got = app.get_auth(&url, &ann.token).await;
     assert_eq!(got.status(), 200);
     let headers = got.headers().clone();
     assert_eq!(headers["content-type"], "image/png");
-    assert_eq!(headers["content-length"], image.len().to_string().as_str());
+    assert_eq!(headers["content-length"], served.len().to_string().as_str());
     assert_eq!(headers["accept-ranges"], "bytes");
     assert_eq!(headers["cache-control"], "private, no-cache");
     assert_eq!(headers["x-content-type-options"], "nosniff");
@@ -138,7 +147,7 @@ async fn an_upload_is_stored_typed_by_its_bytes_and_served_to_its_owner_only() {
         disposition,
         format!("inline; filename=\"{}.png\"", media["id"].as_str().unwrap())
     );
-    assert_eq!(got.bytes().await.unwrap().as_ref(), image.as_slice());
+    assert_eq!(got.bytes().await.unwrap().as_ref(), served.as_slice());
 
     // The ETag is the content's: asking again with it is answered 304, without the body.
     let etag = headers["etag"].to_str().unwrap().to_owned();
@@ -166,9 +175,9 @@ async fn an_upload_is_stored_typed_by_its_bytes_and_served_to_its_owner_only() {
         .await
         .unwrap();
     assert_error(bob_deletes, 404, "NOT_FOUND").await;
-    assert_eq!(objects(&app).await.len(), 1);
+    assert_eq!(objects(&app).await.len(), 2);
 
-    // The owner deletes it: the row and the object go.
+    // The owner deletes it: the row and both objects go.
     let deleted = app
         .client
         .delete(app.url(&url))
@@ -325,17 +334,13 @@ async fn an_upload_over_its_limit_is_cut_off_while_streaming_and_nothing_is_left
 
     // Under the limit, the same store keeps it, on disk.
     let fits = png(4, 150_000);
-    let media = uploaded(
-        &app,
-        &ann,
-        form("image", fits.clone(), "ok.png", "image/png"),
-    )
-    .await;
+    let media = uploaded(&app, &ann, form("image", fits, "ok.png", "image/png")).await;
     let got = app
         .get_auth(media["url"].as_str().unwrap(), &ann.token)
         .await;
-    assert_eq!(got.bytes().await.unwrap().as_ref(), fits.as_slice());
-    assert_eq!(walk(&dir).len(), 1);
+    assert_eq!(got.bytes().await.unwrap().as_ref(), png(4, 0).as_slice());
+    // The file and its thumbnail.
+    assert_eq!(walk(&dir).len(), 2);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -357,4 +362,267 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
         }
     }
     found
+}
+
+/// A real JPEG of `width`×`height` pixels, with the APPn/COM `segments` (marker, contents)
+/// put right after its start.
+fn jpeg(width: u32, height: u32, segments: &[(u8, Vec<u8>)]) -> Vec<u8> {
+    let pixels = image::RgbImage::from_fn(width, height, |x, y| {
+        image::Rgb([(x % 256) as u8, (y % 256) as u8, 90])
+    });
+    let mut encoded = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut encoded, 90)
+        .encode_image(&pixels)
+        .unwrap();
+    let mut out = encoded[..2].to_vec();
+    for (marker, contents) in segments {
+        out.extend_from_slice(&[0xFF, *marker]);
+        out.extend_from_slice(&u16::try_from(contents.len() + 2).unwrap().to_be_bytes());
+        out.extend_from_slice(contents);
+    }
+    out.extend_from_slice(&encoded[2..]);
+    out
+}
+
+/// An EXIF block (APP1) with the orientation tag and a GPS-looking string an uploader would
+/// not want to publish.
+fn exif(orientation: u16) -> Vec<u8> {
+    let mut out = b"Exif\0\0MM\0\x2a\0\0\0\x08".to_vec();
+    out.extend_from_slice(&2u16.to_be_bytes()); // two entries
+    out.extend_from_slice(&[0x01, 0x12, 0, 3, 0, 0, 0, 1]); // Orientation, SHORT, 1
+    out.extend_from_slice(&orientation.to_be_bytes());
+    out.extend_from_slice(&[0, 0]);
+    let text = b"GPS 48.8584N 2.2945E\0";
+    out.extend_from_slice(&[0x01, 0x0e, 0, 2]); // ImageDescription, ASCII
+    out.extend_from_slice(&u32::try_from(text.len()).unwrap().to_be_bytes());
+    out.extend_from_slice(&38u32.to_be_bytes()); // offset of the text from the TIFF header
+    out.extend_from_slice(&0u32.to_be_bytes()); // no next IFD
+    out.extend_from_slice(text);
+    out
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+async fn bytes_of(
+    app: &TestApp,
+    user: &TestUser,
+    url: &str,
+) -> (reqwest::header::HeaderMap, Vec<u8>) {
+    let got = app.get_auth(url, &user.token).await;
+    assert_eq!(got.status(), 200, "{url}");
+    let headers = got.headers().clone();
+    (headers, got.bytes().await.unwrap().to_vec())
+}
+
+#[tokio::test]
+async fn images_are_served_without_their_metadata_and_with_a_thumbnail() {
+    let app = TestApp::spawn().await;
+    let ann = app.register("ann@example.com").await;
+    let bob = app.register("bob@example.com").await;
+
+    // A photo with EXIF (GPS in it) and a comment, 600×300.
+    let photo = jpeg(
+        600,
+        300,
+        &[
+            (0xE1, exif(1)),
+            (0xFE, b"taken at home, 12 Rue Exemple".to_vec()),
+        ],
+    );
+    let media = uploaded(&app, &ann, form("image", photo, "me.jpg", "image/jpeg")).await;
+    assert_eq!(media["contentType"], "image/jpeg");
+    assert_eq!(
+        (media["width"].as_u64(), media["height"].as_u64()),
+        (Some(600), Some(300))
+    );
+    // Small enough to be made during the upload, and the answer says so.
+    assert_eq!(media["thumbnailStatus"], "ready");
+    let (_, served) = bytes_of(&app, &ann, media["url"].as_str().unwrap()).await;
+    assert!(!contains(&served, b"Exif"), "EXIF left in");
+    assert!(!contains(&served, b"GPS"), "GPS left in");
+    assert!(!contains(&served, b"Rue Exemple"), "comment left in");
+    let decoded = image::load_from_memory(&served).unwrap();
+    assert_eq!((decoded.width(), decoded.height()), (600, 300));
+    assert_eq!(media["size"], served.len());
+
+    // The thumbnail: 256 on its long side, a JPEG (the photo is opaque), owner-only too.
+    let thumbnail_url = media["thumbnailUrl"].as_str().unwrap().to_owned();
+    let (headers, thumbnail) = bytes_of(&app, &ann, &thumbnail_url).await;
+    assert_eq!(headers["content-type"], "image/jpeg");
+    assert_eq!(
+        headers["content-length"],
+        thumbnail.len().to_string().as_str()
+    );
+    let small = image::load_from_memory(&thumbnail).unwrap();
+    assert_eq!((small.width(), small.height()), (256, 128));
+    assert_error(
+        app.get_auth(&thumbnail_url, &bob.token).await,
+        404,
+        "NOT_FOUND",
+    )
+    .await;
+    let etag = headers["etag"].to_str().unwrap().to_owned();
+    let again = app
+        .client
+        .get(app.url(&thumbnail_url))
+        .bearer_auth(&ann.token)
+        .header("if-none-match", &etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 304);
+
+    // A phone photo EXIF says to turn a quarter (orientation 6) is served turned, since
+    // without EXIF it would show sideways.
+    let sideways = jpeg(400, 200, &[(0xE1, exif(6))]);
+    let media = uploaded(&app, &ann, form("image", sideways, "s.jpg", "image/jpeg")).await;
+    let (_, served) = bytes_of(&app, &ann, media["url"].as_str().unwrap()).await;
+    assert!(!contains(&served, b"Exif"));
+    let decoded = image::load_from_memory(&served).unwrap();
+    assert_eq!((decoded.width(), decoded.height()), (200, 400));
+    assert_eq!(
+        (media["width"].as_u64(), media["height"].as_u64()),
+        (Some(200), Some(400))
+    );
+
+    // An animated GIF keeps its frames and loses its comment.
+    let mut gif_bytes = Vec::new();
+    {
+        let palette = [0u8, 0, 0, 255, 255, 255];
+        let mut encoder = gif::Encoder::new(&mut gif_bytes, 8, 8, &palette).unwrap();
+        encoder.set_repeat(gif::Repeat::Infinite).unwrap();
+        encoder
+            .write_raw_extension(gif::AnyExtension(0xFE), &[b"secret note"])
+            .unwrap();
+        for colour in [0u8, 1] {
+            let frame = gif::Frame {
+                width: 8,
+                height: 8,
+                buffer: std::borrow::Cow::Owned(vec![colour; 64]),
+                ..gif::Frame::default()
+            };
+            encoder.write_frame(&frame).unwrap();
+        }
+    }
+    let media = uploaded(&app, &ann, form("image", gif_bytes, "a.gif", "image/gif")).await;
+    let (_, served) = bytes_of(&app, &ann, media["url"].as_str().unwrap()).await;
+    assert!(!contains(&served, b"secret note"));
+    let mut decoder = gif::DecodeOptions::new()
+        .read_info(served.as_slice())
+        .unwrap();
+    let mut frames = Vec::new();
+    while let Some(frame) = decoder.read_next_frame().unwrap() {
+        frames.push(frame.buffer[0]);
+    }
+    assert_eq!(frames, vec![0, 1]);
+    assert_eq!(decoder.repeat(), gif::Repeat::Infinite);
+
+    // Audio has no thumbnail.
+    let sound = uploaded(&app, &ann, form("audio", mp3(), "a.mp3", "audio/mpeg")).await;
+    assert_eq!(sound["thumbnailUrl"], Value::Null);
+    assert_eq!(sound["thumbnailStatus"], Value::Null);
+    let url = format!("{}/thumbnail", sound["url"].as_str().unwrap());
+    assert_error(app.get_auth(&url, &ann.token).await, 404, "NOT_FOUND").await;
+}
+
+#[tokio::test]
+async fn decompression_bombs_and_unreadable_images_are_refused_and_leave_nothing() {
+    let app = TestApp::spawn().await;
+    let ann = app.register("ann@example.com").await;
+
+    // 20,000 × 20,000 pixels claimed by a file of a few hundred bytes: refused from its
+    // header, before anything is decoded.
+    let mut bomb = png_sized(1, 1, 0);
+    bomb[16..24].copy_from_slice(&[0, 0, 0x4e, 0x20, 0, 0, 0x4e, 0x20]); // IHDR: 20,000²
+    let crc = crc32fast::hash(&bomb[12..29]);
+    bomb[29..33].copy_from_slice(&crc.to_be_bytes());
+    let error = assert_error(
+        upload(&app, &ann, form("image", bomb, "b.png", "image/png")).await,
+        413,
+        "PAYLOAD_TOO_LARGE",
+    )
+    .await;
+    assert_eq!(error["details"]["maxPixels"], 40_000_000);
+    assert_eq!(error["details"]["width"], 20_000);
+
+    // A PNG whose pixel data is noise.
+    let mut broken = png(64, 0);
+    let idat = broken.windows(4).position(|w| w == b"IDAT").unwrap() + 4;
+    for byte in &mut broken[idat..idat + 20] {
+        *byte = 0x5a;
+    }
+    assert_error(
+        upload(&app, &ann, form("image", broken, "x.png", "image/png")).await,
+        415,
+        "UNSUPPORTED_MEDIA_TYPE",
+    )
+    .await;
+    assert!(objects(&app).await.is_empty(), "{:?}", objects(&app).await);
+    assert_eq!(rows(&app), "0");
+}
+
+#[tokio::test]
+async fn a_large_image_gets_its_thumbnail_from_a_job() {
+    let app = TestApp::spawn().await;
+    let ann = app.register("ann@example.com").await;
+    // 2,100 × 2,000 pixels: over the 4 megapixels made during the upload.
+    let big = png_sized(2100, 2000, 0);
+    let media = uploaded(&app, &ann, form("image", big, "big.png", "image/png")).await;
+    assert_eq!(media["thumbnailStatus"], "pending");
+    let url = media["thumbnailUrl"].as_str().unwrap().to_owned();
+    let thumbnail = support::eventually(std::time::Duration::from_secs(30), || async {
+        let got = app.get_auth(&url, &ann.token).await;
+        if got.status() == 200 {
+            Some(got.bytes().await.unwrap())
+        } else {
+            None
+        }
+    })
+    .await;
+    let small = image::load_from_memory(&thumbnail).unwrap();
+    assert_eq!(small.width(), 256);
+    assert!((243..=244).contains(&small.height()), "{}", small.height());
+    let status: String = app
+        .query_one("SELECT thumbnail FROM media.objects")
+        .unwrap();
+    assert_eq!(status, "ready");
+}
+
+#[tokio::test]
+async fn storage_is_limited_by_a_quota_per_tier() {
+    let app = TestApp::spawn_with_vars(&[("COMPANION__MEDIA__FREE_QUOTA_BYTES", "8000")]).await;
+    let ann = app.register("ann@example.com").await;
+    let first = uploaded(&app, &ann, form("audio", mp3(), "a.mp3", "audio/mpeg")).await;
+    let used = first["size"].as_u64().unwrap();
+
+    // The second would pass the quota: cut off while streaming, nothing kept.
+    let error = assert_error(
+        upload(&app, &ann, form("audio", mp3(), "b.mp3", "audio/mpeg")).await,
+        413,
+        "STORAGE_QUOTA_EXCEEDED",
+    )
+    .await;
+    assert_eq!(error["details"]["quotaBytes"], 8_000);
+    assert_eq!(error["details"]["usedBytes"], used);
+    assert_eq!(objects(&app).await.len(), 1);
+    assert_eq!(rows(&app), "1");
+
+    // Deleting frees the space.
+    let deleted = app
+        .client
+        .delete(app.url(first["url"].as_str().unwrap()))
+        .bearer_auth(&ann.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 204);
+    uploaded(&app, &ann, form("audio", mp3(), "b.mp3", "audio/mpeg")).await;
+
+    // A premium account has its own, larger quota.
+    let pam = app.premium("pam@example.com").await;
+    for name in ["a.mp3", "b.mp3", "c.mp3"] {
+        uploaded(&app, &pam, form("audio", mp3(), name, "audio/mpeg")).await;
+    }
 }

@@ -8,7 +8,8 @@ use futures_util::{StreamExt, TryStreamExt};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use super::service::{MediaError, Received, Service};
+use super::images::{ImageError, MAX_PIXELS};
+use super::service::{MediaError, Received, Service, object_key, thumbnail_key};
 use super::sniff::{self, Kind};
 use super::store::MediaRow;
 use crate::platform::http::{AppError, AuthUser, ErrorCode, FieldErrors, MaybeUser};
@@ -23,6 +24,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .route(web::get().to(download))
                 .route(web::head().to(download))
                 .route(web::delete().to(delete)),
+        )
+        .service(
+            web::resource("/media/{id}/thumbnail")
+                .route(web::get().to(download_thumbnail))
+                .route(web::head().to(download_thumbnail)),
         );
 }
 
@@ -42,6 +48,26 @@ impl From<MediaError> for AppError {
                 format!("The file is larger than the {limit} bytes allowed for its type."),
             )
             .with_details(json!({ "limitBytes": limit })),
+            MediaError::OverQuota { quota, used } => AppError::new(
+                ErrorCode::StorageQuotaExceeded,
+                format!(
+                    "The file does not fit your storage quota: {used} of {quota} bytes are used. \
+                     Delete some media or change plans."
+                ),
+            )
+            .with_details(json!({ "quotaBytes": quota, "usedBytes": used })),
+            MediaError::Image(ImageError::TooManyPixels { width, height }) => AppError::new(
+                ErrorCode::PayloadTooLarge,
+                format!(
+                    "The image is {width}×{height} pixels; at most {MAX_PIXELS} pixels are allowed."
+                ),
+            )
+            .with_details(json!({ "width": width, "height": height, "maxPixels": MAX_PIXELS })),
+            MediaError::Image(ImageError::Unreadable(cause)) => AppError::new(
+                ErrorCode::UnsupportedMediaType,
+                "The image could not be read: its start names a format its contents do not follow.",
+            )
+            .with_cause(anyhow::anyhow!(cause)),
             MediaError::Cut(cause) => {
                 AppError::bad_request("The upload was cut off before it ended.")
                     .with_cause(anyhow::anyhow!(cause))
@@ -71,7 +97,18 @@ pub fn view(row: &MediaRow) -> Value {
     json!({
         "id": row.id,
         "url": format!("/api/v1/media/{}", row.id),
-        "thumbnailUrl": Value::Null,
+        "thumbnailUrl": match row.thumbnail.as_str() {
+            "ready" | "pending" => json!(format!("/api/v1/media/{}/thumbnail", row.id)),
+            _ => Value::Null,
+        },
+        // `ready`: made during the upload (or since); `pending`: a job is making it;
+        // `failed`: the image could not be decoded; null for audio and video.
+        "thumbnailStatus": match row.thumbnail.as_str() {
+            "none" => Value::Null,
+            state => json!(state),
+        },
+        "width": row.width,
+        "height": row.height,
         "type": row.kind,
         "size": row.size,
         "contentType": row.content_type,
@@ -121,6 +158,7 @@ impl Form {
         &mut self,
         service: &Service,
         owner: Uuid,
+        quota: Option<u64>,
         multipart: &mut Multipart,
     ) -> Result<(), AppError> {
         while let Some(mut field) = multipart.try_next().await.map_err(multipart_error)? {
@@ -145,7 +183,7 @@ impl Form {
                 }
                 "file" if self.received.is_none() => {
                     let stream = field.map(|chunk| chunk.map_err(|e| e.to_string()));
-                    let received = service.receive(owner, stream, self.declared).await?;
+                    let received = service.receive(owner, stream, self.declared, quota).await?;
                     self.received = Some(received);
                 }
                 _ => {
@@ -193,8 +231,9 @@ async fn upload(
     mut multipart: Multipart,
 ) -> Result<HttpResponse, AppError> {
     let owner = user.user_id;
+    let quota = service.quota(&user.tier);
     let mut form = Form::default();
-    let read = form.read(&service, owner, &mut multipart).await;
+    let read = form.read(&service, owner, quota, &mut multipart).await;
     let checked = read.and_then(|()| form.check());
     let received = match (checked, form.received) {
         (Ok(()), Some(received)) => received,
@@ -208,13 +247,20 @@ async fn upload(
                 .unwrap_or_else(|| AppError::bad_request("The upload held no file.")));
         }
     };
-    let row = service.record(owner, received, form.character).await?;
+    let row = service
+        .record(owner, received, form.character, quota)
+        .await?;
     Ok(HttpResponse::Created().json(view(&row)))
 }
 
-/// The ETag of a stored object (its SHA-256), quoted as HTTP wants it.
-fn etag(row: &MediaRow) -> String {
-    format!("\"{}\"", row.sha256)
+/// One stored object to serve: a media's file or its thumbnail.
+struct Served {
+    key: object_store::path::Path,
+    content_type: String,
+    size: u64,
+    /// Quoted, as HTTP wants it.
+    etag: String,
+    extension: &'static str,
 }
 
 async fn download(
@@ -225,14 +271,73 @@ async fn download(
 ) -> Result<HttpResponse, AppError> {
     let viewer = user.0.map(|user| user.user_id);
     let row = service.visible(viewer, id.into_inner()).await?;
-    let tag = etag(&row);
+    let served = Served {
+        key: object_key(row.owner_id, row.id),
+        content_type: row.content_type.clone(),
+        size: u64::try_from(row.size).unwrap_or(0),
+        // The SHA-256 of the stored bytes.
+        etag: format!("\"{}\"", row.sha256),
+        extension: sniff::by_content_type(&row.content_type).map_or("bin", |f| f.extension),
+    };
+    serve(&service, &request, &row, served).await
+}
+
+async fn download_thumbnail(
+    service: web::Data<Service>,
+    user: MaybeUser,
+    request: HttpRequest,
+    id: web::Path<Uuid>,
+) -> Result<HttpResponse, AppError> {
+    let viewer = user.0.map(|user| user.user_id);
+    let row = service.visible(viewer, id.into_inner()).await?;
+    match (row.thumbnail.as_str(), &row.thumbnail_type) {
+        ("ready", Some(content_type)) => {
+            let served = Served {
+                key: thumbnail_key(row.owner_id, row.id),
+                content_type: content_type.clone(),
+                size: row
+                    .thumbnail_size
+                    .and_then(|size| u64::try_from(size).ok())
+                    .unwrap_or(0),
+                // Made from the file alone, so the file's hash names it too.
+                etag: format!("\"{}-thumb\"", row.sha256),
+                extension: if content_type == "image/webp" {
+                    "webp"
+                } else {
+                    "jpg"
+                },
+            };
+            serve(&service, &request, &row, served).await
+        }
+        ("pending", _) => Err(AppError::new(
+            ErrorCode::NotFound,
+            "The thumbnail is still being made; try again in a moment.",
+        )
+        .with_details(json!({ "thumbnailStatus": "pending" }))),
+        _ => Err(AppError::not_found()),
+    }
+}
+
+/// Answers `served` with its headers: conditional (`If-None-Match`), one range, HEAD.
+async fn serve(
+    service: &Service,
+    request: &HttpRequest,
+    row: &MediaRow,
+    served: Served,
+) -> Result<HttpResponse, AppError> {
+    let Served {
+        key,
+        content_type,
+        size,
+        etag: tag,
+        extension,
+    } = served;
     let cache = if row.is_public {
         "public, max-age=3600"
     } else {
         // Owner-only: kept by the owner's browser, checked again before each use.
         "private, no-cache"
     };
-    let size = u64::try_from(row.size).unwrap_or(0);
     let not_modified = request
         .headers()
         .get(header::IF_NONE_MATCH)
@@ -270,15 +375,9 @@ async fn download(
         },
         _ => None,
     };
-    let format = sniff::by_content_type(&row.content_type);
     // The file name is ours (the id and the format's extension), never the client's, so it
     // cannot carry quotes or line breaks into the header.
-    let disposition = format!(
-        "inline; filename=\"{}.{}\"",
-        row.id,
-        format.map_or("bin", |f| f.extension)
-    );
-    let content_type = row.content_type.clone();
+    let disposition = format!("inline; filename=\"{}.{extension}\"", row.id);
     let length = range.map_or(size, |(first, last)| last - first + 1);
     let mut response = if range.is_some() {
         HttpResponse::PartialContent()
@@ -306,7 +405,7 @@ async fn download(
         return Ok(response.no_chunking(length).finish());
     }
     let body = service
-        .open(&row, range)
+        .open(&key, range)
         .await?
         .map_err(|error| actix_web::error::ErrorInternalServerError(error.to_string()));
     Ok(response.no_chunking(length).streaming(body))

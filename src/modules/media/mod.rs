@@ -1,6 +1,7 @@
 #![doc = include_str!("README.md")]
 
 mod api;
+mod images;
 mod schema;
 mod service;
 mod sniff;
@@ -25,6 +26,10 @@ impl Media {
                 platform.settings.media.clone(),
             ),
         }
+    }
+
+    pub fn jobs(&self, registry: &mut crate::platform::jobs::JobRegistry) {
+        self.service.register_jobs(registry);
     }
 
     pub fn routes(&self, cfg: &mut web::ServiceConfig) {

@@ -11,5 +11,10 @@ diesel::table! {
         character_id -> Nullable<Uuid>,
         is_public -> Bool,
         created_at -> Timestamptz,
+        width -> Nullable<Int4>,
+        height -> Nullable<Int4>,
+        thumbnail -> Text,
+        thumbnail_type -> Nullable<Text>,
+        thumbnail_size -> Nullable<Int8>,
     }
 }

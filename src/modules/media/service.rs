@@ -3,21 +3,27 @@
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bytes::{Bytes, BytesMut};
+use diesel::Connection;
 use futures_util::{Stream, StreamExt};
 use object_store::path::Path;
 use object_store::{GetOptions, GetRange, ObjectStoreExt, WriteMultipart};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
+use super::images::{self, INLINE_THUMBNAIL_PIXELS, ImageError};
 use super::sniff::{self, Format, Kind, SNIFF_BYTES};
 use super::store::{self, MediaRow, NewMedia};
 use crate::config::MediaSettings;
 use crate::platform::db::{Db, DbError};
+use crate::platform::jobs::{self, Job, JobRegistry, NewJob};
 use crate::platform::storage::Storage;
 
 /// Parts in flight while an upload streams to the store; with the part size this bounds the
 /// memory an upload holds, whatever the file's size.
 const PARTS_IN_FLIGHT: usize = 2;
+
+/// The job that makes the thumbnail of a large image.
+pub const THUMBNAIL_JOB: &str = "media.thumbnail";
 
 #[derive(Debug, thiserror::Error)]
 pub enum MediaError {
@@ -27,6 +33,10 @@ pub enum MediaError {
     Unsupported(String),
     #[error("the file is larger than {limit} bytes")]
     TooLarge { limit: u64 },
+    #[error("the file does not fit the storage quota of {quota} bytes ({used} used)")]
+    OverQuota { quota: u64, used: u64 },
+    #[error(transparent)]
+    Image(#[from] ImageError),
     #[error("the upload was cut off: {0}")]
     Cut(String),
     #[error(transparent)]
@@ -41,6 +51,16 @@ pub struct Received {
     pub format: Format,
     pub size: u64,
     pub sha256: String,
+    pub image: Option<ImageFacts>,
+}
+
+/// What an image upload learnt about the image.
+pub struct ImageFacts {
+    pub width: u32,
+    pub height: u32,
+    /// The thumbnail made during the upload (its type and size), or `None` when a job makes
+    /// it.
+    pub thumbnail: Option<(&'static str, u64)>,
 }
 
 /// The bytes of a download as they are read from the store.
@@ -51,6 +71,8 @@ pub struct Service {
     db: Db,
     storage: Storage,
     limits: MediaSettings,
+    /// Image work (decode, strip, thumbnail) at once, at most one per core.
+    image_work: std::sync::Arc<tokio::sync::Semaphore>,
 }
 
 /// Where an object's bytes live: under its owner, so erasure can list one prefix.
@@ -58,13 +80,50 @@ pub fn object_key(owner: Uuid, id: Uuid) -> Path {
     Path::from(format!("media/{owner}/{id}"))
 }
 
+/// Where an image's thumbnail lives, beside it.
+pub fn thumbnail_key(owner: Uuid, id: Uuid) -> Path {
+    Path::from(format!("media/{owner}/{id}.thumb"))
+}
+
 impl Service {
     pub fn new(db: Db, storage: Storage, limits: MediaSettings) -> Self {
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
         Self {
             db,
             storage,
             limits,
+            image_work: std::sync::Arc::new(tokio::sync::Semaphore::new(cores)),
         }
+    }
+
+    /// The storage quota of a tier, in bytes (`None`: unlimited).
+    pub fn quota(&self, tier: &str) -> Option<u64> {
+        self.limits.quota(tier)
+    }
+
+    /// The bytes `owner`'s media take.
+    pub async fn usage(&self, owner: Uuid) -> Result<u64, MediaError> {
+        let used = self
+            .db
+            .run(move |conn| store::usage(conn, owner).map_err(DbError::from))
+            .await?;
+        Ok(u64::try_from(used).unwrap_or(0))
+    }
+
+    /// Runs image work on the blocking pool, a few at a time.
+    async fn image_work<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> Result<T, ImageError> + Send + 'static,
+    ) -> Result<T, MediaError> {
+        let _permit = self
+            .image_work
+            .acquire()
+            .await
+            .map_err(|_| ImageError::Unreadable("shutting down".into()))?;
+        tokio::task::spawn_blocking(work)
+            .await
+            .map_err(|error| ImageError::Unreadable(error.to_string()))?
+            .map_err(MediaError::from)
     }
 
     pub fn limit(&self, kind: Kind) -> u64 {
@@ -83,6 +142,7 @@ impl Service {
         owner: Uuid,
         file: S,
         declared: Option<Kind>,
+        quota: Option<u64>,
     ) -> Result<Received, MediaError>
     where
         S: Stream<Item = Result<Bytes, E>> + Unpin,
@@ -102,7 +162,26 @@ impl Service {
             .filter(|format| declared.is_none_or(|kind| kind == format.kind))
             .filter(|_| !sniff::looks_like_markup(&head))
             .ok_or_else(|| MediaError::Unsupported(claimed.to_owned()))?;
-        let limit = self.limit(format.kind);
+        // The kind's limit, or what is left of the quota when that is less.
+        let quota = match quota {
+            Some(quota) => Some((quota, self.usage(owner).await?)),
+            None => None,
+        };
+        let kind_limit = self.limit(format.kind);
+        let limit = quota.map_or(kind_limit, |(quota, used)| {
+            kind_limit.min(quota.saturating_sub(used))
+        });
+        let too_large = move || match quota {
+            Some((quota, used)) if quota.saturating_sub(used) < kind_limit => {
+                MediaError::OverQuota { quota, used }
+            }
+            _ => MediaError::TooLarge { limit: kind_limit },
+        };
+        if format.kind == Kind::Image {
+            return self
+                .receive_image(owner, format, head, file, limit, too_large)
+                .await;
+        }
         let id = Uuid::now_v7();
         let key = object_key(owner, id);
         let upload = self.storage.store().put_multipart(&key).await?;
@@ -118,7 +197,7 @@ impl Service {
             };
             size += bytes.len() as u64;
             if size > limit {
-                break Err(MediaError::TooLarge { limit });
+                break Err(too_large());
             }
             hasher.update(&bytes);
             if let Err(error) = writer.wait_for_capacity(PARTS_IN_FLIGHT).await {
@@ -135,6 +214,7 @@ impl Service {
                     format,
                     size,
                     sha256: URL_SAFE_NO_PAD.encode(hasher.finalize()),
+                    image: None,
                 })
             }
             Err(error) => {
@@ -148,40 +228,148 @@ impl Service {
         }
     }
 
-    /// Stores the row of a received object; if that fails the object is removed.
+    /// An image is read whole (it is at most `image_max_bytes`) since it must be decoded
+    /// anyway: its pixel count is read from its header and refused past
+    /// [`images::MAX_PIXELS`], its metadata is stripped, and what is stored and served is the
+    /// stripped file. Its thumbnail is made now when it is small, otherwise by a job.
+    async fn receive_image<S, E>(
+        &self,
+        owner: Uuid,
+        format: Format,
+        head: BytesMut,
+        mut file: futures_util::stream::Fuse<S>,
+        limit: u64,
+        too_large: impl Fn() -> MediaError,
+    ) -> Result<Received, MediaError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin,
+        E: std::fmt::Display,
+    {
+        let mut buffer = head;
+        loop {
+            if buffer.len() as u64 > limit {
+                return Err(too_large());
+            }
+            match file.next().await {
+                Some(chunk) => buffer.extend_from_slice(&chunk.map_err(cut)?),
+                None => break,
+            }
+        }
+        let original = buffer.freeze();
+        let prepared = self
+            .image_work(move || {
+                images::dimensions(&original, format)?;
+                let stripped = images::strip(original, format)?;
+                let (width, height) = images::dimensions(&stripped, format)?;
+                let small = u64::from(width) * u64::from(height) <= INLINE_THUMBNAIL_PIXELS;
+                let thumbnail = if small {
+                    Some(images::thumbnail(&stripped, format)?)
+                } else {
+                    None
+                };
+                Ok((stripped, width, height, thumbnail))
+            })
+            .await?;
+        let (stripped, width, height, thumbnail) = prepared;
+        let id = Uuid::now_v7();
+        let size = stripped.len() as u64;
+        let sha256 = URL_SAFE_NO_PAD.encode(Sha256::digest(&stripped));
+        let store = self.storage.store();
+        store.put(&object_key(owner, id), stripped.into()).await?;
+        let thumbnail = match thumbnail {
+            Some(thumbnail) => {
+                let facts = (thumbnail.content_type, thumbnail.bytes.len() as u64);
+                if let Err(error) = store
+                    .put(&thumbnail_key(owner, id), thumbnail.bytes.into())
+                    .await
+                {
+                    self.remove(&object_key(owner, id)).await;
+                    return Err(error.into());
+                }
+                Some(facts)
+            }
+            None => None,
+        };
+        Ok(Received {
+            id,
+            format,
+            size,
+            sha256,
+            image: Some(ImageFacts {
+                width,
+                height,
+                thumbnail,
+            }),
+        })
+    }
+
+    /// Stores the row of a received object (within `quota`, counted again now that other
+    /// uploads may have finished), and the job that makes its thumbnail when one is due; if
+    /// that fails the object is removed.
     pub async fn record(
         &self,
         owner: Uuid,
         received: Received,
         character: Option<Uuid>,
+        quota: Option<u64>,
     ) -> Result<MediaRow, MediaError> {
+        let id = received.id;
         let stored = self
             .db
             .run(move |conn| {
-                store::insert(
-                    conn,
-                    &NewMedia {
-                        id: received.id,
-                        owner_id: owner,
-                        kind: received.format.kind.as_str(),
-                        content_type: received.format.content_type,
-                        size: i64::try_from(received.size).unwrap_or(i64::MAX),
-                        sha256: &received.sha256,
-                        character_id: character,
+                let image = received.image.as_ref();
+                let thumbnail = image.and_then(|image| image.thumbnail);
+                let new = NewMedia {
+                    id: received.id,
+                    owner_id: owner,
+                    kind: received.format.kind.as_str(),
+                    content_type: received.format.content_type,
+                    size: i64::try_from(received.size).unwrap_or(i64::MAX),
+                    sha256: &received.sha256,
+                    character_id: character,
+                    width: image.and_then(|image| i32::try_from(image.width).ok()),
+                    height: image.and_then(|image| i32::try_from(image.height).ok()),
+                    thumbnail: match (image, thumbnail) {
+                        (None, _) => "none",
+                        (Some(_), Some(_)) => "ready",
+                        (Some(_), None) => "pending",
                     },
-                )
+                    thumbnail_type: thumbnail.map(|(content_type, _)| content_type),
+                    thumbnail_size: thumbnail.and_then(|(_, size)| i64::try_from(size).ok()),
+                };
+                let quota = quota.map(|quota| i64::try_from(quota).unwrap_or(i64::MAX));
+                conn.transaction(|conn| {
+                    let row = store::insert_within(conn, &new, quota)?;
+                    if let Ok(row) = &row
+                        && row.thumbnail == "pending"
+                    {
+                        let job = NewJob::new(THUMBNAIL_JOB, serde_json::json!({ "id": row.id }));
+                        jobs::enqueue(conn, &job)?;
+                    }
+                    Ok::<_, diesel::result::Error>(row)
+                })
                 .map_err(DbError::from)
             })
             .await;
-        if stored.is_err() {
-            self.remove(&object_key(owner, received.id)).await;
-        }
-        Ok(stored?)
+        let outcome = match stored {
+            Ok(Ok(row)) => return Ok(row),
+            Ok(Err(over)) => MediaError::OverQuota {
+                quota: quota.unwrap_or(0),
+                used: u64::try_from(over.used).unwrap_or(0),
+            },
+            Err(error) => error.into(),
+        };
+        self.remove(&object_key(owner, id)).await;
+        self.remove(&thumbnail_key(owner, id)).await;
+        Err(outcome)
     }
 
     /// Removes an object written for an upload that was then refused.
     pub async fn discard(&self, owner: Uuid, received: &Received) {
         self.remove(&object_key(owner, received.id)).await;
+        if received.image.is_some() {
+            self.remove(&thumbnail_key(owner, received.id)).await;
+        }
     }
 
     async fn remove(&self, key: &Path) {
@@ -205,21 +393,14 @@ impl Service {
         }
     }
 
-    /// Opens `row`'s bytes, all of them or `range` (first and last byte, inclusive).
-    pub async fn open(
-        &self,
-        row: &MediaRow,
-        range: Option<(u64, u64)>,
-    ) -> Result<Body, MediaError> {
+    /// Opens the object at `key` (a row's file or thumbnail), all of it or `range` (first
+    /// and last byte, inclusive).
+    pub async fn open(&self, key: &Path, range: Option<(u64, u64)>) -> Result<Body, MediaError> {
         let options = GetOptions {
             range: range.map(|(first, last)| GetRange::Bounded(first..last + 1)),
             ..GetOptions::default()
         };
-        let found = self
-            .storage
-            .store()
-            .get_opts(&object_key(row.owner_id, row.id), options)
-            .await;
+        let found = self.storage.store().get_opts(key, options).await;
         let found = match found {
             Ok(found) => found,
             // The row outlived its object: the orphan sweep will remove the row.
@@ -229,16 +410,105 @@ impl Service {
         Ok(found.into_stream())
     }
 
-    /// Deletes `owner`'s media: the row, then its object.
+    /// Deletes `owner`'s media: the row (announcing [`REMOVED_JOB`] in the same
+    /// transaction, so avatars that pointed at it fall back to none), then its objects.
     pub async fn delete(&self, owner: Uuid, id: Uuid) -> Result<(), MediaError> {
         let row = self
             .db
-            .run(move |conn| store::delete(conn, id, owner).map_err(DbError::from))
+            .run(move |conn| {
+                conn.transaction(|conn| {
+                    let row = store::delete(conn, id, owner)?;
+                    if row.is_some() {
+                        jobs::enqueue(conn, &removed_job(id))?;
+                    }
+                    Ok::<_, diesel::result::Error>(row)
+                })
+                .map_err(DbError::from)
+            })
             .await?
             .ok_or(MediaError::NotFound)?;
         self.remove(&object_key(row.owner_id, row.id)).await;
+        self.remove(&thumbnail_key(row.owner_id, row.id)).await;
         Ok(())
     }
+
+    pub fn register_jobs(&self, registry: &mut JobRegistry) {
+        let service = self.clone();
+        registry.register(THUMBNAIL_JOB, move |job| {
+            let service = service.clone();
+            async move { service.make_thumbnail(job).await }
+        });
+    }
+
+    /// The [`THUMBNAIL_JOB`]: makes the thumbnail of a large image. Runs again harmlessly
+    /// (the thumbnail is only written while the row says it is pending).
+    async fn make_thumbnail(&self, job: Job) -> anyhow::Result<()> {
+        #[derive(serde::Deserialize)]
+        struct Payload {
+            id: Uuid,
+        }
+        let Payload { id } = job.payload_as()?;
+        let row = self
+            .db
+            .run(move |conn| store::find(conn, id).map_err(DbError::from))
+            .await?;
+        let Some(row) = row.filter(|row| row.thumbnail == "pending") else {
+            return Ok(());
+        };
+        let Some(format) = sniff::by_content_type(&row.content_type) else {
+            return Ok(());
+        };
+        let store = self.storage.store();
+        let bytes = match store.get(&object_key(row.owner_id, id)).await {
+            Ok(found) => found.bytes().await?,
+            // Deleted meanwhile (or vanished: the orphan sweep removes the row).
+            Err(object_store::Error::NotFound { .. }) => return Ok(()),
+            Err(error) => return Err(error.into()),
+        };
+        let made = self
+            .image_work(move || images::thumbnail(&bytes, format))
+            .await;
+        let (state, facts) = match made {
+            Ok(thumbnail) => {
+                let facts = (thumbnail.content_type, thumbnail.bytes.len() as i64);
+                store
+                    .put(&thumbnail_key(row.owner_id, id), thumbnail.bytes.into())
+                    .await?;
+                ("ready", Some(facts))
+            }
+            Err(MediaError::Image(error)) => {
+                tracing::warn!(%error, %id, "could not make a thumbnail");
+                ("failed", None)
+            }
+            Err(error) => return Err(error.into()),
+        };
+        let updated = self
+            .db
+            .run(move |conn| {
+                store::set_thumbnail(
+                    conn,
+                    id,
+                    state,
+                    facts.map(|(content_type, _)| content_type),
+                    facts.map(|(_, size)| size),
+                )
+                .map_err(DbError::from)
+            })
+            .await?;
+        if updated == 0 {
+            // The image was deleted while its thumbnail was made.
+            self.remove(&thumbnail_key(row.owner_id, id)).await;
+        }
+        Ok(())
+    }
+}
+
+/// The job that tells whoever kept a reference to media `id` (an avatar) that it is gone.
+/// `app.rs` registers its handler, since media knows nothing of who refers to it.
+pub const REMOVED_JOB: &str = "media.removed";
+
+fn removed_job(id: Uuid) -> NewJob {
+    NewJob::new(REMOVED_JOB, serde_json::json!({ "id": id }))
 }
 
 fn cut(error: impl std::fmt::Display) -> MediaError {

@@ -18,6 +18,11 @@ pub struct MediaRow {
     pub character_id: Option<Uuid>,
     pub is_public: bool,
     pub created_at: DateTime<Utc>,
+    pub width: Option<i32>,
+    pub height: Option<i32>,
+    pub thumbnail: String,
+    pub thumbnail_type: Option<String>,
+    pub thumbnail_size: Option<i64>,
 }
 
 #[derive(Debug, Insertable)]
@@ -30,13 +35,74 @@ pub struct NewMedia<'a> {
     pub size: i64,
     pub sha256: &'a str,
     pub character_id: Option<Uuid>,
+    pub width: Option<i32>,
+    pub height: Option<i32>,
+    pub thumbnail: &'a str,
+    pub thumbnail_type: Option<&'a str>,
+    pub thumbnail_size: Option<i64>,
 }
 
-pub fn insert(conn: &mut PgConnection, new: &NewMedia<'_>) -> QueryResult<MediaRow> {
-    diesel::insert_into(objects::table)
-        .values(new)
-        .returning(MediaRow::as_returning())
-        .get_result(conn)
+/// What an insert found when the file would not fit the owner's quota.
+pub struct OverQuota {
+    pub used: i64,
+}
+
+/// Inserts `new` if its owner's media, with it, stay within `quota` bytes (`None`: no
+/// quota). Uploads of one owner are counted one after another (a transaction-scoped advisory
+/// lock on the owner), so two at once cannot both slip under the quota.
+pub fn insert_within(
+    conn: &mut PgConnection,
+    new: &NewMedia<'_>,
+    quota: Option<i64>,
+) -> QueryResult<Result<MediaRow, OverQuota>> {
+    conn.transaction(|conn| {
+        if let Some(quota) = quota {
+            diesel::sql_query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+                .bind::<diesel::sql_types::Text, _>(format!("media.quota:{}", new.owner_id))
+                .execute(conn)?;
+            let used = usage(conn, new.owner_id)?;
+            if used.saturating_add(new.size) > quota {
+                return Ok(Err(OverQuota { used }));
+            }
+        }
+        diesel::insert_into(objects::table)
+            .values(new)
+            .returning(MediaRow::as_returning())
+            .get_result(conn)
+            .map(Ok)
+    })
+}
+
+/// The bytes `owner`'s files take (thumbnails, which we make, are not counted).
+pub fn usage(conn: &mut PgConnection, owner: Uuid) -> QueryResult<i64> {
+    #[derive(QueryableByName)]
+    struct Used {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        used: i64,
+    }
+    diesel::sql_query(
+        "SELECT coalesce(sum(size), 0)::bigint AS used FROM media.objects WHERE owner_id = $1",
+    )
+    .bind::<diesel::sql_types::Uuid, _>(owner)
+    .get_result::<Used>(conn)
+    .map(|row| row.used)
+}
+
+/// Records how `id`'s thumbnail turned out.
+pub fn set_thumbnail(
+    conn: &mut PgConnection,
+    id: Uuid,
+    state: &str,
+    content_type: Option<&str>,
+    size: Option<i64>,
+) -> QueryResult<usize> {
+    diesel::update(objects::table.find(id))
+        .set((
+            objects::thumbnail.eq(state),
+            objects::thumbnail_type.eq(content_type),
+            objects::thumbnail_size.eq(size),
+        ))
+        .execute(conn)
 }
 
 pub fn find(conn: &mut PgConnection, id: Uuid) -> QueryResult<Option<MediaRow>> {

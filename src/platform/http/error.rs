@@ -32,6 +32,8 @@ pub enum ErrorCode {
     MethodNotAllowed,
     Conflict,
     PayloadTooLarge,
+    /// 413: the upload would take the user past their plan's storage quota.
+    StorageQuotaExceeded,
     UnsupportedMediaType,
     /// 416: a `Range` outside the file.
     RangeNotSatisfiable,
@@ -50,7 +52,7 @@ impl ErrorCode {
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::Conflict => StatusCode::CONFLICT,
-            Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::PayloadTooLarge | Self::StorageQuotaExceeded => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::RangeNotSatisfiable => StatusCode::RANGE_NOT_SATISFIABLE,
             Self::ValidationError => StatusCode::UNPROCESSABLE_ENTITY,
@@ -90,6 +92,7 @@ impl ErrorCode {
             Self::MethodNotAllowed => "This method is not allowed here.",
             Self::Conflict => "The request conflicts with the current state.",
             Self::PayloadTooLarge => "The request body is too large.",
+            Self::StorageQuotaExceeded => "Your storage quota is used up.",
             Self::UnsupportedMediaType => "Unsupported content type.",
             Self::RangeNotSatisfiable => "The requested range is outside the file.",
             Self::ValidationError => "Validation failed.",
