@@ -112,9 +112,10 @@ impl ApplicationBuilder {
         }
 
         // The modules, and the traits they lend each other.
-        let identity = Identity::new(&platform);
+        let media = Media::new(&platform);
+        let identity = Identity::new(&platform, media.directory());
         let sessions = identity.session_check();
-        let catalog = Catalog::new(&platform, identity.audit_log());
+        let catalog = Catalog::new(&platform, identity.audit_log(), media.directory());
         let chat = Chat::new(
             &platform,
             catalog.directory(),
@@ -122,13 +123,28 @@ impl ApplicationBuilder {
             identity.experience(),
         )
         .context("could not set up chat")?;
-        let media = Media::new(&platform);
 
         let mut registry = self.registry;
         crate::platform::mail::register_jobs(&mut registry, platform.mailer.clone());
         identity.jobs(&mut registry);
         chat.jobs(&mut registry, platform.db.clone());
         media.jobs(&mut registry);
+        // Media announces a deletion; whoever kept it as an avatar lets it go.
+        {
+            let (identity, catalog) = (identity.clone(), catalog.clone());
+            registry.register(crate::modules::media::REMOVED_JOB, move |job| {
+                let (identity, catalog) = (identity.clone(), catalog.clone());
+                async move {
+                    let id: uuid::Uuid = serde_json::from_value(job.payload["id"].clone())?;
+                    identity.forget_avatar(id).await?;
+                    catalog
+                        .forget_avatar(id)
+                        .await
+                        .map_err(|e| anyhow::anyhow!("{}", e.message()))?;
+                    Ok(())
+                }
+            });
+        }
         chat.repair_at_start(platform.db.clone());
         let grace = settings.shutdown_timeout();
         let runner = JobRunner::start(platform.db.clone(), registry, &settings.jobs, grace);

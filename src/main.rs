@@ -168,7 +168,9 @@ async fn admin(settings: Settings, command: AdminCommand) -> anyhow::Result<()> 
                 anyhow::bail!("nothing to change: give --role and/or --tier");
             }
             let platform = platform::Platform::new(settings)?;
-            let identity = companion::modules::identity::Identity::new(&platform);
+            let media = companion::modules::media::Media::new(&platform);
+            let identity =
+                companion::modules::identity::Identity::new(&platform, media.directory());
             identity
                 .set_user(&email, role.as_deref(), tier.as_deref())
                 .await

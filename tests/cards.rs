@@ -45,7 +45,7 @@ async fn download(app: &TestApp, user: &TestUser, path: &str) -> Vec<u8> {
 /// The avatar is compared by its bytes, not by its URL (each import gets its own).
 fn essence(character: &Value) -> Value {
     let mut character = character.clone();
-    for key in ["id", "avatarUrl", "createdAt", "updatedAt"] {
+    for key in ["id", "avatarUrl", "avatarMediaId", "createdAt", "updatedAt"] {
         character.as_object_mut().unwrap().remove(key);
     }
     character
@@ -118,11 +118,22 @@ async fn every_fixture_card_imports_exports_and_imports_again_as_the_same_charac
         let first = imported(&app, &ann, original.clone()).await;
         let id = first["id"].as_str().unwrap();
         let base = format!("/api/v1/characters/{id}");
-        assert_eq!(first["avatarUrl"], format!("{base}/avatar"), "{name}");
-        let avatar = download(&app, &ann, &format!("{base}/avatar")).await;
+        // The card's picture is now the owner's media, and the avatar.
+        let media = first["avatarMediaId"].as_str().unwrap();
+        assert_eq!(
+            first["avatarUrl"],
+            format!("/api/v1/media/{media}"),
+            "{name}"
+        );
+        let avatar = download(&app, &ann, first["avatarUrl"].as_str().unwrap()).await;
         assert!(
             avatar.starts_with(b"\x89PNG"),
             "{name}: the PNG is the avatar"
+        );
+        // Stored without the card's text chunks (metadata, as any upload).
+        assert!(
+            text_chunks(&avatar).is_empty(),
+            "{name}: the avatar keeps no text"
         );
 
         let card_json = download(&app, &ann, &format!("{base}/card.json")).await;
@@ -324,7 +335,13 @@ async fn a_charx_imports_with_its_icon_as_the_avatar() {
     .await;
     assert_eq!(character["name"], "Packed");
     let avatar = download(&app, &ann, character["avatarUrl"].as_str().unwrap()).await;
-    assert_eq!(avatar, icon);
+    // The same picture, without the text the icon carried (media strips metadata).
+    assert!(text_chunks(&avatar).is_empty());
+    let (ours, theirs) = (
+        image::load_from_memory(&avatar).unwrap(),
+        image::load_from_memory(&icon).unwrap(),
+    );
+    assert!(ours.as_bytes() == theirs.as_bytes(), "the pixels differ");
 }
 
 #[tokio::test]
@@ -448,7 +465,7 @@ async fn importing_is_premium_and_exports_follow_visibility() {
     let ann = app.premium("ann@example.com").await;
     let private = imported(&app, &ann, fixture("sillytavern_seraphina_v2.png")).await;
     let id = private["id"].as_str().unwrap();
-    for suffix in ["card.json", "card.png", "avatar"] {
+    for suffix in ["card.json", "card.png"] {
         let path = format!("/api/v1/characters/{id}/{suffix}");
         assert_eq!(
             app.get_auth(&path, &free.token).await.status(),
@@ -470,7 +487,10 @@ async fn importing_is_premium_and_exports_follow_visibility() {
     let chunks = text_chunks(&png);
     assert!(chunks.iter().any(|(k, _)| k == "ccv3"));
 
-    // Deleting the character deletes its avatar too.
+    // A private character's avatar is owner-only media; deleting the character leaves the
+    // picture with its owner (it is their media), no longer anyone's avatar.
+    let avatar = private["avatarUrl"].as_str().unwrap();
+    assert_eq!(app.get_auth(avatar, &free.token).await.status(), 404);
     let deleted = app
         .send_auth(
             Method::DELETE,
@@ -480,6 +500,5 @@ async fn importing_is_premium_and_exports_follow_visibility() {
         )
         .await;
     assert_eq!(deleted.status(), 204);
-    let key = format!("catalog/avatars/{id}");
-    assert!(app.platform.storage.get(&key).await.unwrap().is_none());
+    assert_eq!(app.get_auth(avatar, &ann.token).await.status(), 200);
 }

@@ -282,7 +282,7 @@ async fn put_replaces_and_patch_changes_only_what_is_sent() {
     let created = create(
         &app,
         &owner,
-        json!({"name": "Iris", "scenario": "A garden.", "tags": ["flowers"], "avatarUrl": "https://example.com/i.png"}),
+        json!({"name": "Iris", "scenario": "A garden.", "tags": ["flowers"]}),
     )
     .await;
     let path = format!("/api/v1/characters/{}", created["id"].as_str().unwrap());
@@ -291,7 +291,7 @@ async fn put_replaces_and_patch_changes_only_what_is_sent() {
             Method::PATCH,
             &path,
             &owner.token,
-            &json!({"avatarUrl": null, "isPublic": true}),
+            &json!({"avatarMediaId": null, "isPublic": true}),
         )
         .await,
     )

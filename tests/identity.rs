@@ -477,7 +477,6 @@ async fn profile_updates_only_its_own_fields() {
         json!({
             "displayName": "Ann B.",
             "bio": "Likes long walks.",
-            "avatarUrl": "https://cdn.example.com/ann.png",
             "preferences": { "language": "fr-CA", "theme": "dark", "notifications": false }
         }),
     )
@@ -528,7 +527,10 @@ async fn profile_updates_only_its_own_fields() {
     assert_eq!(cleared["role"], "user");
     assert_eq!(cleared["subscription"]["tier"], "free");
     assert!(cleared["bio"].is_null());
-    assert_eq!(cleared["avatarUrl"], "https://cdn.example.com/ann.png");
+    assert_eq!(cleared["avatarUrl"], Value::Null);
+    // The profile shows how much storage the account's media take, against its quota.
+    assert_eq!(cleared["storage"]["usedBytes"], 0);
+    assert_eq!(cleared["storage"]["quotaBytes"], 100 * 1024 * 1024);
 }
 
 #[tokio::test]

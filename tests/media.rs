@@ -626,3 +626,145 @@ async fn storage_is_limited_by_a_quota_per_tier() {
         uploaded(&app, &pam, form("audio", mp3(), name, "audio/mpeg")).await;
     }
 }
+
+#[tokio::test]
+async fn avatars_are_media_their_owner_uploaded_public_while_their_character_is() {
+    use reqwest::Method;
+    use serde_json::json;
+    let app = TestApp::spawn().await;
+    let ann = app.premium("ann@example.com").await;
+    let bob = app.register("bob@example.com").await;
+    let picture = uploaded(&app, &ann, form("image", png(8, 0), "a.png", "image/png")).await;
+    let picture_id = picture["id"].as_str().unwrap().to_owned();
+    let picture_url = picture["url"].as_str().unwrap().to_owned();
+    let bobs = uploaded(&app, &bob, form("image", png(8, 0), "b.png", "image/png")).await;
+    let sound = uploaded(&app, &ann, form("audio", mp3(), "a.mp3", "audio/mpeg")).await;
+
+    // A profile's avatar: only an image of one's own.
+    let (app_ref, token) = (&app, ann.token.clone());
+    let profile = |body: Value| {
+        let token = token.clone();
+        async move {
+            app_ref
+                .send_auth(Method::PUT, "/api/v1/users/profile", &token, &body)
+                .await
+        }
+    };
+    for refused in [&bobs["id"], &sound["id"]] {
+        let error = assert_error(
+            profile(json!({ "avatarMediaId": refused })).await,
+            422,
+            "VALIDATION_ERROR",
+        )
+        .await;
+        assert!(
+            error["details"]["fields"]["avatarMediaId"].is_string(),
+            "{error}"
+        );
+    }
+    let error = assert_error(
+        profile(json!({ "avatarUrl": "https://tracker.example/p.png" })).await,
+        422,
+        "VALIDATION_ERROR",
+    )
+    .await;
+    assert!(
+        error["details"]["fields"]["avatarUrl"].is_string(),
+        "{error}"
+    );
+    let me: Value = profile(json!({ "avatarMediaId": picture_id }))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["avatarUrl"], picture_url.as_str());
+    assert_eq!(me["avatarMediaId"], picture_id.as_str());
+    // Its storage shows in the profile.
+    let used = [&picture, &sound]
+        .iter()
+        .map(|m| m["size"].as_u64().unwrap())
+        .sum::<u64>();
+    assert_eq!(me["storage"]["usedBytes"], used);
+    assert_eq!(me["storage"]["quotaBytes"], 5u64 * 1024 * 1024 * 1024);
+
+    // A private character's avatar stays owner-only; public, anyone may see it.
+    let created = app
+        .send_auth(
+            Method::POST,
+            "/api/v1/characters",
+            &ann.token,
+            &json!({ "name": "Iris", "avatarMediaId": picture_id, "visibility": "private" }),
+        )
+        .await;
+    assert_eq!(created.status(), 201);
+    let character: Value = created.json().await.unwrap();
+    assert_eq!(character["avatarUrl"], picture_url.as_str());
+    assert_eq!(app.get(&picture_url).await.status(), 404);
+    let path = format!("/api/v1/characters/{}", character["id"].as_str().unwrap());
+    let public = app
+        .send_auth(
+            Method::PATCH,
+            &path,
+            &ann.token,
+            &json!({ "visibility": "public" }),
+        )
+        .await;
+    assert_eq!(public.status(), 200);
+    let seen = app.get(&picture_url).await;
+    assert_eq!(seen.status(), 200);
+    assert_eq!(seen.headers()["cache-control"], "public, max-age=3600");
+    let thumbnail = format!("{picture_url}/thumbnail");
+    assert_eq!(app.get(&thumbnail).await.status(), 200);
+    // Someone else's image cannot become a character's avatar.
+    let error = assert_error(
+        app.send_auth(
+            Method::PATCH,
+            &path,
+            &ann.token,
+            &json!({ "avatarMediaId": bobs["id"] }),
+        )
+        .await,
+        422,
+        "VALIDATION_ERROR",
+    )
+    .await;
+    assert!(
+        error["details"]["fields"]["avatarMediaId"].is_string(),
+        "{error}"
+    );
+    let private = app
+        .send_auth(
+            Method::PATCH,
+            &path,
+            &ann.token,
+            &json!({ "visibility": "private" }),
+        )
+        .await;
+    assert_eq!(private.status(), 200);
+    assert_eq!(app.get(&picture_url).await.status(), 404);
+
+    // The owner deletes the picture: the profile and the character fall back to none.
+    let deleted = app
+        .client
+        .delete(app.url(&picture_url))
+        .bearer_auth(&ann.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 204);
+    support::eventually(std::time::Duration::from_secs(20), || async {
+        let me: Value = app
+            .get_auth("/api/v1/users/profile", &ann.token)
+            .await
+            .json()
+            .await
+            .unwrap();
+        let character: Value = app.get_auth(&path, &ann.token).await.json().await.unwrap();
+        (me["avatarUrl"].is_null()
+            && me["avatarMediaId"].is_null()
+            && character["avatarUrl"].is_null()
+            && character["avatarMediaId"].is_null())
+        .then_some(())
+    })
+    .await;
+}

@@ -44,7 +44,6 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     )
     .service(web::resource("/characters/{id}/card.json").route(web::get().to(card_json)))
     .service(web::resource("/characters/{id}/card.png").route(web::get().to(card_png)))
-    .service(web::resource("/characters/{id}/avatar").route(web::get().to(avatar)))
     .service(
         web::resource("/characters/{id}/hide")
             .route(web::post().to(hide))
@@ -87,6 +86,7 @@ struct CharacterView {
     name: String,
     description: String,
     avatar_url: Option<String>,
+    avatar_media_id: Option<Uuid>,
     category: String,
     traits: Vec<String>,
     personality: PersonalityView,
@@ -137,7 +137,8 @@ fn view(row: CharacterRow, full: bool) -> CharacterView {
         id: row.id,
         name: row.name,
         description: row.description,
-        avatar_url: row.avatar_url,
+        avatar_url: super::avatar_url(row.avatar_media_id),
+        avatar_media_id: row.avatar_media_id,
         category: row.category,
         traits: row.traits,
         personality: PersonalityView {
@@ -435,20 +436,6 @@ async fn card_png(
         .export_card(&viewer(&user), id.into_inner(), true)
         .await?;
     Ok(download(file, "image/png"))
-}
-
-async fn avatar(
-    service: web::Data<Service>,
-    user: MaybeUser,
-    id: web::Path<Uuid>,
-) -> Result<HttpResponse, AppError> {
-    let (image, content_type) = service.avatar(&viewer(&user), id.into_inner()).await?;
-    Ok(HttpResponse::Ok()
-        .content_type(content_type)
-        // Who may see it can change (visibility, hiding): browsers may keep it briefly,
-        // shared caches not at all.
-        .insert_header((header::CACHE_CONTROL, "private, max-age=300"))
-        .body(image))
 }
 
 #[derive(Deserialize)]

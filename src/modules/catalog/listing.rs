@@ -16,7 +16,7 @@ use uuid::Uuid;
 use super::store::{Bind, Sql};
 
 /// Columns of [`super::store::CharacterRow`], in the table (the search vector is left out).
-const COLUMNS: &str = "c.id, c.owner_id, c.name, c.description, c.avatar_url, c.category, \
+const COLUMNS: &str = "c.id, c.owner_id, c.name, c.description, c.avatar_media_id, c.category, \
     c.traits, c.greeting, c.tone, c.interests, c.visibility, c.nsfw, c.tags, c.scenario, \
     c.personality_summary, c.example_dialogue, c.alternate_greetings, c.system_prompt, \
     c.post_history_instructions, c.creator_notes, c.creator, c.character_version, \

@@ -19,6 +19,7 @@ use uuid::Uuid;
 use crate::modules::identity::AuditLog;
 use crate::platform::Platform;
 use crate::platform::db::DbError;
+use crate::platform::http::AppError;
 
 /// One lorebook entry, as a prompt builder needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,6 +90,11 @@ pub fn search_statement(search: &str, size: i64) -> String {
     listing::inlined_search(search, size)
 }
 
+/// Where a character's avatar (media) is served.
+pub fn avatar_url(media: Option<Uuid>) -> Option<String> {
+    media.map(|id| format!("/api/v1/media/{id}"))
+}
+
 /// What other modules may ask the catalog (chat, and later privacy).
 pub trait CharacterDirectory: Send + Sync {
     /// The persona of a character `viewer` may talk to (their own, or a public or unlisted
@@ -115,12 +121,16 @@ pub struct Catalog {
 }
 
 impl Catalog {
-    pub fn new(platform: &Platform, audit: Arc<dyn AuditLog>) -> Self {
+    pub fn new(
+        platform: &Platform,
+        audit: Arc<dyn AuditLog>,
+        media: Arc<dyn crate::modules::media::MediaDirectory>,
+    ) -> Self {
         Self {
             service: service::Service::new(
                 platform.db.clone(),
                 audit,
-                platform.storage.clone(),
+                media,
                 platform.redis.clone(),
             ),
         }
@@ -129,6 +139,11 @@ impl Catalog {
     pub fn routes(&self, cfg: &mut web::ServiceConfig) {
         cfg.app_data(web::Data::new(self.service.clone()));
         api::routes(cfg);
+    }
+
+    /// Media `id` was deleted: characters that had it as avatar have none.
+    pub async fn forget_avatar(&self, id: Uuid) -> Result<(), AppError> {
+        Ok(self.service.forget_avatar(id).await?)
     }
 
     pub fn directory(&self) -> Arc<dyn CharacterDirectory> {
@@ -154,7 +169,7 @@ impl CharacterDirectory for Catalog {
                     .unwrap_or_default(),
                 name: row.name,
                 description: row.description,
-                avatar_url: row.avatar_url,
+                avatar_url: avatar_url(row.avatar_media_id),
                 category: row.category,
                 traits: row.traits,
                 greeting: row.greeting,

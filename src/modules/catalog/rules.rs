@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Deserializer};
 use serde_json::{Map, Value};
+use uuid::Uuid;
 
 use super::lorebook;
 use crate::platform::http::FieldErrors;
@@ -16,7 +17,6 @@ pub const MAX_ITEM: usize = 50;
 pub const MAX_TONE: usize = 100;
 pub const MAX_LONG_TEXT: usize = 10_000;
 pub const MAX_SHORT_TEXT: usize = 200;
-pub const MAX_URL: usize = 2_048;
 pub const MAX_EXTENSIONS_BYTES: usize = 64 * 1024;
 
 /// Who may see a character. `unlisted` is reachable by id (a shared link) but never listed.
@@ -52,7 +52,8 @@ impl Visibility {
 pub struct Draft {
     pub name: String,
     pub description: String,
-    pub avatar_url: Option<String>,
+    /// Media the owner uploaded (or that came with an imported card).
+    pub avatar_media_id: Option<Uuid>,
     pub category: String,
     pub traits: Vec<String>,
     pub greeting: String,
@@ -80,7 +81,7 @@ impl Default for Draft {
         Self {
             name: String::new(),
             description: String::new(),
-            avatar_url: None,
+            avatar_media_id: None,
             category: "other".to_owned(),
             traits: Vec::new(),
             greeting: String::new(),
@@ -127,6 +128,8 @@ pub struct Input {
     description: Option<String>,
     #[serde(default, deserialize_with = "present")]
     avatar_url: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    avatar_media_id: Option<Value>,
     category: Option<String>,
     traits: Option<Vec<String>>,
     personality: Option<PersonalityInput>,
@@ -152,6 +155,7 @@ pub const INPUT_FIELDS: &[&str] = &[
     "name",
     "description",
     "avatarUrl",
+    "avatarMediaId",
     "category",
     "traits",
     "personality",
@@ -172,6 +176,10 @@ pub const INPUT_FIELDS: &[&str] = &[
 ];
 
 impl Draft {
+    pub fn set_avatar(&mut self, id: Option<Uuid>) {
+        self.avatar_media_id = id;
+    }
+
     /// Applies `input`; the shape errors it finds (a bad visibility, a lorebook that is not
     /// one) are reported with the field names the client used.
     pub fn apply(mut self, input: Input, errors: &mut FieldErrors) -> Self {
@@ -182,12 +190,21 @@ impl Draft {
         if let Some(description) = input.description {
             self.description = description;
         }
-        match input.avatar_url {
+        if input.avatar_url.is_some() {
+            errors.add(
+                "avatarUrl",
+                "is set through avatarMediaId: upload the image to /api/v1/media/upload, then \
+                 give its id",
+            );
+        }
+        match input.avatar_media_id {
             None => {}
-            Some(Value::Null) => self.avatar_url = None,
-            Some(Value::String(url)) if url.trim().is_empty() => self.avatar_url = None,
-            Some(Value::String(url)) => self.avatar_url = Some(url.trim().to_owned()),
-            Some(_) => errors.add("avatarUrl", "must be a string or null"),
+            Some(Value::Null) => self.set_avatar(None),
+            Some(Value::String(id)) => match id.trim().parse() {
+                Ok(id) => self.set_avatar(Some(id)),
+                Err(_) => errors.add("avatarMediaId", "must be a media id or null"),
+            },
+            Some(_) => errors.add("avatarMediaId", "must be a media id or null"),
         }
         if let Some(category) = input.category {
             self.category = trim(category).to_lowercase();
@@ -297,17 +314,6 @@ impl Draft {
                 errors.add(field, format!("must be at most {max} characters"));
             }
         }
-        if let Some(url) = &self.avatar_url {
-            let allowed = url.starts_with("https://")
-                || url.starts_with("http://")
-                || url.starts_with("/api/v1/media/");
-            if url.len() > MAX_URL || !allowed {
-                errors.add(
-                    "avatarUrl",
-                    "must be an http(s) URL or a /api/v1/media/ path of at most 2048 characters",
-                );
-            }
-        }
         if self.tags.len() > MAX_TAGS {
             errors.add("tags", format!("must have at most {MAX_TAGS} tags"));
         }
@@ -374,21 +380,21 @@ mod tests {
     #[test]
     fn patch_keeps_absent_fields_and_null_clears_the_avatar() {
         let mut errors = FieldErrors::new();
-        let start = Draft {
+        let mut start = Draft {
             name: "Luna".into(),
-            avatar_url: Some("https://example.com/a.png".into()),
             tone: "warm".into(),
             ..Draft::default()
         };
+        start.set_avatar(Some(Uuid::nil()));
         let patched = start.apply(
-            input(serde_json::json!({"avatarUrl": null, "personality": {"greeting": "Hi"}})),
+            input(serde_json::json!({"avatarMediaId": null, "personality": {"greeting": "Hi"}})),
             &mut errors,
         );
         assert!(errors.is_empty());
         assert_eq!(patched.name, "Luna");
         assert_eq!(patched.tone, "warm");
         assert_eq!(patched.greeting, "Hi");
-        assert_eq!(patched.avatar_url, None);
+        assert_eq!(patched.avatar_media_id, None);
     }
 
     #[test]

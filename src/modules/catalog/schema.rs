@@ -16,7 +16,7 @@ diesel::table! {
         owner_id -> Nullable<Uuid>,
         name -> Text,
         description -> Text,
-        avatar_url -> Nullable<Text>,
+        avatar_media_id -> Nullable<Uuid>,
         category -> Text,
         traits -> Array<Text>,
         greeting -> Text,

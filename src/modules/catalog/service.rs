@@ -14,10 +14,10 @@ use super::listing::{self, Filters, Sort};
 use super::rules::{Draft, Input, Visibility};
 use super::store::{self, CategoryCount, CharacterRow};
 use crate::modules::identity::{AuditEntry, AuditLog, Outcome};
+use crate::modules::media::MediaDirectory;
 use crate::platform::db::{Db, DbError};
 use crate::platform::http::{AppError, ErrorCode, FieldErrors, Role};
 use crate::platform::redis::RedisPool;
-use crate::platform::storage::{Storage, StorageError};
 
 /// How long a count of listed characters (and the category counts) may be reused. Other
 /// people's new characters show up in totals within this time; pages are always fresh.
@@ -37,8 +37,9 @@ pub enum CatalogError {
     Db(#[from] DbError),
     #[error("character card: {0}")]
     Card(#[from] CardError),
-    #[error(transparent)]
-    Storage(#[from] StorageError),
+    /// Media refused or failed (an imported card's avatar, the avatar's public flag).
+    #[error("media: {}", .0.message())]
+    Media(AppError),
     /// The blocking task reading or writing a card panicked or was cancelled.
     #[error("card task failed")]
     TaskFailed,
@@ -87,7 +88,7 @@ impl From<CatalogError> for AppError {
                 format!("The card is too large: {message}."),
             ),
             CatalogError::Card(CardError::Invalid(fields)) => fields.into_error(),
-            CatalogError::Storage(err) => AppError::unavailable(err),
+            CatalogError::Media(err) => err,
             CatalogError::TaskFailed => AppError::internal(anyhow::anyhow!("card task failed")),
             CatalogError::Shared(shared) => match Arc::try_unwrap(shared) {
                 Ok(err) => err.into(),
@@ -162,20 +163,11 @@ pub struct CardFile {
     pub bytes: Vec<u8>,
 }
 
-/// Where an imported character's avatar is kept, and the URL it is served at.
-fn avatar_key(id: Uuid) -> String {
-    format!("catalog/avatars/{id}")
-}
-
-pub fn avatar_path(id: Uuid) -> String {
-    format!("/api/v1/characters/{id}/avatar")
-}
-
 #[derive(Clone)]
 pub struct Service {
     db: Db,
     audit: Arc<dyn AuditLog>,
-    storage: Storage,
+    media: Arc<dyn MediaDirectory>,
     cache: ReadCache,
     listed_counts: Cache<Filters, i64>,
     categories: Cache<(), Arc<Vec<CategoryCount>>>,
@@ -185,13 +177,13 @@ impl Service {
     pub fn new(
         db: Db,
         audit: Arc<dyn AuditLog>,
-        storage: Storage,
+        media: Arc<dyn MediaDirectory>,
         redis: Option<RedisPool>,
     ) -> Self {
         Self {
             db,
             audit,
-            storage,
+            media,
             cache: ReadCache::new(redis),
             listed_counts: Cache::builder()
                 .max_capacity(10_000)
@@ -334,10 +326,77 @@ impl Service {
         let mut errors = FieldErrors::new();
         let draft = Draft::default().apply(input, &mut errors);
         let draft = Self::checked(draft, errors)?;
+        self.check_avatar(owner, None, draft.avatar_media_id)
+            .await?;
         let id = Uuid::now_v7();
-        self.db
-            .run(move |conn| Ok(store::insert(conn, id, owner, &draft, &json!({}))?))
-            .await
+        let row = self
+            .db
+            .run(move |conn| {
+                Ok::<_, CatalogError>(store::insert(conn, id, owner, &draft, &json!({}))?)
+            })
+            .await?;
+        self.sync_avatars([row.avatar_media_id]).await?;
+        Ok(row)
+    }
+
+    /// A new avatar must be an image the character's owner uploaded (422 otherwise).
+    async fn check_avatar(
+        &self,
+        owner: Uuid,
+        before: Option<Uuid>,
+        after: Option<Uuid>,
+    ) -> Result<(), CatalogError> {
+        match after {
+            Some(id) if after != before => {
+                if self
+                    .media
+                    .usable(owner, id)
+                    .await
+                    .map_err(CatalogError::Media)?
+                {
+                    Ok(())
+                } else {
+                    let mut errors = FieldErrors::new();
+                    errors.add("avatarMediaId", "must be the id of an image you uploaded");
+                    Err(CatalogError::Invalid(errors))
+                }
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Tells media which avatars anyone may download: those of a character anyone may see
+    /// (public and not hidden). Run after every change that may move that line.
+    async fn sync_avatars(
+        &self,
+        avatars: impl IntoIterator<Item = Option<Uuid>>,
+    ) -> Result<(), CatalogError> {
+        let mut avatars: Vec<Uuid> = avatars.into_iter().flatten().collect();
+        avatars.dedup();
+        for avatar in avatars {
+            let public = self
+                .db
+                .run(move |conn| Ok::<_, CatalogError>(store::avatar_is_public(conn, avatar)?))
+                .await?;
+            self.media
+                .set_public(avatar, public)
+                .await
+                .map_err(CatalogError::Media)?;
+        }
+        Ok(())
+    }
+
+    /// Media `avatar` was deleted: the characters that had it have none (the handler of
+    /// media's `media.removed` job calls this).
+    pub async fn forget_avatar(&self, avatar: Uuid) -> Result<(), CatalogError> {
+        let ids = self
+            .db
+            .run(move |conn| Ok::<_, CatalogError>(store::forget_avatar(conn, avatar)?))
+            .await?;
+        for id in ids {
+            self.cache.invalidate(id).await;
+        }
+        Ok(())
     }
 
     /// Creates a character from a card file (JSON, PNG or CHARX); a premium feature like
@@ -363,48 +422,32 @@ impl Service {
             draft.visibility = visibility;
         }
         let id = Uuid::now_v7();
-        let stored_avatar = match imported.avatar {
-            Some(avatar) => {
-                self.storage.put(&avatar_key(id), avatar.bytes).await?;
-                draft.avatar_url = Some(avatar_path(id));
-                true
-            }
-            None => false,
-        };
+        // The card's picture becomes the owner's media (checked, stripped and counted like
+        // an upload), and the avatar.
+        if let Some(avatar) = imported.avatar {
+            let media = self
+                .media
+                .store_image(owner, &viewer.tier, avatar.bytes)
+                .await
+                .map_err(CatalogError::Media)?;
+            draft.set_avatar(Some(media));
+        }
         let extra = imported.card_extra;
-        let inserted = self
+        let row = self
             .db
             .run(move |conn| Ok::<_, CatalogError>(store::insert(conn, id, owner, &draft, &extra)?))
-            .await;
-        if inserted.is_err()
-            && stored_avatar
-            && let Err(error) = self.storage.delete(&avatar_key(id)).await
-        {
-            tracing::warn!(%error, %id, "could not remove the avatar of a failed import");
-        }
-        let row = inserted?;
+            .await?;
+        self.sync_avatars([row.avatar_media_id]).await?;
         tracing::info!(%id, spec = imported.spec, container = imported.container, "card imported");
         Ok(row)
     }
 
-    /// The stored image of an imported character, when its avatar is still that image.
-    async fn own_avatar(&self, row: &CharacterRow) -> Result<Option<bytes::Bytes>, CatalogError> {
-        if row.avatar_url.as_deref() != Some(avatar_path(row.id).as_str()) {
-            return Ok(None);
+    /// The avatar's image, to put in an exported PNG card.
+    async fn avatar_image(&self, row: &CharacterRow) -> Result<Option<bytes::Bytes>, CatalogError> {
+        match row.avatar_media_id {
+            Some(id) => self.media.read(id).await.map_err(CatalogError::Media),
+            None => Ok(None),
         }
-        Ok(self.storage.get(&avatar_key(row.id)).await?)
-    }
-
-    /// The avatar image and its type, for anyone who may see the character.
-    pub async fn avatar(
-        &self,
-        viewer: &Viewer,
-        id: Uuid,
-    ) -> Result<(bytes::Bytes, &'static str), CatalogError> {
-        let row = self.get(viewer, id).await?;
-        let image = self.own_avatar(&row).await?.ok_or(CatalogError::NotFound)?;
-        let content_type = cards::sniff_image(&image).unwrap_or("application/octet-stream");
-        Ok((image, content_type))
     }
 
     /// The character as a V3 card: JSON, or a PNG that also carries a V2 copy.
@@ -429,11 +472,12 @@ impl Service {
             });
         }
         let v2 = cards::export_v2(&row, &extra);
-        let image = self.own_avatar(&row).await?;
-        let bytes =
-            tokio::task::spawn_blocking(move || cards::export_png(&v3, &v2, image.as_deref()))
-                .await
-                .map_err(|_| CatalogError::TaskFailed)??;
+        let image = self.avatar_image(&row).await?;
+        let bytes = tokio::task::spawn_blocking(move || {
+            cards::export_png_with(&v3, &v2, image.as_deref(), &extra)
+        })
+        .await
+        .map_err(|_| CatalogError::TaskFailed)??;
         Ok(CardFile {
             name: format!("{name}.png"),
             bytes,
@@ -460,11 +504,17 @@ impl Service {
         let mut errors = FieldErrors::new();
         let draft = start.apply(input, &mut errors);
         let draft = Self::checked(draft, errors)?;
+        if let Some(owner) = row.owner_id {
+            self.check_avatar(owner, row.avatar_media_id, draft.avatar_media_id)
+                .await?;
+        }
         let updated = self
             .db
             .run(move |conn| Ok::<_, CatalogError>(store::update(conn, id, &draft)?))
             .await?;
         self.cache.invalidate(id).await;
+        self.sync_avatars([row.avatar_media_id, updated.avatar_media_id])
+            .await?;
         if !viewer.owns(&row) {
             self.audit_staff("character.update", viewer, &row, None)
                 .await;
@@ -481,11 +531,8 @@ impl Service {
             .run(move |conn| Ok::<_, CatalogError>(store::delete(conn, id)?))
             .await?;
         self.cache.invalidate(id).await;
-        if row.avatar_url.as_deref() == Some(avatar_path(id).as_str())
-            && let Err(error) = self.storage.delete(&avatar_key(id)).await
-        {
-            tracing::warn!(%error, %id, "could not remove a deleted character's avatar");
-        }
+        // The picture stays the owner's media; it is just no longer anyone's avatar.
+        self.sync_avatars([row.avatar_media_id]).await?;
         if !viewer.owns(&row) {
             self.audit_staff("character.delete", viewer, &row, None)
                 .await;
@@ -512,6 +559,7 @@ impl Service {
             .run(move |conn| Ok::<_, CatalogError>(store::set_hidden(conn, id, hidden)?))
             .await?;
         self.cache.invalidate(id).await;
+        self.sync_avatars([updated.avatar_media_id]).await?;
         let action = if hidden {
             "character.hide"
         } else {
@@ -622,7 +670,7 @@ pub fn draft_of(row: &CharacterRow) -> Draft {
     Draft {
         name: row.name.clone(),
         description: row.description.clone(),
-        avatar_url: row.avatar_url.clone(),
+        avatar_media_id: row.avatar_media_id,
         category: row.category.clone(),
         traits: row.traits.clone(),
         greeting: row.greeting.clone(),

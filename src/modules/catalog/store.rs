@@ -18,7 +18,7 @@ pub struct CharacterRow {
     pub owner_id: Option<Uuid>,
     pub name: String,
     pub description: String,
-    pub avatar_url: Option<String>,
+    pub avatar_media_id: Option<Uuid>,
     pub category: String,
     pub traits: Vec<String>,
     pub greeting: String,
@@ -52,7 +52,7 @@ pub struct CharacterRow {
 struct DraftColumns<'a> {
     name: &'a str,
     description: &'a str,
-    avatar_url: Option<&'a str>,
+    avatar_media_id: Option<Uuid>,
     category: &'a str,
     traits: &'a [String],
     greeting: &'a str,
@@ -79,7 +79,7 @@ impl<'a> From<&'a Draft> for DraftColumns<'a> {
         Self {
             name: &d.name,
             description: &d.description,
-            avatar_url: d.avatar_url.as_deref(),
+            avatar_media_id: d.avatar_media_id,
             category: &d.category,
             traits: &d.traits,
             greeting: &d.greeting,
@@ -287,4 +287,24 @@ impl Sql {
     pub fn count(self, conn: &mut PgConnection) -> QueryResult<i64> {
         self.boxed().get_result::<Count>(conn).map(|c| c.count)
     }
+}
+
+/// Whether media `avatar` is the avatar of a character anyone may see (public, not hidden):
+/// then media serves it to anyone.
+pub fn avatar_is_public(conn: &mut PgConnection, avatar: Uuid) -> QueryResult<bool> {
+    diesel::select(diesel::dsl::exists(
+        characters::table
+            .filter(characters::avatar_media_id.eq(avatar))
+            .filter(characters::visibility.eq("public"))
+            .filter(characters::hidden_at.is_null()),
+    ))
+    .get_result(conn)
+}
+
+/// Media `avatar` is gone: the characters that had it have no avatar. Answers their ids.
+pub fn forget_avatar(conn: &mut PgConnection, avatar: Uuid) -> QueryResult<Vec<Uuid>> {
+    diesel::update(characters::table.filter(characters::avatar_media_id.eq(avatar)))
+        .set(characters::avatar_media_id.eq(None::<Uuid>))
+        .returning(characters::id)
+        .get_results(conn)
 }

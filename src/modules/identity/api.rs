@@ -6,9 +6,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
-use super::rules::{
-    MAX_AVATAR_URL_LEN, MAX_BIO_LEN, check_display_name, level_for_experience, next_level_at,
-};
+use super::rules::{MAX_BIO_LEN, check_display_name, level_for_experience, next_level_at};
 use super::service::{Issued, Service};
 use super::store::{AuditRow, ProfileChanges, UserRow};
 use crate::platform::http::{AppError, AuthUser, ClientInfo, FieldErrors, Role, strict_body};
@@ -45,6 +43,7 @@ struct UserView {
     email: String,
     display_name: String,
     avatar_url: Option<String>,
+    avatar_media_id: Option<Uuid>,
     bio: Option<String>,
     level: u32,
     experience: i64,
@@ -64,6 +63,7 @@ impl From<UserRow> for UserView {
             email: user.email,
             display_name: user.display_name,
             avatar_url: user.avatar_url,
+            avatar_media_id: user.avatar_media_id,
             bio: user.bio,
             level,
             experience: user.experience,
@@ -212,10 +212,22 @@ async fn get_profile(
     user: AuthUser,
 ) -> Result<HttpResponse, AppError> {
     let row = service.user(user.user_id).await?;
-    Ok(HttpResponse::Ok().json(UserView::from(row)))
+    profile_view(&service, &user, row).await
 }
 
-/// `null` clears `bio` / `avatarUrl`; an absent field stays as it is.
+/// The profile: the user, and how much of their storage quota their media take.
+async fn profile_view(
+    service: &Service,
+    user: &AuthUser,
+    row: UserRow,
+) -> Result<HttpResponse, AppError> {
+    let (used, quota) = service.media.storage(user.user_id, &user.tier).await?;
+    let mut view = serde_json::to_value(UserView::from(row)).map_err(AppError::internal)?;
+    view["storage"] = json!({ "usedBytes": used, "quotaBytes": quota });
+    Ok(HttpResponse::Ok().json(view))
+}
+
+/// `null` clears `bio` / `avatarMediaId`; an absent field stays as it is.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct ProfileUpdate {
@@ -224,6 +236,8 @@ struct ProfileUpdate {
     bio: Option<Option<String>>,
     #[serde(default, with = "serde_with_null")]
     avatar_url: Option<Option<String>>,
+    #[serde(default, with = "serde_with_null")]
+    avatar_media_id: Option<Option<Uuid>>,
     preferences: Option<Map<String, Value>>,
 }
 
@@ -240,7 +254,13 @@ mod serde_with_null {
     }
 }
 
-const PROFILE_FIELDS: &[&str] = &["displayName", "bio", "avatarUrl", "preferences"];
+const PROFILE_FIELDS: &[&str] = &[
+    "displayName",
+    "bio",
+    "avatarUrl",
+    "avatarMediaId",
+    "preferences",
+];
 const THEMES: &[&str] = &["light", "dark", "system"];
 
 fn check_preferences(prefs: Map<String, Value>, errors: &mut FieldErrors) -> Value {
@@ -269,19 +289,6 @@ fn check_preferences(prefs: Map<String, Value>, errors: &mut FieldErrors) -> Val
     Value::Object(prefs)
 }
 
-fn check_avatar_url(url: &str) -> Result<(), &'static str> {
-    if url.len() > MAX_AVATAR_URL_LEN {
-        return Err("must be at most 2048 characters");
-    }
-    if url.starts_with("/api/v1/media/") {
-        return Ok(());
-    }
-    match url::Url::parse(url) {
-        Ok(parsed) if matches!(parsed.scheme(), "https" | "http") => Ok(()),
-        _ => Err("must be an http(s) URL or a /api/v1/media/ path"),
-    }
-}
-
 async fn put_profile(
     service: web::Data<Service>,
     user: AuthUser,
@@ -305,11 +312,20 @@ async fn put_profile(
         }
         changes.bio = Some(bio.filter(|b| !b.trim().is_empty()));
     }
-    if let Some(avatar) = update.avatar_url {
-        if let Some(Err(problem)) = avatar.as_deref().map(check_avatar_url) {
-            errors.add("avatarUrl", problem);
+    if update.avatar_url.is_some() {
+        errors.add(
+            "avatarUrl",
+            "is set through avatarMediaId: upload the image to /api/v1/media/upload, then give its id",
+        );
+    }
+    if let Some(avatar) = update.avatar_media_id {
+        if let Some(id) = avatar
+            && !service.media.usable(user.user_id, id).await?
+        {
+            errors.add("avatarMediaId", "must be the id of an image you uploaded");
         }
-        changes.avatar_url = Some(avatar);
+        changes.avatar_media_id = Some(avatar);
+        changes.avatar_url = Some(avatar.map(|id| format!("/api/v1/media/{id}")));
     }
     if let Some(prefs) = update.preferences {
         changes.preferences = Some(check_preferences(prefs, &mut errors));
@@ -318,7 +334,7 @@ async fn put_profile(
     let row = service
         .update_profile(user.user_id, changes, client)
         .await?;
-    Ok(HttpResponse::Ok().json(UserView::from(row)))
+    profile_view(&service, &user, row).await
 }
 
 #[derive(Deserialize)]

@@ -148,10 +148,20 @@ pub struct Identity {
 }
 
 impl Identity {
-    pub fn new(platform: &Platform) -> Self {
+    pub fn new(platform: &Platform, media: Arc<dyn crate::modules::media::MediaDirectory>) -> Self {
         Self {
-            service: service::Service::new(platform),
+            service: service::Service::new(platform, media),
         }
+    }
+
+    /// Media `id` was deleted: a profile that had it as avatar has none (the handler of
+    /// media's `media.removed` job calls this).
+    pub async fn forget_avatar(&self, id: Uuid) -> Result<(), DbError> {
+        self.service
+            .db
+            .run(move |conn| store::forget_avatar(conn, id).map_err(DbError::from))
+            .await?;
+        Ok(())
     }
 
     pub fn routes(&self, cfg: &mut web::ServiceConfig) {

@@ -3,7 +3,6 @@
 pub const MAX_EMAIL_LEN: usize = 254;
 pub const MAX_DISPLAY_NAME_LEN: usize = 50;
 pub const MAX_BIO_LEN: usize = 500;
-pub const MAX_AVATAR_URL_LEN: usize = 2048;
 
 /// Level `n` needs `50·n·(n−1)` experience: level 2 at 100, 3 at 300, 4 at 600, 5 at 1,000…
 /// each level costs 100 more than the one before.

@@ -7,6 +7,7 @@ diesel::table! {
         password_hash -> Text,
         display_name -> Text,
         avatar_url -> Nullable<Text>,
+        avatar_media_id -> Nullable<Uuid>,
         bio -> Nullable<Text>,
         preferences -> Jsonb,
         role -> Text,

@@ -18,6 +18,7 @@ use super::sessions::Sessions;
 use super::store::{self, NewUser, UserRow};
 use super::{AuditEntry, Experience, Outcome, People, Progress, password, secret};
 use crate::config::Settings;
+use crate::modules::media::MediaDirectory;
 use crate::platform::Platform;
 use crate::platform::db::{Db, DbError};
 use crate::platform::http::{AppError, ClientInfo, FieldErrors, TokenKeys, refusal};
@@ -105,11 +106,13 @@ pub struct Service {
     limits: Limits,
     pub(super) sessions: Arc<Sessions>,
     pub(super) audit: Audit,
+    pub(super) media: Arc<dyn MediaDirectory>,
 }
 
 impl Service {
-    pub fn new(platform: &Platform) -> Self {
+    pub fn new(platform: &Platform, media: Arc<dyn MediaDirectory>) -> Self {
         Self {
+            media,
             db: platform.db.clone(),
             tokens: platform.tokens.clone(),
             settings: platform.settings.clone(),

@@ -16,6 +16,7 @@ pub struct UserRow {
     pub password_hash: String,
     pub display_name: String,
     pub avatar_url: Option<String>,
+    pub avatar_media_id: Option<Uuid>,
     pub bio: Option<String>,
     pub preferences: Value,
     pub role: String,
@@ -79,7 +80,18 @@ pub struct ProfileChanges {
     pub display_name: Option<String>,
     pub bio: Option<Option<String>>,
     pub avatar_url: Option<Option<String>>,
+    pub avatar_media_id: Option<Option<Uuid>>,
     pub preferences: Option<Value>,
+}
+
+/// Media `media` is gone: whoever had it as their avatar has none.
+pub fn forget_avatar(conn: &mut PgConnection, media: Uuid) -> QueryResult<usize> {
+    diesel::update(users::table.filter(users::avatar_media_id.eq(media)))
+        .set((
+            users::avatar_media_id.eq(None::<Uuid>),
+            users::avatar_url.eq(None::<String>),
+        ))
+        .execute(conn)
 }
 
 pub fn update_profile(

@@ -8,8 +8,78 @@ mod sniff;
 mod store;
 
 use actix_web::web;
+use bytes::Bytes;
+use futures_util::FutureExt;
+use futures_util::future::BoxFuture;
+use uuid::Uuid;
 
 use crate::platform::Platform;
+use crate::platform::http::AppError;
+
+pub use service::REMOVED_JOB;
+
+/// What other modules may ask of media: avatars (identity for a profile's picture, catalog
+/// for a character's) and storage use. Media still decides access alone: it is told which
+/// objects are public, and never asks why.
+pub trait MediaDirectory: Send + Sync {
+    /// Whether `media` is an image `owner` uploaded, so it may be their avatar.
+    fn usable(&self, owner: Uuid, media: Uuid) -> BoxFuture<'_, Result<bool, AppError>>;
+
+    /// Makes `media` public (anyone may download it) or owner-only again.
+    fn set_public(&self, media: Uuid, public: bool) -> BoxFuture<'_, Result<(), AppError>>;
+
+    /// Stores an image that came inside something else (a character card) as `owner`'s
+    /// media, checked and stripped like an upload and counted in their quota (`tier`'s).
+    fn store_image(
+        &self,
+        owner: Uuid,
+        tier: &str,
+        image: Vec<u8>,
+    ) -> BoxFuture<'_, Result<Uuid, AppError>>;
+
+    /// The bytes of an image, whoever's it is (to put it in an exported card).
+    fn read(&self, media: Uuid) -> BoxFuture<'_, Result<Option<Bytes>, AppError>>;
+
+    /// The bytes `owner`'s media take, and the quota of `tier` (`None`: unlimited).
+    fn storage(
+        &self,
+        owner: Uuid,
+        tier: &str,
+    ) -> BoxFuture<'_, Result<(u64, Option<u64>), AppError>>;
+}
+
+impl MediaDirectory for service::Service {
+    fn usable(&self, owner: Uuid, media: Uuid) -> BoxFuture<'_, Result<bool, AppError>> {
+        async move { Ok(self.is_image_of(owner, media).await?) }.boxed()
+    }
+
+    fn set_public(&self, media: Uuid, public: bool) -> BoxFuture<'_, Result<(), AppError>> {
+        async move { Ok(service::Service::set_public(self, media, public).await?) }.boxed()
+    }
+
+    fn store_image(
+        &self,
+        owner: Uuid,
+        tier: &str,
+        image: Vec<u8>,
+    ) -> BoxFuture<'_, Result<Uuid, AppError>> {
+        let quota = self.quota(tier);
+        async move { Ok(self.store_image(owner, quota, image).await?) }.boxed()
+    }
+
+    fn read(&self, media: Uuid) -> BoxFuture<'_, Result<Option<Bytes>, AppError>> {
+        async move { Ok(self.read_whole(media).await?) }.boxed()
+    }
+
+    fn storage(
+        &self,
+        owner: Uuid,
+        tier: &str,
+    ) -> BoxFuture<'_, Result<(u64, Option<u64>), AppError>> {
+        let quota = self.quota(tier);
+        async move { Ok((self.usage(owner).await?, quota)) }.boxed()
+    }
+}
 
 /// The media module: construct once in `app.rs` and mount its routes.
 #[derive(Clone)]
@@ -26,6 +96,10 @@ impl Media {
                 platform.settings.media.clone(),
             ),
         }
+    }
+
+    pub fn directory(&self) -> std::sync::Arc<dyn MediaDirectory> {
+        std::sync::Arc::new(self.service.clone())
     }
 
     pub fn jobs(&self, registry: &mut crate::platform::jobs::JobRegistry) {

@@ -379,6 +379,55 @@ impl Service {
         }
     }
 
+    /// Whether `id` is an image `owner` uploaded.
+    pub async fn is_image_of(&self, owner: Uuid, id: Uuid) -> Result<bool, MediaError> {
+        let row = self
+            .db
+            .run(move |conn| store::find(conn, id).map_err(DbError::from))
+            .await?;
+        Ok(row.is_some_and(|row| row.owner_id == owner && row.kind == Kind::Image.as_str()))
+    }
+
+    pub async fn set_public(&self, id: Uuid, public: bool) -> Result<(), MediaError> {
+        self.db
+            .run(move |conn| store::set_public(conn, id, public).map_err(DbError::from))
+            .await?;
+        Ok(())
+    }
+
+    /// Stores an image received whole (from a character card) as an upload of `owner`'s.
+    pub async fn store_image(
+        &self,
+        owner: Uuid,
+        quota: Option<u64>,
+        image: Vec<u8>,
+    ) -> Result<Uuid, MediaError> {
+        let file = futures_util::stream::iter([Ok::<_, MediaError>(Bytes::from(image))]);
+        let received = self.receive(owner, file, Some(Kind::Image), quota).await?;
+        Ok(self.record(owner, received, None, quota).await?.id)
+    }
+
+    /// All of `id`'s bytes, if it exists (for images, which are at most a few MiB).
+    pub async fn read_whole(&self, id: Uuid) -> Result<Option<Bytes>, MediaError> {
+        let row = self
+            .db
+            .run(move |conn| store::find(conn, id).map_err(DbError::from))
+            .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        match self
+            .storage
+            .store()
+            .get(&object_key(row.owner_id, id))
+            .await
+        {
+            Ok(found) => Ok(Some(found.bytes().await?)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(error) => Err(error.into()),
+        }
+    }
+
     /// The media `viewer` may see: its owner's, or a public one; otherwise not found.
     pub async fn visible(&self, viewer: Option<Uuid>, id: Uuid) -> Result<MediaRow, MediaError> {
         let row = self

@@ -120,3 +120,9 @@ pub fn delete(conn: &mut PgConnection, id: Uuid, owner: Uuid) -> QueryResult<Opt
         .get_result(conn)
         .optional()
 }
+
+pub fn set_public(conn: &mut PgConnection, id: Uuid, public: bool) -> QueryResult<usize> {
+    diesel::update(objects::table.find(id))
+        .set(objects::is_public.eq(public))
+        .execute(conn)
+}

@@ -102,11 +102,12 @@ pub fn import(bytes: &[u8]) -> Result<Imported, CardError> {
                 card.keyword
             ))
         })?;
+        let others = png::other_texts(&card.image)?;
         let avatar = Avatar { bytes: card.image };
-        (json, Some(avatar), "png")
+        (json, Some((avatar, others)), "png")
     } else if bytes.starts_with(charx::SIGNATURE) {
         let charx = charx::read(bytes)?;
-        (charx.card, charx.avatar, "charx")
+        (charx.card, charx.avatar.map(|a| (a, Vec::new())), "charx")
     } else {
         if bytes.len() > MAX_CARD_JSON {
             return Err(CardError::TooLarge(format!(
@@ -124,7 +125,17 @@ pub fn import(bytes: &[u8]) -> Result<Imported, CardError> {
             e.column()
         ))
     })?;
-    let (draft, card_extra, spec) = from_card(value)?;
+    let (draft, mut card_extra, spec) = from_card(value)?;
+    let avatar = avatar.map(|(avatar, others)| {
+        if !others.is_empty() {
+            let texts: Vec<Value> = others
+                .iter()
+                .map(|(keyword, text)| json!([keyword, general_purpose::STANDARD.encode(text)]))
+                .collect();
+            card_extra[PNG_TEXTS] = Value::Array(texts);
+        }
+        avatar
+    });
     Ok(Imported {
         draft,
         card_extra,
@@ -326,7 +337,7 @@ fn from_card(card: Value) -> Result<(Draft, Value, &'static str), CardError> {
 fn apply_ours(body: &mut Value, ours: Map<String, Value>) {
     for (key, value) in ours {
         match key.as_str() {
-            "category" | "traits" | "visibility" | "nsfw" | "avatarUrl" => {
+            "category" | "traits" | "visibility" | "nsfw" => {
                 body[key.as_str()] = value;
             }
             "tone" | "interests" => body["personality"][key.as_str()] = value,
@@ -408,7 +419,7 @@ fn card_data(row: &CharacterRow, card_extra: &Value) -> Map<String, Value> {
         Value::Object(map) => map.clone(),
         _ => Map::new(),
     };
-    let mut ours = json!({
+    let ours = json!({
         "category": row.category,
         "traits": row.traits,
         "tone": row.tone,
@@ -416,10 +427,6 @@ fn card_data(row: &CharacterRow, card_extra: &Value) -> Map<String, Value> {
         "visibility": row.visibility,
         "nsfw": row.nsfw,
     });
-    // An avatar hosted elsewhere travels as its URL; ours travels as the PNG itself.
-    if let Some(url) = row.avatar_url.as_deref().filter(|u| u.starts_with("http")) {
-        ours["avatarUrl"] = Value::from(url);
-    }
     extensions.insert(EXTENSION_KEY.into(), ours);
     let known = [
         ("name", Value::from(row.name.as_str())),
@@ -453,6 +460,41 @@ fn card_data(row: &CharacterRow, card_extra: &Value) -> Map<String, Value> {
 }
 
 /// A PNG carrying the card: `ccv3` (V3) and `chara` (V2), over `image` or a placeholder.
+/// Where a card's extra key keeps the other apps' `tEXt` chunks of an imported PNG:
+/// `[[keyword, base64 text], …]`.
+const PNG_TEXTS: &str = "pngTexts";
+
+/// [`export_png`], with the other apps' text chunks `extra` kept from the import.
+pub fn export_png_with(
+    v3: &Value,
+    v2: &Value,
+    image: Option<&[u8]>,
+    extra: &Value,
+) -> Result<Vec<u8>, CardError> {
+    let others: Vec<(String, Vec<u8>)> = extra[PNG_TEXTS]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|pair| {
+            let keyword = pair[0].as_str()?;
+            let text = general_purpose::STANDARD.decode(pair[1].as_str()?).ok()?;
+            Some((keyword.to_owned(), text))
+        })
+        .collect();
+    let image = match image.filter(|i| i.starts_with(png::SIGNATURE)) {
+        Some(image) if !others.is_empty() => {
+            let texts: Vec<(&str, &[u8])> = others
+                .iter()
+                .map(|(keyword, text)| (keyword.as_str(), text.as_slice()))
+                .collect();
+            Some(png::write(image, &texts)?)
+        }
+        Some(image) => Some(image.to_vec()),
+        None => None,
+    };
+    export_png(v3, v2, image.as_deref())
+}
+
 pub fn export_png(v3: &Value, v2: &Value, image: Option<&[u8]>) -> Result<Vec<u8>, CardError> {
     let encode = |card: &Value| {
         let json = serde_json::to_vec(card).unwrap_or_default();
@@ -491,7 +533,7 @@ pub fn check(file: &[u8]) -> Result<Checked, CardError> {
         visibility: draft.visibility.as_str().to_owned(),
         name: draft.name,
         description: draft.description,
-        avatar_url: draft.avatar_url,
+        avatar_media_id: draft.avatar_media_id,
         category: draft.category,
         traits: draft.traits,
         greeting: draft.greeting,

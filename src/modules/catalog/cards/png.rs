@@ -113,6 +113,20 @@ pub fn read(png: &[u8]) -> Result<CardPng<'_>, CardError> {
     })
 }
 
+/// The `tEXt` chunks that are not a card (another app's data, such as RisuAI's), as
+/// keyword and text: they travel with the card, not with the avatar (which media strips).
+pub fn other_texts(png: &[u8]) -> Result<Vec<(String, Vec<u8>)>, CardError> {
+    Ok(chunks(png)?
+        .iter()
+        .filter(|c| &c.kind == b"tEXt" && card_keyword(c).is_none())
+        .filter_map(|c| {
+            let split = c.data.iter().position(|&b| b == 0)?;
+            let keyword = std::str::from_utf8(&c.data[..split]).ok()?;
+            Some((keyword.to_owned(), c.data[split + 1..].to_vec()))
+        })
+        .collect())
+}
+
 /// The image again, minus any card chunks.
 fn without_cards(chunks: &[Chunk<'_>]) -> Vec<u8> {
     let size = chunks.iter().map(|c| c.raw.len()).sum::<usize>() + SIGNATURE.len();
