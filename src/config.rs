@@ -242,6 +242,10 @@ pub struct MediaSettings {
     pub free_quota_bytes: u64,
     pub premium_quota_bytes: u64,
     pub enterprise_quota_bytes: u64,
+    /// How often the orphan sweep runs, and how old an object without a row (or a row
+    /// without its object) must be before the sweep removes it.
+    pub sweep_interval_secs: u64,
+    pub orphan_grace_secs: u64,
 }
 
 impl MediaSettings {
@@ -357,6 +361,9 @@ impl Settings {
             || self.media.video_max_bytes == 0
         {
             return invalid("media.*_max_bytes must be greater than 0");
+        }
+        if self.media.sweep_interval_secs == 0 {
+            return invalid("media.sweep_interval_secs must be greater than 0");
         }
         if self.database.pool_size == 0 {
             return invalid("database.pool_size must be greater than 0");

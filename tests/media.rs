@@ -8,6 +8,7 @@ mod support;
 use std::io::Write;
 
 use futures_util::TryStreamExt;
+use object_store::ObjectStoreExt;
 use object_store::path::Path;
 use reqwest::multipart::{Form, Part};
 use serde_json::Value;
@@ -767,4 +768,53 @@ async fn avatars_are_media_their_owner_uploaded_public_while_their_character_is(
         .then_some(())
     })
     .await;
+}
+
+#[tokio::test]
+async fn the_sweep_removes_objects_without_rows_and_rows_without_objects() {
+    let app = TestApp::spawn_with_vars(&[
+        ("COMPANION__MEDIA__SWEEP_INTERVAL_SECS", "1"),
+        ("COMPANION__MEDIA__ORPHAN_GRACE_SECS", "2"),
+    ])
+    .await;
+    let ann = app.register("ann@example.com").await;
+    let kept = uploaded(&app, &ann, form("image", png(8, 0), "k.png", "image/png")).await;
+    let vanishing = uploaded(&app, &ann, form("audio", mp3(), "v.mp3", "audio/mpeg")).await;
+    let store = app.platform.storage.store();
+    // An object no row knows (an upload cut off between the store and the database)…
+    let stray = Path::from(format!("media/{}/{}", ann.id, uuid::Uuid::now_v7()));
+    store
+        .put(&stray, bytes::Bytes::from_static(b"left behind").into())
+        .await
+        .unwrap();
+    // …and a row whose object vanished.
+    let gone = Path::from(format!(
+        "media/{}/{}",
+        ann.id,
+        vanishing["id"].as_str().unwrap()
+    ));
+    store.delete(&gone).await.unwrap();
+
+    support::eventually(std::time::Duration::from_secs(30), || async {
+        let listed = objects(&app).await;
+        (!listed.contains(&stray.to_string()) && rows(&app) == "1").then_some(())
+    })
+    .await;
+    // What belongs together stays: the kept image, its thumbnail, its row.
+    let id = kept["id"].as_str().unwrap();
+    let mut listed = objects(&app).await;
+    listed.sort();
+    assert_eq!(
+        listed,
+        vec![
+            format!("media/{}/{id}", ann.id),
+            format!("media/{}/{id}.thumb", ann.id)
+        ]
+    );
+    let got = app
+        .get_auth(kept["url"].as_str().unwrap(), &ann.token)
+        .await;
+    assert_eq!(got.status(), 200);
+    let url = vanishing["url"].as_str().unwrap();
+    assert_error(app.get_auth(url, &ann.token).await, 404, "NOT_FOUND").await;
 }

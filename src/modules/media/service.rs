@@ -4,10 +4,13 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bytes::{Bytes, BytesMut};
 use diesel::Connection;
+use futures_util::TryStreamExt;
 use futures_util::{Stream, StreamExt};
 use object_store::path::Path;
 use object_store::{GetOptions, GetRange, ObjectStoreExt, WriteMultipart};
 use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::images::{self, INLINE_THUMBNAIL_PIXELS, ImageError};
@@ -487,6 +490,104 @@ impl Service {
             let service = service.clone();
             async move { service.make_thumbnail(job).await }
         });
+        let service = self.clone();
+        registry.register(SWEEP_JOB, move |job| {
+            let service = service.clone();
+            async move {
+                let swept = service.sweep(&job.cancel).await?;
+                tracing::info!(
+                    objects = swept.objects,
+                    rows = swept.rows,
+                    "media orphan sweep"
+                );
+                Ok(())
+            }
+        });
+        let every = std::time::Duration::from_secs(self.limits.sweep_interval_secs);
+        registry.schedule(SWEEP_JOB, SWEEP_JOB, every);
+    }
+
+    /// Removes what an interrupted upload or delete left behind, owner by owner (so memory
+    /// holds one owner's listing at a time): objects no row knows, and rows whose file
+    /// vanished (announcing [`REMOVED_JOB`] for them), each once older than the grace
+    /// period. Owners come from both sides: the store's prefixes and the table.
+    pub async fn sweep(&self, cancel: &CancellationToken) -> anyhow::Result<Swept> {
+        let grace = chrono::Duration::seconds(
+            i64::try_from(self.limits.orphan_grace_secs).unwrap_or(i64::MAX),
+        );
+        let cutoff = chrono::Utc::now() - grace;
+        let store = self.storage.store();
+        let listed = store
+            .list_with_delimiter(Some(&Path::from("media")))
+            .await?;
+        let mut owners: Vec<Uuid> = listed
+            .common_prefixes
+            .iter()
+            .filter_map(|prefix| prefix.filename()?.parse().ok())
+            .collect();
+        owners.extend(
+            self.db
+                .run(|conn| store::owners(conn).map_err(DbError::from))
+                .await?,
+        );
+        owners.sort_unstable();
+        owners.dedup();
+        let mut swept = Swept::default();
+        for owner in owners {
+            if cancel.is_cancelled() {
+                break;
+            }
+            let rows: HashMap<Uuid, chrono::DateTime<chrono::Utc>> = self
+                .db
+                .run(move |conn| store::ids_of(conn, owner).map_err(DbError::from))
+                .await?
+                .into_iter()
+                .collect();
+            let prefix = Path::from(format!("media/{owner}"));
+            let objects: Vec<object_store::ObjectMeta> =
+                store.list(Some(&prefix)).try_collect().await?;
+            let mut files = std::collections::HashSet::new();
+            for object in objects {
+                let name = object.location.filename().unwrap_or_default();
+                let (id, thumbnail) = match name.strip_suffix(".thumb") {
+                    Some(id) => (id.parse::<Uuid>().ok(), true),
+                    None => (name.parse::<Uuid>().ok(), false),
+                };
+                if let Some(id) = id
+                    && !thumbnail
+                {
+                    files.insert(id);
+                }
+                let known = id.is_some_and(|id| rows.contains_key(&id));
+                if !known && object.last_modified < cutoff {
+                    self.remove(&object.location).await;
+                    swept.objects += 1;
+                }
+            }
+            for (id, created) in rows {
+                if files.contains(&id) || created >= cutoff {
+                    continue;
+                }
+                let removed = self
+                    .db
+                    .run(move |conn| {
+                        conn.transaction(|conn| {
+                            let removed = store::delete_any(conn, id)?;
+                            if removed > 0 {
+                                jobs::enqueue(conn, &removed_job(id))?;
+                            }
+                            Ok::<_, diesel::result::Error>(removed)
+                        })
+                        .map_err(DbError::from)
+                    })
+                    .await?;
+                if removed > 0 {
+                    self.remove(&thumbnail_key(owner, id)).await;
+                    swept.rows += 1;
+                }
+            }
+        }
+        Ok(swept)
     }
 
     /// The [`THUMBNAIL_JOB`]: makes the thumbnail of a large image. Runs again harmlessly
@@ -550,6 +651,16 @@ impl Service {
         }
         Ok(())
     }
+}
+
+/// The recurring job that removes orphans ([`Service::sweep`]).
+pub const SWEEP_JOB: &str = "media.sweep";
+
+/// What one sweep removed.
+#[derive(Debug, Default)]
+pub struct Swept {
+    pub objects: u64,
+    pub rows: u64,
 }
 
 /// The job that tells whoever kept a reference to media `id` (an avatar) that it is gone.

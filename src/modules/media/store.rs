@@ -121,6 +121,27 @@ pub fn delete(conn: &mut PgConnection, id: Uuid, owner: Uuid) -> QueryResult<Opt
         .optional()
 }
 
+/// Every owner with media (for the orphan sweep).
+pub fn owners(conn: &mut PgConnection) -> QueryResult<Vec<Uuid>> {
+    objects::table
+        .select(objects::owner_id)
+        .distinct()
+        .load(conn)
+}
+
+/// `owner`'s media ids and when each row was made.
+pub fn ids_of(conn: &mut PgConnection, owner: Uuid) -> QueryResult<Vec<(Uuid, DateTime<Utc>)>> {
+    objects::table
+        .filter(objects::owner_id.eq(owner))
+        .select((objects::id, objects::created_at))
+        .load(conn)
+}
+
+/// Deletes the row `id` whatever its owner (the sweep, for a row whose object vanished).
+pub fn delete_any(conn: &mut PgConnection, id: Uuid) -> QueryResult<usize> {
+    diesel::delete(objects::table.find(id)).execute(conn)
+}
+
 pub fn set_public(conn: &mut PgConnection, id: Uuid, public: bool) -> QueryResult<usize> {
     diesel::update(objects::table.find(id))
         .set(objects::is_public.eq(public))
