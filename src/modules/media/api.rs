@@ -275,8 +275,8 @@ async fn download(
         key: object_key(row.owner_id, row.id),
         content_type: row.content_type.clone(),
         size: u64::try_from(row.size).unwrap_or(0),
-        // The SHA-256 of the stored bytes.
-        etag: format!("\"{}\"", row.sha256),
+        // A media's bytes never change (an edit is a new upload), so its id names them.
+        etag: format!("\"{}\"", row.id),
         extension: sniff::by_content_type(&row.content_type).map_or("bin", |f| f.extension),
     };
     serve(&service, &request, &row, served).await
@@ -299,8 +299,7 @@ async fn download_thumbnail(
                     .thumbnail_size
                     .and_then(|size| u64::try_from(size).ok())
                     .unwrap_or(0),
-                // Made from the file alone, so the file's hash names it too.
-                etag: format!("\"{}-thumb\"", row.sha256),
+                etag: format!("\"{}-thumb\"", row.id),
                 extension: if content_type == "image/webp" {
                     "webp"
                 } else {

@@ -7,7 +7,6 @@ diesel::table! {
         kind -> Text,
         content_type -> Text,
         size -> Int8,
-        sha256 -> Text,
         character_id -> Nullable<Uuid>,
         is_public -> Bool,
         created_at -> Timestamptz,

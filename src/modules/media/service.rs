@@ -1,14 +1,11 @@
 //! Uploads, downloads and deletions of media.
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bytes::{Bytes, BytesMut};
 use diesel::Connection;
 use futures_util::TryStreamExt;
 use futures_util::{Stream, StreamExt};
 use object_store::path::Path;
 use object_store::{GetOptions, GetRange, ObjectStoreExt, WriteMultipart};
-use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -53,7 +50,6 @@ pub struct Received {
     pub id: Uuid,
     pub format: Format,
     pub size: u64,
-    pub sha256: String,
     pub image: Option<ImageFacts>,
 }
 
@@ -189,7 +185,6 @@ impl Service {
         let key = object_key(owner, id);
         let upload = self.storage.store().put_multipart(&key).await?;
         let mut writer = WriteMultipart::new_with_chunk_size(upload, self.storage.part_size());
-        let mut hasher = Sha256::new();
         let mut size = 0u64;
         let mut chunk = Some(Ok(head.freeze()));
         let outcome = loop {
@@ -202,7 +197,6 @@ impl Service {
             if size > limit {
                 break Err(too_large());
             }
-            hasher.update(&bytes);
             if let Err(error) = writer.wait_for_capacity(PARTS_IN_FLIGHT).await {
                 break Err(error.into());
             }
@@ -216,7 +210,6 @@ impl Service {
                     id,
                     format,
                     size,
-                    sha256: URL_SAFE_NO_PAD.encode(hasher.finalize()),
                     image: None,
                 })
             }
@@ -276,7 +269,6 @@ impl Service {
         let (stripped, width, height, thumbnail) = prepared;
         let id = Uuid::now_v7();
         let size = stripped.len() as u64;
-        let sha256 = URL_SAFE_NO_PAD.encode(Sha256::digest(&stripped));
         let store = self.storage.store();
         store.put(&object_key(owner, id), stripped.into()).await?;
         let thumbnail = match thumbnail {
@@ -297,7 +289,6 @@ impl Service {
             id,
             format,
             size,
-            sha256,
             image: Some(ImageFacts {
                 width,
                 height,
@@ -328,7 +319,6 @@ impl Service {
                     kind: received.format.kind.as_str(),
                     content_type: received.format.content_type,
                     size: i64::try_from(received.size).unwrap_or(i64::MAX),
-                    sha256: &received.sha256,
                     character_id: character,
                     width: image.and_then(|image| i32::try_from(image.width).ok()),
                     height: image.and_then(|image| i32::try_from(image.height).ok()),
