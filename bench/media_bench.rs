@@ -90,8 +90,9 @@ async fn through_server(cli: &Cli, client: &reqwest::Client, pieces: &[Bytes]) -
             peak
         })
     };
-    let stream =
-        futures_util::stream::iter(pieces.to_vec().into_iter().map(Ok::<_, std::io::Error>));
+    // The request body must own its pieces (cloning `Bytes` shares them, copies nothing).
+    let owned: Vec<Bytes> = pieces.iter().map(Bytes::clone).collect();
+    let stream = futures_util::stream::iter(owned.into_iter().map(Ok::<_, std::io::Error>));
     let form = reqwest::multipart::Form::new().text("type", "video").part(
         "file",
         reqwest::multipart::Part::stream(reqwest::Body::wrap_stream(stream)).file_name("v.mp4"),
