@@ -17,6 +17,7 @@ use futures_util::future::BoxFuture;
 use uuid::Uuid;
 
 use crate::modules::identity::AuditLog;
+use crate::modules::media::Media;
 use crate::platform::Platform;
 use crate::platform::db::DbError;
 use crate::platform::http::AppError;
@@ -92,7 +93,7 @@ pub fn search_statement(search: &str, size: i64) -> String {
 
 /// Where a character's avatar (media) is served.
 pub fn avatar_url(media: Option<Uuid>) -> Option<String> {
-    media.map(|id| format!("/api/v1/media/{id}"))
+    media.map(Media::url)
 }
 
 /// What other modules may ask the catalog (chat, and later privacy).

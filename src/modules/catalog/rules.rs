@@ -176,10 +176,6 @@ pub const INPUT_FIELDS: &[&str] = &[
 ];
 
 impl Draft {
-    pub fn set_avatar(&mut self, id: Option<Uuid>) {
-        self.avatar_media_id = id;
-    }
-
     /// Applies `input`; the shape errors it finds (a bad visibility, a lorebook that is not
     /// one) are reported with the field names the client used.
     pub fn apply(mut self, input: Input, errors: &mut FieldErrors) -> Self {
@@ -199,9 +195,9 @@ impl Draft {
         }
         match input.avatar_media_id {
             None => {}
-            Some(Value::Null) => self.set_avatar(None),
+            Some(Value::Null) => self.avatar_media_id = None,
             Some(Value::String(id)) => match id.trim().parse() {
-                Ok(id) => self.set_avatar(Some(id)),
+                Ok(id) => self.avatar_media_id = Some(id),
                 Err(_) => errors.add("avatarMediaId", "must be a media id or null"),
             },
             Some(_) => errors.add("avatarMediaId", "must be a media id or null"),
@@ -380,12 +376,12 @@ mod tests {
     #[test]
     fn patch_keeps_absent_fields_and_null_clears_the_avatar() {
         let mut errors = FieldErrors::new();
-        let mut start = Draft {
+        let start = Draft {
             name: "Luna".into(),
             tone: "warm".into(),
+            avatar_media_id: Some(Uuid::nil()),
             ..Draft::default()
         };
-        start.set_avatar(Some(Uuid::nil()));
         let patched = start.apply(
             input(serde_json::json!({"avatarMediaId": null, "personality": {"greeting": "Hi"}})),
             &mut errors,

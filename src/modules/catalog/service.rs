@@ -430,7 +430,7 @@ impl Service {
                 .store_image(owner, &viewer.tier, avatar.bytes)
                 .await
                 .map_err(CatalogError::Media)?;
-            draft.set_avatar(Some(media));
+            draft.avatar_media_id = Some(media);
         }
         let extra = imported.card_extra;
         let row = self

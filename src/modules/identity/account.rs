@@ -8,9 +8,19 @@ use super::rules::normalize_email;
 use super::service::{IdentityError, Service};
 use super::store::{self, ProfileChanges, UserRow};
 use super::{AuditEntry, Outcome};
-use crate::platform::http::ClientInfo;
+use crate::platform::http::{AppError, ClientInfo};
 
 impl Service {
+    /// Whether media `id` may be `user_id`'s avatar: an image they uploaded.
+    pub async fn avatar_usable(&self, user_id: Uuid, id: Uuid) -> Result<bool, AppError> {
+        self.media.usable(user_id, id).await
+    }
+
+    /// The bytes the user's media take, and the quota of their tier.
+    pub async fn storage(&self, user_id: Uuid, tier: &str) -> Result<(u64, Option<u64>), AppError> {
+        self.media.storage(user_id, tier).await
+    }
+
     pub async fn update_profile(
         &self,
         user_id: Uuid,
@@ -123,9 +133,9 @@ fn profile_diff(
         ),
         ("bio", json!(before.bio), json!(after.bio)),
         (
-            "avatarUrl",
-            json!(before.avatar_url),
-            json!(after.avatar_url),
+            "avatarMediaId",
+            json!(before.avatar_media_id),
+            json!(after.avatar_media_id),
         ),
         (
             "preferences",

@@ -9,6 +9,7 @@ use uuid::Uuid;
 use super::rules::{MAX_BIO_LEN, check_display_name, level_for_experience, next_level_at};
 use super::service::{Issued, Service};
 use super::store::{AuditRow, ProfileChanges, UserRow};
+use crate::modules::media::Media;
 use crate::platform::http::{AppError, AuthUser, ClientInfo, FieldErrors, Role, strict_body};
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -62,7 +63,7 @@ impl From<UserRow> for UserView {
             id: user.id,
             email: user.email,
             display_name: user.display_name,
-            avatar_url: user.avatar_url,
+            avatar_url: user.avatar_media_id.map(Media::url),
             avatar_media_id: user.avatar_media_id,
             bio: user.bio,
             level,
@@ -221,7 +222,7 @@ async fn profile_view(
     user: &AuthUser,
     row: UserRow,
 ) -> Result<HttpResponse, AppError> {
-    let (used, quota) = service.media.storage(user.user_id, &user.tier).await?;
+    let (used, quota) = service.storage(user.user_id, &user.tier).await?;
     let mut view = serde_json::to_value(UserView::from(row)).map_err(AppError::internal)?;
     view["storage"] = json!({ "usedBytes": used, "quotaBytes": quota });
     Ok(HttpResponse::Ok().json(view))
@@ -320,12 +321,11 @@ async fn put_profile(
     }
     if let Some(avatar) = update.avatar_media_id {
         if let Some(id) = avatar
-            && !service.media.usable(user.user_id, id).await?
+            && !service.avatar_usable(user.user_id, id).await?
         {
             errors.add("avatarMediaId", "must be the id of an image you uploaded");
         }
         changes.avatar_media_id = Some(avatar);
-        changes.avatar_url = Some(avatar.map(|id| format!("/api/v1/media/{id}")));
     }
     if let Some(prefs) = update.preferences {
         changes.preferences = Some(check_preferences(prefs, &mut errors));

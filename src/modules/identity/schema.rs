@@ -6,7 +6,6 @@ diesel::table! {
         email -> Text,
         password_hash -> Text,
         display_name -> Text,
-        avatar_url -> Nullable<Text>,
         avatar_media_id -> Nullable<Uuid>,
         bio -> Nullable<Text>,
         preferences -> Jsonb,

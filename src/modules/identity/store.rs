@@ -15,7 +15,6 @@ pub struct UserRow {
     pub email: String,
     pub password_hash: String,
     pub display_name: String,
-    pub avatar_url: Option<String>,
     pub avatar_media_id: Option<Uuid>,
     pub bio: Option<String>,
     pub preferences: Value,
@@ -79,7 +78,6 @@ pub fn set_email_verified(conn: &mut PgConnection, user_id: Uuid) -> QueryResult
 pub struct ProfileChanges {
     pub display_name: Option<String>,
     pub bio: Option<Option<String>>,
-    pub avatar_url: Option<Option<String>>,
     pub avatar_media_id: Option<Option<Uuid>>,
     pub preferences: Option<Value>,
 }
@@ -87,10 +85,7 @@ pub struct ProfileChanges {
 /// Media `media` is gone: whoever had it as their avatar has none.
 pub fn forget_avatar(conn: &mut PgConnection, media: Uuid) -> QueryResult<usize> {
     diesel::update(users::table.filter(users::avatar_media_id.eq(media)))
-        .set((
-            users::avatar_media_id.eq(None::<Uuid>),
-            users::avatar_url.eq(None::<String>),
-        ))
+        .set(users::avatar_media_id.eq(None::<Uuid>))
         .execute(conn)
 }
 

@@ -96,9 +96,9 @@ fn multipart_error(error: MultipartError) -> AppError {
 pub fn view(row: &MediaRow) -> Value {
     json!({
         "id": row.id,
-        "url": format!("/api/v1/media/{}", row.id),
+        "url": super::Media::url(row.id),
         "thumbnailUrl": match row.thumbnail.as_str() {
-            "ready" | "pending" => json!(format!("/api/v1/media/{}/thumbnail", row.id)),
+            "ready" | "pending" => json!(format!("{}/thumbnail", super::Media::url(row.id))),
             _ => Value::Null,
         },
         // `ready`: made during the upload (or since); `pending`: a job is making it;
@@ -260,7 +260,6 @@ struct Served {
     size: u64,
     /// Quoted, as HTTP wants it.
     etag: String,
-    extension: &'static str,
 }
 
 async fn download(
@@ -277,7 +276,6 @@ async fn download(
         size: u64::try_from(row.size).unwrap_or(0),
         // A media's bytes never change (an edit is a new upload), so its id names them.
         etag: format!("\"{}\"", row.id),
-        extension: sniff::by_content_type(&row.content_type).map_or("bin", |f| f.extension),
     };
     serve(&service, &request, &row, served).await
 }
@@ -300,11 +298,6 @@ async fn download_thumbnail(
                     .and_then(|size| u64::try_from(size).ok())
                     .unwrap_or(0),
                 etag: format!("\"{}-thumb\"", row.id),
-                extension: if content_type == "image/webp" {
-                    "webp"
-                } else {
-                    "jpg"
-                },
             };
             serve(&service, &request, &row, served).await
         }
@@ -329,7 +322,6 @@ async fn serve(
         content_type,
         size,
         etag: tag,
-        extension,
     } = served;
     let cache = if row.is_public {
         "public, max-age=3600"
@@ -376,6 +368,7 @@ async fn serve(
     };
     // The file name is ours (the id and the format's extension), never the client's, so it
     // cannot carry quotes or line breaks into the header.
+    let extension = sniff::by_content_type(&content_type).map_or("bin", |f| f.extension);
     let disposition = format!("inline; filename=\"{}.{extension}\"", row.id);
     let length = range.map_or(size, |(first, last)| last - first + 1);
     let mut response = if range.is_some() {

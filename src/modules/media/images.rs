@@ -185,25 +185,22 @@ pub fn thumbnail(bytes: &[u8], format: Format) -> Result<Thumbnail, ImageError> 
     } else {
         image
     };
-    if small.color().has_alpha() {
-        let mut out = Cursor::new(Vec::new());
+    let mut out = Cursor::new(Vec::new());
+    let content_type = if small.color().has_alpha() {
         let encoder = image::codecs::webp::WebPEncoder::new_lossless(&mut out);
         DynamicImage::ImageRgba8(small.to_rgba8())
             .write_with_encoder(encoder)
             .map_err(unreadable)?;
-        Ok(Thumbnail {
-            bytes: Bytes::from(out.into_inner()),
-            content_type: "image/webp",
-        })
+        "image/webp"
     } else {
-        let mut out = Cursor::new(Vec::new());
         let encoder = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 82);
         DynamicImage::ImageRgb8(small.to_rgb8())
             .write_with_encoder(encoder)
             .map_err(unreadable)?;
-        Ok(Thumbnail {
-            bytes: Bytes::from(out.into_inner()),
-            content_type: "image/jpeg",
-        })
-    }
+        "image/jpeg"
+    };
+    Ok(Thumbnail {
+        bytes: Bytes::from(out.into_inner()),
+        content_type,
+    })
 }

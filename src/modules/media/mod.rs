@@ -98,6 +98,11 @@ impl Media {
         }
     }
 
+    /// Where media `id` is served (an avatar's URL, for the modules that keep its id).
+    pub fn url(id: Uuid) -> String {
+        format!("/api/v1/media/{id}")
+    }
+
     pub fn directory(&self) -> std::sync::Arc<dyn MediaDirectory> {
         std::sync::Arc::new(self.service.clone())
     }

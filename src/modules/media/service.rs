@@ -372,12 +372,15 @@ impl Service {
         }
     }
 
+    async fn find(&self, id: Uuid) -> Result<Option<MediaRow>, DbError> {
+        self.db
+            .run(move |conn| store::find(conn, id).map_err(DbError::from))
+            .await
+    }
+
     /// Whether `id` is an image `owner` uploaded.
     pub async fn is_image_of(&self, owner: Uuid, id: Uuid) -> Result<bool, MediaError> {
-        let row = self
-            .db
-            .run(move |conn| store::find(conn, id).map_err(DbError::from))
-            .await?;
+        let row = self.find(id).await?;
         Ok(row.is_some_and(|row| row.owner_id == owner && row.kind == Kind::Image.as_str()))
     }
 
@@ -402,10 +405,7 @@ impl Service {
 
     /// All of `id`'s bytes, if it exists (for images, which are at most a few MiB).
     pub async fn read_whole(&self, id: Uuid) -> Result<Option<Bytes>, MediaError> {
-        let row = self
-            .db
-            .run(move |conn| store::find(conn, id).map_err(DbError::from))
-            .await?;
+        let row = self.find(id).await?;
         let Some(row) = row else {
             return Ok(None);
         };
@@ -423,11 +423,7 @@ impl Service {
 
     /// The media `viewer` may see: its owner's, or a public one; otherwise not found.
     pub async fn visible(&self, viewer: Option<Uuid>, id: Uuid) -> Result<MediaRow, MediaError> {
-        let row = self
-            .db
-            .run(move |conn| store::find(conn, id).map_err(DbError::from))
-            .await?
-            .ok_or(MediaError::NotFound)?;
+        let row = self.find(id).await?.ok_or(MediaError::NotFound)?;
         if row.is_public || Some(row.owner_id) == viewer {
             Ok(row)
         } else {
@@ -588,10 +584,7 @@ impl Service {
             id: Uuid,
         }
         let Payload { id } = job.payload_as()?;
-        let row = self
-            .db
-            .run(move |conn| store::find(conn, id).map_err(DbError::from))
-            .await?;
+        let row = self.find(id).await?;
         let Some(row) = row.filter(|row| row.thumbnail == "pending") else {
             return Ok(());
         };
