@@ -114,3 +114,18 @@ ensure_cargo() {
     [ -x "$HOME/.cargo/bin/cargo" ] && { export PATH="$HOME/.cargo/bin:$PATH"; return; }
     die "cargo not found: install the Rust toolchain (https://rustup.rs) and run again"
 }
+
+# The S3-compatible server the media tests run against: s3s-fs from crates.io, built once
+# into the build cache (beside the compiled crates, so CI's cache keeps it) and named in
+# COMPANION_S3S_FS. It checks signatures and presigned URLs' expiry as S3 does.
+S3S_FS_VERSION=0.14.1
+ensure_s3s_fs() {
+    local root="${CARGO_TARGET_DIR:-$ROOT/target}/tools"
+    local bin="$root/bin/s3s-fs"
+    if ! "$bin" --version 2>/dev/null | grep -q "$S3S_FS_VERSION"; then
+        say "installing s3s-fs $S3S_FS_VERSION (the tests' S3 server) into $root"
+        cargo install --quiet --locked --root "$root" --features binary \
+            --version "$S3S_FS_VERSION" s3s-fs
+    fi
+    export COMPANION_S3S_FS=$bin
+}

@@ -4,7 +4,7 @@
 //! default `development`), `COMPANION__SECTION__KEY` variables, then the PaaS conventions
 //! `PORT`, `DATABASE_URL` and `REDIS_URL`. Secrets are [`SecretString`]s so they never print.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::time::Duration;
 
@@ -136,6 +136,15 @@ pub struct RedisSettings {
 #[derive(Debug, Clone, Deserialize)]
 pub struct StorageSettings {
     pub url: String,
+    /// When more than 0 and the store is S3-compatible, downloads answer with a redirect to
+    /// a presigned URL valid this many seconds instead of passing the bytes through.
+    #[serde(default)]
+    pub presign_secs: u64,
+    /// Settings of the cloud store's client, by object_store's names (`aws_endpoint`,
+    /// `aws_access_key_id`, `aws_secret_access_key`, `aws_region`, `aws_allow_http`, …);
+    /// they override the provider's environment variables. Secrets, so they never print.
+    #[serde(default)]
+    pub options: BTreeMap<String, SecretString>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -304,6 +313,9 @@ pub struct MetricsSettings {
     pub bearer_token: Option<SecretString>,
 }
 
+/// The longest validity S3 accepts for a presigned URL.
+const MAX_PRESIGN_SECS: u64 = 7 * 24 * 3600;
+
 impl Settings {
     /// Loads settings from `config_dir` and the given environment variables (normally
     /// `std::env::vars()`; tests pass their own map so the process environment cannot leak in).
@@ -361,6 +373,9 @@ impl Settings {
             || self.media.video_max_bytes == 0
         {
             return invalid("media.*_max_bytes must be greater than 0");
+        }
+        if self.storage.presign_secs > MAX_PRESIGN_SECS {
+            return invalid("storage.presign_secs must be at most 604800 (seven days, S3's limit)");
         }
         if self.media.sweep_interval_secs == 0 {
             return invalid("media.sweep_interval_secs must be greater than 0");

@@ -95,10 +95,49 @@ fn production_refuses_the_development_secret_and_short_secrets() {
 
 #[test]
 fn secrets_do_not_print() {
-    let settings = load(&[("DATABASE_URL", "postgres://user:hunter2@db/x")]).unwrap();
+    let settings = load(&[
+        ("DATABASE_URL", "postgres://user:hunter2@db/x"),
+        ("COMPANION__STORAGE__URL", "s3://bucket/prefix"),
+        (
+            "COMPANION__STORAGE__OPTIONS__AWS_SECRET_ACCESS_KEY",
+            "wJalrXUtnFEMI",
+        ),
+    ])
+    .unwrap();
     let printed = format!("{settings:?}");
     assert!(!printed.contains("hunter2"));
     assert!(!printed.contains("insecure-dev-secret"));
+    assert!(!printed.contains("wJalrXUtnFEMI"));
+    assert!(
+        settings
+            .storage
+            .options
+            .contains_key("aws_secret_access_key")
+    );
+}
+
+#[test]
+fn presigned_urls_live_at_most_seven_days_and_store_options_must_be_known() {
+    let err = load(&[("COMPANION__STORAGE__PRESIGN_SECS", "604801")]).unwrap_err();
+    assert!(err.to_string().contains("storage.presign_secs"), "{err}");
+    let settings = load(&[("COMPANION__STORAGE__PRESIGN_SECS", "300")]).unwrap();
+    assert_eq!(settings.storage.presign_secs, 300);
+
+    let mut settings = load(&[("COMPANION__STORAGE__URL", "s3://bucket")]).unwrap();
+    settings
+        .storage
+        .options
+        .insert("aws_no_such_option".to_owned(), "x".to_owned().into());
+    let err = companion::platform::storage::Storage::from_settings(&settings.storage)
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("aws_no_such_option"), "{err}");
+    // The local stores take no options: a leftover is a mistake worth saying.
+    settings.storage.url = "memory://".to_owned();
+    let err = companion::platform::storage::Storage::from_settings(&settings.storage)
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("storage.options"), "{err}");
 }
 
 #[test]

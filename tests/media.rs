@@ -1,6 +1,6 @@
 //! Media through the public API: streamed uploads typed by their bytes, limits enforced while
 //! streaming, downloads with ranges and ETags, owner-only access, deletion. Against the
-//! in-memory store and the local disk.
+//! in-memory store, the local disk and a real S3-compatible server (`support::s3`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
@@ -12,6 +12,7 @@ use object_store::ObjectStoreExt;
 use object_store::path::Path;
 use reqwest::multipart::{Form, Part};
 use serde_json::Value;
+use support::s3::S3Server;
 use support::{TestApp, TestUser, assert_error};
 
 /// A real PNG: `side`×`side` pixels of one colour, then `padding` bytes of metadata in a
@@ -97,6 +98,16 @@ async fn objects(app: &TestApp) -> Vec<String> {
         .unwrap()
 }
 
+/// `user` deletes the media at `url` (its API path).
+async fn delete(app: &TestApp, user: &TestUser, url: &str) -> reqwest::Response {
+    app.client
+        .delete(app.url(url))
+        .bearer_auth(&user.token)
+        .send()
+        .await
+        .unwrap()
+}
+
 fn rows(app: &TestApp) -> String {
     app.query_one("SELECT count(*) FROM media.objects").unwrap()
 }
@@ -168,24 +179,12 @@ async fn an_upload_is_stored_typed_by_its_bytes_and_served_to_its_owner_only() {
     assert_error(app.get(&url).await, 404, "NOT_FOUND").await;
     let unknown = format!("/api/v1/media/{}", uuid::Uuid::now_v7());
     assert_error(app.get_auth(&unknown, &ann.token).await, 404, "NOT_FOUND").await;
-    let bob_deletes = app
-        .client
-        .delete(app.url(&url))
-        .bearer_auth(&bob.token)
-        .send()
-        .await
-        .unwrap();
+    let bob_deletes = delete(&app, &bob, &url).await;
     assert_error(bob_deletes, 404, "NOT_FOUND").await;
     assert_eq!(objects(&app).await.len(), 2);
 
     // The owner deletes it: the row and both objects go.
-    let deleted = app
-        .client
-        .delete(app.url(&url))
-        .bearer_auth(&ann.token)
-        .send()
-        .await
-        .unwrap();
+    let deleted = delete(&app, &ann, &url).await;
     assert_eq!(deleted.status(), 204);
     assert_error(app.get_auth(&url, &ann.token).await, 404, "NOT_FOUND").await;
     assert!(objects(&app).await.is_empty());
@@ -611,13 +610,7 @@ async fn storage_is_limited_by_a_quota_per_tier() {
     assert_eq!(rows(&app), "1");
 
     // Deleting frees the space.
-    let deleted = app
-        .client
-        .delete(app.url(first["url"].as_str().unwrap()))
-        .bearer_auth(&ann.token)
-        .send()
-        .await
-        .unwrap();
+    let deleted = delete(&app, &ann, first["url"].as_str().unwrap()).await;
     assert_eq!(deleted.status(), 204);
     uploaded(&app, &ann, form("audio", mp3(), "b.mp3", "audio/mpeg")).await;
 
@@ -745,13 +738,7 @@ async fn avatars_are_media_their_owner_uploaded_public_while_their_character_is(
     assert_eq!(app.get(&picture_url).await.status(), 404);
 
     // The owner deletes the picture: the profile and the character fall back to none.
-    let deleted = app
-        .client
-        .delete(app.url(&picture_url))
-        .bearer_auth(&ann.token)
-        .send()
-        .await
-        .unwrap();
+    let deleted = delete(&app, &ann, &picture_url).await;
     assert_eq!(deleted.status(), 204);
     support::eventually(std::time::Duration::from_secs(20), || async {
         let me: Value = app
@@ -817,4 +804,237 @@ async fn the_sweep_removes_objects_without_rows_and_rows_without_objects() {
     assert_eq!(got.status(), 200);
     let url = vanishing["url"].as_str().unwrap();
     assert_error(app.get_auth(url, &ann.token).await, 404, "NOT_FOUND").await;
+}
+
+/// Settings of a store in `s3`'s bucket, plus `extra`, as the server takes them.
+async fn spawn_on_s3(s3: &S3Server, extra: &[(&'static str, &str)]) -> TestApp {
+    let mut vars = s3.vars("companion");
+    vars.extend(extra.iter().map(|(k, v)| (*k, (*v).to_owned())));
+    let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    TestApp::spawn_with_vars(&vars).await
+}
+
+/// A sound of `len` bytes whose every stretch is different, so a range shows where it came
+/// from.
+fn long_mp3(len: usize) -> Vec<u8> {
+    let mut out = mp3();
+    let mut n = 0u32;
+    while out.len() < len {
+        out.extend_from_slice(&n.to_le_bytes());
+        n += 1;
+    }
+    out.truncate(len);
+    out
+}
+
+#[tokio::test]
+async fn an_s3_store_serves_downloads_through_presigned_urls_that_expire() {
+    let s3 = S3Server::start().await;
+    let app = spawn_on_s3(
+        &s3,
+        &[
+            ("COMPANION__STORAGE__PRESIGN_SECS", "3"),
+            ("COMPANION__MEDIA__AUDIO_MAX_BYTES", "8000000"),
+        ],
+    )
+    .await;
+    let ann = app.register("ann@example.com").await;
+    let bob = app.register("bob@example.com").await;
+    // A client of no one's: it holds no token and no store credentials.
+    let stranger = reqwest::Client::new();
+
+    // 6 MiB of sound goes up as an S3 multipart upload of two parts, streamed.
+    let sound = long_mp3(6 * 1024 * 1024);
+    let media = uploaded(
+        &app,
+        &ann,
+        form("audio", sound.clone(), "song.mp3", "audio/mpeg"),
+    )
+    .await;
+    let id = media["id"].as_str().unwrap().to_owned();
+    let url = app.url(media["url"].as_str().unwrap());
+
+    // The owner is sent to the bucket; the redirect is not kept, since its URL expires.
+    let answer = app
+        .get_auth(media["url"].as_str().unwrap(), &ann.token)
+        .await;
+    assert_eq!(answer.status(), 307);
+    assert_eq!(answer.headers()["cache-control"], "private, no-store");
+    let location = answer.headers()["location"].to_str().unwrap().to_owned();
+    let object = format!("{}/{}/companion/media/", s3.endpoint, s3.bucket);
+    assert!(location.starts_with(&object), "{location}");
+    assert!(location.contains("X-Amz-Expires=3"), "{location}");
+    assert!(!location.contains(support::s3::SECRET_KEY), "{location}");
+
+    // The bucket answers the URL with the file, typed and named as the server would.
+    let fetched = stranger.get(&location).send().await.unwrap();
+    assert_eq!(fetched.status(), 200);
+    assert_eq!(fetched.headers()["content-type"], "audio/mpeg");
+    assert_eq!(
+        fetched.headers()["content-disposition"],
+        format!("inline; filename=\"{id}.mp3\"").as_str()
+    );
+    assert!(fetched.bytes().await.unwrap().as_ref() == sound.as_slice());
+    // Seeking works at the bucket too, across the parts' boundary.
+    let boundary = 5 * 1024 * 1024;
+    let part = stranger
+        .get(&location)
+        .header("range", format!("bytes={}-{}", boundary - 10, boundary + 9))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(part.status(), 206);
+    assert_eq!(
+        part.bytes().await.unwrap().as_ref(),
+        &sound[boundary - 10..boundary + 10]
+    );
+
+    // An image's file and thumbnail are redirected alike.
+    let image = uploaded(&app, &ann, form("image", png(8, 50), "a.png", "image/png")).await;
+    let thumbnail = app
+        .get_auth(image["thumbnailUrl"].as_str().unwrap(), &ann.token)
+        .await;
+    assert_eq!(thumbnail.status(), 307);
+    let thumbnail_at = thumbnail.headers()["location"].to_str().unwrap().to_owned();
+    let small = stranger.get(&thumbnail_at).send().await.unwrap();
+    assert_eq!(small.status(), 200);
+    assert_eq!(small.headers()["content-type"], "image/jpeg");
+
+    // HEAD is answered here (a presigned URL is for one method); others get no redirect.
+    let head = app
+        .client
+        .head(&url)
+        .bearer_auth(&ann.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.status(), 200);
+    assert_eq!(
+        head.headers()["content-length"],
+        sound.len().to_string().as_str()
+    );
+    assert_error(
+        app.get_auth(media["url"].as_str().unwrap(), &bob.token)
+            .await,
+        404,
+        "NOT_FOUND",
+    )
+    .await;
+    assert_error(
+        app.get(media["url"].as_str().unwrap()).await,
+        404,
+        "NOT_FOUND",
+    )
+    .await;
+
+    // A URL changed by its holder (another object, a longer life) is refused by the bucket.
+    let other_object = location.replace(&id, image["id"].as_str().unwrap());
+    let longer = location.replace("X-Amz-Expires=3", "X-Amz-Expires=3600");
+    for forged in [other_object, longer] {
+        let refused = stranger.get(&forged).send().await.unwrap();
+        assert_eq!(refused.status(), 403, "{forged}");
+    }
+
+    // Once its time is over the URL opens nothing; asking the server again signs a new one.
+    tokio::time::sleep(std::time::Duration::from_millis(4500)).await;
+    let expired = stranger.get(&location).send().await.unwrap();
+    assert_eq!(expired.status(), 403);
+    let again = app
+        .get_auth(media["url"].as_str().unwrap(), &ann.token)
+        .await;
+    let renewed = again.headers()["location"].to_str().unwrap().to_owned();
+    assert_ne!(renewed, location);
+    let fetched = stranger.get(&renewed).send().await.unwrap();
+    assert_eq!(fetched.status(), 200);
+}
+
+#[tokio::test]
+async fn an_s3_store_keeps_nothing_of_a_refused_or_deleted_upload() {
+    let s3 = S3Server::start().await;
+    let app = spawn_on_s3(&s3, &[("COMPANION__MEDIA__AUDIO_MAX_BYTES", "7000000")]).await;
+    let ann = app.register("ann@example.com").await;
+
+    // Over the limit after two parts were sent: the multipart upload is aborted.
+    let pieces: Vec<Result<Vec<u8>, std::io::Error>> = long_mp3(12 * 1024 * 1024)
+        .chunks(256 * 1024)
+        .map(|c| Ok(c.to_vec()))
+        .collect();
+    let body = reqwest::Body::wrap_stream(futures_util::stream::iter(pieces));
+    let streamed = Form::new()
+        .text("type", "audio")
+        .part("file", Part::stream(body).file_name("long.mp3"));
+    let error = assert_error(upload(&app, &ann, streamed).await, 413, "PAYLOAD_TOO_LARGE").await;
+    assert_eq!(error["details"]["limitBytes"], 7_000_000);
+    assert!(objects(&app).await.is_empty(), "{:?}", objects(&app).await);
+    assert!(s3.files().is_empty(), "{:?}", s3.files());
+    assert!(s3.staged_parts().is_empty(), "{:?}", s3.staged_parts());
+    assert_eq!(rows(&app), "0");
+
+    // Without presign_secs the server passes the bytes through itself.
+    let image = uploaded(&app, &ann, form("image", png(8, 50), "a.png", "image/png")).await;
+    let got = app
+        .get_auth(image["url"].as_str().unwrap(), &ann.token)
+        .await;
+    assert_eq!(got.status(), 200);
+    assert_eq!(got.bytes().await.unwrap().as_ref(), png(8, 0).as_slice());
+    assert_eq!(s3.files().len(), 2, "{:?}", s3.files());
+
+    // Deleting removes the file and its thumbnail from the bucket.
+    let deleted = delete(&app, &ann, image["url"].as_str().unwrap()).await;
+    assert_eq!(deleted.status(), 204);
+    assert!(s3.files().is_empty(), "{:?}", s3.files());
+}
+
+#[tokio::test]
+async fn owners_list_their_own_media_newest_first() {
+    let app = TestApp::spawn().await;
+    let ann = app.register("ann@example.com").await;
+    let bob = app.register("bob@example.com").await;
+    let first = uploaded(&app, &ann, form("image", png(4, 0), "a.png", "image/png")).await;
+    let second = uploaded(&app, &ann, form("audio", mp3(), "b.mp3", "audio/mpeg")).await;
+    let third = uploaded(&app, &ann, form("image", png(6, 0), "c.png", "image/png")).await;
+    let bobs = uploaded(&app, &bob, form("image", png(5, 0), "d.png", "image/png")).await;
+    let ids = |page: &Value| -> Vec<String> {
+        page["content"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let list = |query: &'static str, user: &TestUser| {
+        let token = user.token.clone();
+        let app = &app;
+        async move {
+            let response = app.get_auth(&format!("/api/v1/media{query}"), &token).await;
+            assert_eq!(response.status(), 200, "{query}");
+            response.json::<Value>().await.unwrap()
+        }
+    };
+
+    let all = list("", &ann).await;
+    let newest_first: Vec<String> = [&third, &second, &first]
+        .iter()
+        .map(|m| m["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(ids(&all), newest_first);
+    assert_eq!(all["totalElements"], 3);
+    // Each as the upload described it.
+    assert_eq!(all["content"][1], second);
+
+    let sounds = list("?type=audio", &ann).await;
+    assert_eq!(ids(&sounds), [second["id"].as_str().unwrap()]);
+    let second_page = list("?size=2&page=1", &ann).await;
+    assert_eq!(ids(&second_page), [first["id"].as_str().unwrap()]);
+    assert_eq!(second_page["totalPages"], 2);
+    // Nobody sees another's.
+    assert_eq!(ids(&list("", &bob).await), [bobs["id"].as_str().unwrap()]);
+
+    for bad in ["?type=document", "?size=0", "?size=101", "?page=-1"] {
+        let response = app
+            .get_auth(&format!("/api/v1/media{bad}"), &ann.token)
+            .await;
+        assert_error(response, 422, "VALIDATION_ERROR").await;
+    }
+    assert_error(app.get("/api/v1/media").await, 401, "UNAUTHORIZED").await;
 }

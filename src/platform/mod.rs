@@ -80,7 +80,7 @@ impl Platform {
             ),
             redis,
             realtime,
-            storage: storage::Storage::from_url(&settings.storage.url)?,
+            storage: storage::Storage::from_settings(&settings.storage)?,
             jobs: jobs::JobQueue::new(db.clone()),
             tokens: Arc::new(http::TokenKeys::new(&settings.auth)?),
             metrics,

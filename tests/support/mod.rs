@@ -10,6 +10,7 @@
 pub mod chat;
 pub mod fake_llm;
 pub mod proxy;
+pub mod s3;
 
 use std::collections::HashMap;
 use std::path::Path;

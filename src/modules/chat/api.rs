@@ -13,7 +13,7 @@ use super::follow::{Frame, follow, follow_started};
 use super::service::{MAX_PAGE, MAX_TITLE, Service, Started};
 use super::store::ConversationChanges;
 use super::views::MessageView;
-use crate::platform::http::{AppError, AuthUser, FieldErrors, strict_body};
+use crate::platform::http::{AppError, AuthUser, FieldErrors, Paging, strict_body};
 use crate::platform::realtime::Subscription;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -192,26 +192,18 @@ async fn list(
     user: AuthUser,
     params: web::Query<ListParams>,
 ) -> Result<HttpResponse, AppError> {
-    let page = params.page.unwrap_or(0);
-    let size = params.size.unwrap_or(20);
     let mut errors = FieldErrors::new();
-    if !(0..=100_000).contains(&page) {
-        errors.add("page", "must be between 0 and 100000");
-    }
-    if !(1..=100).contains(&size) {
-        errors.add("size", "must be between 1 and 100");
-    }
+    let paging = Paging::checked(params.page, params.size, &mut errors);
     errors.finish(())?;
     let (content, total) = service
-        .list(user.user_id, params.archived.unwrap_or(false), page, size)
+        .list(
+            user.user_id,
+            params.archived.unwrap_or(false),
+            paging.page,
+            paging.size,
+        )
         .await?;
-    Ok(HttpResponse::Ok().json(json!({
-        "content": content,
-        "totalElements": total,
-        "totalPages": (total + size - 1) / size,
-        "number": page,
-        "size": size,
-    })))
+    Ok(HttpResponse::Ok().json(paging.answer(content, total)))
 }
 
 async fn get(

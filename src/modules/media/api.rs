@@ -2,6 +2,7 @@
 
 use actix_files::HttpRange;
 use actix_multipart::{Multipart, MultipartError};
+use actix_web::body::SizedStream;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 use futures_util::{StreamExt, TryStreamExt};
@@ -9,16 +10,17 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::images::{ImageError, MAX_PIXELS};
-use super::service::{MediaError, Received, Service, object_key, thumbnail_key};
-use super::sniff::{self, Kind};
+use super::service::{MediaError, Received, Service, disposition, object_key, thumbnail_key};
+use super::sniff::Kind;
 use super::store::MediaRow;
-use crate::platform::http::{AppError, AuthUser, ErrorCode, FieldErrors, MaybeUser};
+use crate::platform::http::{AppError, AuthUser, ErrorCode, FieldErrors, MaybeUser, Paging};
 
 /// The longest text field of an upload form (`type`, `characterId`).
 const TEXT_FIELD_BYTES: usize = 64;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(web::resource("/media/upload").route(web::post().to(upload)))
+    cfg.service(web::resource("/media").route(web::get().to(list)))
+        .service(web::resource("/media/upload").route(web::post().to(upload)))
         .service(
             web::resource("/media/{id}")
                 .route(web::get().to(download))
@@ -253,6 +255,40 @@ async fn upload(
     Ok(HttpResponse::Created().json(view(&row)))
 }
 
+#[derive(serde::Deserialize)]
+struct ListParams {
+    page: Option<i64>,
+    size: Option<i64>,
+    #[serde(rename = "type")]
+    kind: Option<String>,
+}
+
+/// The caller's own media, newest first, a page at a time (to see what takes their quota).
+async fn list(
+    service: web::Data<Service>,
+    user: AuthUser,
+    params: web::Query<ListParams>,
+) -> Result<HttpResponse, AppError> {
+    let mut errors = FieldErrors::new();
+    let paging = Paging::checked(params.page, params.size, &mut errors);
+    let kind = match params.kind.as_deref() {
+        None => None,
+        Some(text) => {
+            let kind = Kind::parse(text);
+            if kind.is_none() {
+                errors.add("type", "must be image, audio or video");
+            }
+            kind
+        }
+    };
+    errors.finish(())?;
+    let (rows, total) = service
+        .list(user.user_id, kind, paging.offset(), paging.size)
+        .await?;
+    let content: Vec<Value> = rows.iter().map(view).collect();
+    Ok(HttpResponse::Ok().json(paging.answer(content, total)))
+}
+
 /// One stored object to serve: a media's file or its thumbnail.
 struct Served {
     key: object_store::path::Path,
@@ -340,6 +376,16 @@ async fn serve(
             .insert_header((header::CACHE_CONTROL, cache))
             .finish());
     }
+    // With a store that signs URLs, a GET goes to the store itself for a few minutes; the
+    // redirect is not kept, since the URL it names expires.
+    if request.method() == actix_web::http::Method::GET
+        && let Some(url) = service.presigned(&key, row.id, &content_type).await?
+    {
+        return Ok(HttpResponse::TemporaryRedirect()
+            .insert_header((header::LOCATION, url.as_str()))
+            .insert_header((header::CACHE_CONTROL, "private, no-store"))
+            .finish());
+    }
     // One range is served as asked; several (rare) get the whole file, as HTTP allows.
     let range = match request
         .headers()
@@ -366,10 +412,7 @@ async fn serve(
         },
         _ => None,
     };
-    // The file name is ours (the id and the format's extension), never the client's, so it
-    // cannot carry quotes or line breaks into the header.
-    let extension = sniff::by_content_type(&content_type).map_or("bin", |f| f.extension);
-    let disposition = format!("inline; filename=\"{}.{extension}\"", row.id);
+    let disposition = disposition(row.id, &content_type);
     let length = range.map_or(size, |(first, last)| last - first + 1);
     let mut response = if range.is_some() {
         HttpResponse::PartialContent()
@@ -394,7 +437,10 @@ async fn serve(
         ));
     }
     if request.method() == actix_web::http::Method::HEAD {
-        return Ok(response.no_chunking(length).finish());
+        // A body that says its size and is never read: HEAD answers the headers of a GET,
+        // `Content-Length` included, without opening the object.
+        let nothing = futures_util::stream::empty::<Result<bytes::Bytes, actix_web::Error>>();
+        return Ok(response.body(SizedStream::new(length, nothing)));
     }
     let body = service
         .open(&key, range)

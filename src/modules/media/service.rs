@@ -5,7 +5,10 @@ use diesel::Connection;
 use futures_util::TryStreamExt;
 use futures_util::{Stream, StreamExt};
 use object_store::path::Path;
-use object_store::{GetOptions, GetRange, ObjectStoreExt, WriteMultipart};
+use object_store::{
+    GetOptions, GetRange, ObjectStoreExt, PutMultipartOptions, PutOptions, PutPayload,
+    WriteMultipart,
+};
 use std::collections::HashMap;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -84,6 +87,14 @@ pub fn thumbnail_key(owner: Uuid, id: Uuid) -> Path {
     Path::from(format!("media/{owner}/{id}.thumb"))
 }
 
+/// How a browser is told to show media `id`'s file: inline, named by the id and the format's
+/// extension. Never the client's file name, so it cannot carry quotes or line breaks into the
+/// header.
+pub fn disposition(id: Uuid, content_type: &str) -> String {
+    let extension = sniff::by_content_type(content_type).map_or("bin", |f| f.extension);
+    format!("inline; filename=\"{id}.{extension}\"")
+}
+
 impl Service {
     pub fn new(db: Db, storage: Storage, limits: MediaSettings) -> Self {
         let cores = std::thread::available_parallelism().map_or(1, usize::from);
@@ -93,6 +104,44 @@ impl Service {
             limits,
             image_work: std::sync::Arc::new(tokio::sync::Semaphore::new(cores)),
         }
+    }
+
+    /// Writes a whole object of media `id`, described (type, disposition) for a store that
+    /// serves it directly.
+    async fn put(
+        &self,
+        key: &Path,
+        bytes: impl Into<PutPayload>,
+        id: Uuid,
+        content_type: &str,
+    ) -> Result<(), object_store::Error> {
+        let attributes = self
+            .storage
+            .attributes(content_type, &disposition(id, content_type));
+        let options = PutOptions {
+            attributes,
+            ..PutOptions::default()
+        };
+        self.storage
+            .store()
+            .put_opts(key, bytes.into(), options)
+            .await?;
+        Ok(())
+    }
+
+    /// A short-lived URL at which the store itself serves `key` of media `id`, when it
+    /// signs URLs (`storage.presign_secs`).
+    pub async fn presigned(
+        &self,
+        key: &Path,
+        id: Uuid,
+        content_type: &str,
+    ) -> Result<Option<url::Url>, MediaError> {
+        let signed = self
+            .storage
+            .presigned_get(key, content_type, &disposition(id, content_type))
+            .await?;
+        Ok(signed)
     }
 
     /// The storage quota of a tier, in bytes (`None`: unlimited).
@@ -183,7 +232,17 @@ impl Service {
         }
         let id = Uuid::now_v7();
         let key = object_key(owner, id);
-        let upload = self.storage.store().put_multipart(&key).await?;
+        let options = PutMultipartOptions {
+            attributes: self
+                .storage
+                .attributes(format.content_type, &disposition(id, format.content_type)),
+            ..PutMultipartOptions::default()
+        };
+        let upload = self
+            .storage
+            .store()
+            .put_multipart_opts(&key, options)
+            .await?;
         let mut writer = WriteMultipart::new_with_chunk_size(upload, self.storage.part_size());
         let mut size = 0u64;
         let mut chunk = Some(Ok(head.freeze()));
@@ -269,15 +328,14 @@ impl Service {
         let (stripped, width, height, thumbnail) = prepared;
         let id = Uuid::now_v7();
         let size = stripped.len() as u64;
-        let store = self.storage.store();
-        store.put(&object_key(owner, id), stripped.into()).await?;
+        self.put(&object_key(owner, id), stripped, id, format.content_type)
+            .await?;
         let thumbnail = match thumbnail {
             Some(thumbnail) => {
                 let facts = (thumbnail.content_type, thumbnail.bytes.len() as u64);
-                if let Err(error) = store
-                    .put(&thumbnail_key(owner, id), thumbnail.bytes.into())
-                    .await
-                {
+                let key = thumbnail_key(owner, id);
+                let put = self.put(&key, thumbnail.bytes, id, thumbnail.content_type);
+                if let Err(error) = put.await {
                     self.remove(&object_key(owner, id)).await;
                     return Err(error.into());
                 }
@@ -419,6 +477,25 @@ impl Service {
             Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(error) => Err(error.into()),
         }
+    }
+
+    /// `limit` of `owner`'s media after the `offset` newest, of one kind or all; and how
+    /// many there are in all.
+    pub async fn list(
+        &self,
+        owner: Uuid,
+        kind: Option<Kind>,
+        offset: i64,
+        limit: i64,
+    ) -> Result<(Vec<MediaRow>, i64), MediaError> {
+        let kind = kind.map(Kind::as_str);
+        let found = self
+            .db
+            .run(move |conn| {
+                store::page_of(conn, owner, kind, offset, limit).map_err(DbError::from)
+            })
+            .await?;
+        Ok(found)
     }
 
     /// The media `viewer` may see: its owner's, or a public one; otherwise not found.
@@ -604,8 +681,8 @@ impl Service {
         let (state, facts) = match made {
             Ok(thumbnail) => {
                 let facts = (thumbnail.content_type, thumbnail.bytes.len() as i64);
-                store
-                    .put(&thumbnail_key(row.owner_id, id), thumbnail.bytes.into())
+                let key = thumbnail_key(row.owner_id, id);
+                self.put(&key, thumbnail.bytes, id, thumbnail.content_type)
                     .await?;
                 ("ready", Some(facts))
             }

@@ -86,6 +86,34 @@ pub fn usage(conn: &mut PgConnection, owner: Uuid) -> QueryResult<i64> {
     .map(|row| row.used)
 }
 
+/// One page of `owner`'s media, newest first (of one kind when `kind` is given), and how
+/// many there are in all.
+pub fn page_of(
+    conn: &mut PgConnection,
+    owner: Uuid,
+    kind: Option<&str>,
+    offset: i64,
+    limit: i64,
+) -> QueryResult<(Vec<MediaRow>, i64)> {
+    let mine = || {
+        let mut query = objects::table
+            .filter(objects::owner_id.eq(owner))
+            .into_boxed();
+        if let Some(kind) = kind {
+            query = query.filter(objects::kind.eq(kind));
+        }
+        query
+    };
+    let total = mine().count().get_result(conn)?;
+    let rows = mine()
+        .order((objects::created_at.desc(), objects::id.desc()))
+        .offset(offset)
+        .limit(limit)
+        .select(MediaRow::as_select())
+        .load(conn)?;
+    Ok((rows, total))
+}
+
 /// Records how `id`'s thumbnail turned out.
 pub fn set_thumbnail(
     conn: &mut PgConnection,

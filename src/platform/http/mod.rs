@@ -20,4 +20,4 @@ pub use middleware::{
     CompanionRootSpan, REQUEST_ID, RequestId, envelope_errors, record_metrics, request_id,
     security_headers,
 };
-pub use validate::{FieldErrors, strict_body};
+pub use validate::{FieldErrors, Paging, strict_body};

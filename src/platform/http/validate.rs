@@ -87,3 +87,42 @@ pub fn strict_body<T: DeserializeOwned>(body: Value, allowed: &[&str]) -> Result
         errors.into_error()
     })
 }
+
+/// A page of a list, as `?page=&size=` ask for it: `page` from 0 (at most 100000), `size`
+/// from 1 to 100 (20 when not given).
+#[derive(Debug, Clone, Copy)]
+pub struct Paging {
+    pub page: i64,
+    pub size: i64,
+}
+
+impl Paging {
+    /// The page asked for; values out of range are reported in `errors`.
+    pub fn checked(page: Option<i64>, size: Option<i64>, errors: &mut FieldErrors) -> Self {
+        let page = page.unwrap_or(0);
+        let size = size.unwrap_or(20);
+        if !(0..=100_000).contains(&page) {
+            errors.add("page", "must be between 0 and 100000");
+        }
+        if !(1..=100).contains(&size) {
+            errors.add("size", "must be between 1 and 100");
+        }
+        Self { page, size }
+    }
+
+    /// The rows before this page.
+    pub fn offset(self) -> i64 {
+        self.page * self.size
+    }
+
+    /// The answer: this page's `content` and where it sits among `total` rows.
+    pub fn answer(self, content: impl serde::Serialize, total: i64) -> Value {
+        json!({
+            "content": content,
+            "totalElements": total,
+            "totalPages": (total + self.size - 1) / self.size,
+            "number": self.page,
+            "size": self.size,
+        })
+    }
+}
