@@ -17,6 +17,7 @@ use crate::modules::chat::Chat;
 use crate::modules::identity::Identity;
 use crate::modules::media::Media;
 use crate::platform::jobs::{JobRegistry, JobRunner};
+use crate::platform::personal::PersonalData;
 use crate::platform::{Platform, http, migrate, ops};
 
 type RouteConfig = Arc<dyn Fn(&mut web::ServiceConfig) + Send + Sync>;
@@ -38,6 +39,7 @@ pub struct Application {
     identity: Identity,
     catalog: Catalog,
     chat: Chat,
+    personal_data: Vec<Arc<dyn PersonalData>>,
 }
 
 /// Stops a running [`Application`] gracefully (what SIGTERM does).
@@ -145,6 +147,9 @@ impl ApplicationBuilder {
                 }
             });
         }
+        // Each module's share of a person's data, for export and erasure. (So far media's;
+        // the privacy issue adds the other modules' and the module that uses the list.)
+        let personal_data: Vec<Arc<dyn PersonalData>> = vec![media.personal_data()];
         chat.repair_at_start(platform.db.clone());
         let grace = settings.shutdown_timeout();
         let runner = JobRunner::start(platform.db.clone(), registry, &settings.jobs, grace);
@@ -223,6 +228,7 @@ impl ApplicationBuilder {
             identity,
             catalog,
             chat,
+            personal_data,
         })
     }
 }
@@ -277,6 +283,11 @@ impl Application {
     /// The running identity module (tests use it as operators use the CLI).
     pub fn identity(&self) -> &Identity {
         &self.identity
+    }
+
+    /// Every module's share of a person's data.
+    pub fn personal_data(&self) -> &[Arc<dyn PersonalData>] {
+        &self.personal_data
     }
 
     pub fn stop_handle(&self) -> StopHandle {

@@ -7,7 +7,9 @@ mod support;
 
 use std::io::Write;
 
+use companion::platform::personal::{Archive, FileStream};
 use futures_util::TryStreamExt;
+use futures_util::future::BoxFuture;
 use object_store::ObjectStoreExt;
 use object_store::path::Path;
 use reqwest::multipart::{Form, Part};
@@ -1037,4 +1039,109 @@ async fn owners_list_their_own_media_newest_first() {
         assert_error(response, 422, "VALIDATION_ERROR").await;
     }
     assert_error(app.get("/api/v1/media").await, 401, "UNAUTHORIZED").await;
+}
+
+/// An archive that keeps what it is given, in memory.
+#[derive(Default)]
+struct Kept {
+    takes_files: bool,
+    json: std::collections::HashMap<String, Value>,
+    files: std::collections::HashMap<String, Vec<u8>>,
+}
+
+impl Archive for Kept {
+    fn json<'a>(&'a mut self, path: &'a str, value: Value) -> BoxFuture<'a, anyhow::Result<()>> {
+        self.json.insert(path.to_owned(), value);
+        Box::pin(async { Ok(()) })
+    }
+
+    fn takes_files(&self) -> bool {
+        self.takes_files
+    }
+
+    fn file<'a>(
+        &'a mut self,
+        path: &'a str,
+        bytes: FileStream,
+    ) -> BoxFuture<'a, anyhow::Result<()>> {
+        Box::pin(async move {
+            let chunks: Vec<bytes::Bytes> = bytes.try_collect().await?;
+            self.files.insert(path.to_owned(), chunks.concat());
+            Ok(())
+        })
+    }
+}
+
+#[tokio::test]
+async fn media_exports_and_erases_its_share_of_a_person() {
+    let app = TestApp::spawn().await;
+    let ann = app.register("ann@example.com").await;
+    let bob = app.register("bob@example.com").await;
+    let picture = uploaded(&app, &ann, form("image", png(6, 40), "a.png", "image/png")).await;
+    let sound = uploaded(&app, &ann, form("audio", mp3(), "b.mp3", "audio/mpeg")).await;
+    let bobs = uploaded(&app, &bob, form("image", png(5, 0), "c.png", "image/png")).await;
+    let media = app
+        .personal_data
+        .iter()
+        .find(|share| share.name() == "media")
+        .unwrap();
+    assert_eq!(media.coverage().tables, ["media.objects"]);
+    assert_eq!(media.coverage().prefixes, ["media/{user}/"]);
+    let ann_id: uuid::Uuid = ann.id.parse().unwrap();
+
+    // The export: every file as served, and a list describing them.
+    let mut archive = Kept {
+        takes_files: true,
+        ..Kept::default()
+    };
+    media.export(ann_id, &mut archive).await.unwrap();
+    let listed = archive.json["media.json"].as_array().unwrap().clone();
+    assert_eq!(listed.len(), 2);
+    let picture_file = format!("media/{}.png", picture["id"].as_str().unwrap());
+    let sound_file = format!("media/{}.mp3", sound["id"].as_str().unwrap());
+    let mut files: Vec<&str> = listed.iter().map(|m| m["file"].as_str().unwrap()).collect();
+    files.sort_unstable();
+    let mut expected = [picture_file.as_str(), sound_file.as_str()];
+    expected.sort_unstable();
+    assert_eq!(files, expected);
+    assert!(
+        archive.files[&picture_file] == png(6, 0),
+        "stripped, as served"
+    );
+    assert!(archive.files[&sound_file] == mp3());
+    assert_eq!(archive.files.len(), 2, "no thumbnails, nobody else's");
+    // An archive that takes no files gets the list alone.
+    let mut listing = Kept::default();
+    media.export(ann_id, &mut listing).await.unwrap();
+    assert_eq!(listing.json["media.json"], Value::Array(listed));
+    assert!(listing.files.is_empty());
+
+    // Erasure: rows, files, thumbnails and a stray object under the prefix, and only Ann's.
+    let stray = Path::from(format!("media/{ann_id}/left-by-a-cut-upload"));
+    app.platform
+        .storage
+        .store()
+        .put(&stray, b"partial".to_vec().into())
+        .await
+        .unwrap();
+    media.erase(ann_id).await.unwrap();
+    let ann_rows = format!("SELECT count(*) FROM media.objects WHERE owner_id = '{ann_id}'");
+    assert_eq!(app.query_one(&ann_rows).unwrap(), "0");
+    let left: Vec<String> = objects(&app).await;
+    assert!(left.iter().all(|key| !key.contains(&ann.id)), "{left:?}");
+    assert_eq!(left.len(), 2, "Bob's file and thumbnail stay: {left:?}");
+    let bobs_file = app
+        .get_auth(bobs["url"].as_str().unwrap(), &bob.token)
+        .await;
+    assert_eq!(bobs_file.status(), 200);
+    assert_error(
+        app.get_auth(picture["url"].as_str().unwrap(), &ann.token)
+            .await,
+        404,
+        "NOT_FOUND",
+    )
+    .await;
+    // Run again (a resumed erasure): nothing left to do, no error.
+    media.erase(ann_id).await.unwrap();
+    assert_eq!(objects(&app).await.len(), 2);
 }

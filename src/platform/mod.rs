@@ -9,6 +9,7 @@ pub mod mail;
 pub mod metrics;
 pub mod migrate;
 pub mod ops;
+pub mod personal;
 pub mod ratelimit;
 pub mod realtime;
 pub mod redis;

@@ -178,6 +178,8 @@ pub struct TestApp {
     pub platform: companion::platform::Platform,
     pub identity: companion::modules::identity::Identity,
     pub catalog: companion::modules::catalog::Catalog,
+    /// Every module's share of a person's data (by `name()`).
+    pub personal_data: Vec<std::sync::Arc<dyn companion::platform::personal::PersonalData>>,
     stop: StopHandle,
     running: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
     // Last, so the server stops before its database is dropped.
@@ -212,6 +214,7 @@ impl TestApp {
         let port = app.port();
         let platform = app.platform().clone();
         let identity = app.identity().clone();
+        let personal_data = app.personal_data().to_vec();
         let catalog = app.catalog().clone();
         let stop = app.stop_handle();
         let running = Some(tokio::spawn(app.run_until_stopped()));
@@ -225,6 +228,7 @@ impl TestApp {
             platform,
             identity,
             catalog,
+            personal_data,
             stop,
             running,
             db: None,

@@ -2,6 +2,7 @@
 
 mod api;
 mod images;
+mod personal;
 mod schema;
 mod service;
 mod sniff;
@@ -104,6 +105,11 @@ impl Media {
     }
 
     pub fn directory(&self) -> std::sync::Arc<dyn MediaDirectory> {
+        std::sync::Arc::new(self.service.clone())
+    }
+
+    /// Media's share of a person's data, for the privacy module.
+    pub fn personal_data(&self) -> std::sync::Arc<dyn crate::platform::personal::PersonalData> {
         std::sync::Arc::new(self.service.clone())
     }
 

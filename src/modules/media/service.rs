@@ -70,8 +70,8 @@ pub type Body = futures_util::stream::BoxStream<'static, Result<Bytes, object_st
 
 #[derive(Clone)]
 pub struct Service {
-    db: Db,
-    storage: Storage,
+    pub(super) db: Db,
+    pub(super) storage: Storage,
     limits: MediaSettings,
     /// Image work (decode, strip, thumbnail) at once, at most one per core.
     image_work: std::sync::Arc<tokio::sync::Semaphore>,
@@ -259,7 +259,8 @@ impl Service {
             if let Err(error) = writer.wait_for_capacity(PARTS_IN_FLIGHT).await {
                 break Err(error.into());
             }
-            writer.write(&bytes);
+            // Handed over as it came off the socket, not copied into the part.
+            writer.put(bytes);
             chunk = file.next().await.map(|next| next.map_err(cut));
         };
         match outcome {
@@ -727,7 +728,7 @@ pub struct Swept {
 /// `app.rs` registers its handler, since media knows nothing of who refers to it.
 pub const REMOVED_JOB: &str = "media.removed";
 
-fn removed_job(id: Uuid) -> NewJob {
+pub(super) fn removed_job(id: Uuid) -> NewJob {
     NewJob::new(REMOVED_JOB, serde_json::json!({ "id": id }))
 }
 

@@ -114,6 +114,39 @@ pub fn page_of(
     Ok((rows, total))
 }
 
+/// Up to `limit` of `owner`'s media after `after` (by id), oldest first: a batch of an
+/// export.
+pub fn batch_of(
+    conn: &mut PgConnection,
+    owner: Uuid,
+    after: Option<Uuid>,
+    limit: i64,
+) -> QueryResult<Vec<MediaRow>> {
+    let mut query = objects::table
+        .filter(objects::owner_id.eq(owner))
+        .into_boxed();
+    if let Some(after) = after {
+        query = query.filter(objects::id.gt(after));
+    }
+    query
+        .order(objects::id)
+        .limit(limit)
+        .select(MediaRow::as_select())
+        .load(conn)
+}
+
+/// Deletes up to `limit` of `owner`'s rows; answers the ids deleted (an erasure's batch).
+pub fn delete_batch(conn: &mut PgConnection, owner: Uuid, limit: i64) -> QueryResult<Vec<Uuid>> {
+    let batch: Vec<Uuid> = objects::table
+        .filter(objects::owner_id.eq(owner))
+        .select(objects::id)
+        .limit(limit)
+        .load(conn)?;
+    diesel::delete(objects::table.filter(objects::id.eq_any(&batch)))
+        .returning(objects::id)
+        .load(conn)
+}
+
 /// Records how `id`'s thumbnail turned out.
 pub fn set_thumbnail(
     conn: &mut PgConnection,

@@ -1,0 +1,61 @@
+//! The one contract between the modules and the privacy module (GDPR articles 15, 17, 20):
+//! each module that keeps something about a person implements [`PersonalData`] for its own
+//! tables and objects, and `app.rs` hands the list to privacy. Privacy never reads another
+//! module's tables, and no module depends on privacy.
+
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use futures_util::stream::BoxStream;
+use serde_json::Value;
+use uuid::Uuid;
+
+/// What a module's [`PersonalData`] answers for: its tables that hold data about users
+/// (`schema.table`), and the object-store prefixes it keeps per user (`{user}` stands for
+/// the user's id, e.g. `media/{user}/`). A test holds every table of the database that
+/// refers to a user against the union of these.
+#[derive(Debug, Clone, Copy)]
+pub struct Coverage {
+    pub tables: &'static [&'static str],
+    pub prefixes: &'static [&'static str],
+}
+
+/// A file's bytes as they are read (from the object store), for an archive to copy.
+pub type FileStream = BoxStream<'static, Result<Bytes, anyhow::Error>>;
+
+/// Where a module writes its part of someone's export. Paths are relative to the archive's
+/// root (`profile.json`, `conversations/<id>.json`, `media/<id>.png`).
+pub trait Archive: Send {
+    /// A JSON document.
+    fn json<'a>(&'a mut self, path: &'a str, value: Value) -> BoxFuture<'a, anyhow::Result<()>>;
+
+    /// Whether the archive takes files' bytes (the ZIP does; the JSON answer lists files by
+    /// their metadata only, which the modules write as JSON anyway).
+    fn takes_files(&self) -> bool;
+
+    /// A file's bytes, copied as they stream (only asked when [`Archive::takes_files`]).
+    fn file<'a>(
+        &'a mut self,
+        path: &'a str,
+        bytes: FileStream,
+    ) -> BoxFuture<'a, anyhow::Result<()>>;
+}
+
+/// A module's share of a person's data.
+pub trait PersonalData: Send + Sync {
+    /// The module's name (for logs and the erasure's progress).
+    fn name(&self) -> &'static str;
+
+    /// The tables and prefixes this implementation exports and erases.
+    fn coverage(&self) -> Coverage;
+
+    /// Writes everything this module keeps about `user` into `archive`.
+    fn export<'a>(
+        &'a self,
+        user: Uuid,
+        archive: &'a mut dyn Archive,
+    ) -> BoxFuture<'a, anyhow::Result<()>>;
+
+    /// Removes everything this module keeps about `user`, in batches. Every step deletes
+    /// what still exists, so running it again (after a crash) ends the same way.
+    fn erase(&self, user: Uuid) -> BoxFuture<'_, anyhow::Result<()>>;
+}
