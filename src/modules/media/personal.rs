@@ -9,13 +9,14 @@ use object_store::path::Path;
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::service::{Service, object_key, removed_job};
+use super::service::{Service, file_name, object_key, removed_job};
 use super::store;
 use crate::platform::db::DbError;
 use crate::platform::jobs;
 use crate::platform::personal::{Archive, Coverage, PersonalData};
 
-/// Rows read or deleted at a time, so neither grows with the number of files.
+/// Rows read or deleted at a time: an export holds one batch of rows (and the listing, a
+/// small JSON object per file), an erasure's transactions stay short.
 const BATCH: i64 = 500;
 
 impl PersonalData for Service {
@@ -51,12 +52,7 @@ impl PersonalData for Service {
                 let Some(last) = rows.last() else { break };
                 after = Some(last.id);
                 for row in &rows {
-                    let name = format!(
-                        "media/{}.{}",
-                        row.id,
-                        super::sniff::by_content_type(&row.content_type)
-                            .map_or("bin", |format| format.extension)
-                    );
+                    let name = format!("media/{}", file_name(row.id, &row.content_type));
                     let mut entry = super::api::view(row);
                     entry["file"] = Value::String(name.clone());
                     listed.push(entry);

@@ -6,7 +6,7 @@ use futures_util::TryStreamExt;
 use futures_util::{Stream, StreamExt};
 use object_store::path::Path;
 use object_store::{
-    GetOptions, GetRange, ObjectStoreExt, PutMultipartOptions, PutOptions, PutPayload,
+    Attributes, GetOptions, GetRange, ObjectStoreExt, PutMultipartOptions, PutOptions, PutPayload,
     WriteMultipart,
 };
 use std::collections::HashMap;
@@ -87,12 +87,17 @@ pub fn thumbnail_key(owner: Uuid, id: Uuid) -> Path {
     Path::from(format!("media/{owner}/{id}.thumb"))
 }
 
-/// How a browser is told to show media `id`'s file: inline, named by the id and the format's
-/// extension. Never the client's file name, so it cannot carry quotes or line breaks into the
+/// The name media `id`'s file goes by (downloads, exports): the id and the format's
+/// extension. Never the client's file name, so it cannot carry quotes or line breaks into a
 /// header.
-pub fn disposition(id: Uuid, content_type: &str) -> String {
+pub fn file_name(id: Uuid, content_type: &str) -> String {
     let extension = sniff::by_content_type(content_type).map_or("bin", |f| f.extension);
-    format!("inline; filename=\"{id}.{extension}\"")
+    format!("{id}.{extension}")
+}
+
+/// How a browser is told to show media `id`'s file: inline, under [`file_name`].
+pub fn disposition(id: Uuid, content_type: &str) -> String {
+    format!("inline; filename=\"{}\"", file_name(id, content_type))
 }
 
 impl Service {
@@ -115,11 +120,8 @@ impl Service {
         id: Uuid,
         content_type: &str,
     ) -> Result<(), object_store::Error> {
-        let attributes = self
-            .storage
-            .attributes(content_type, &disposition(id, content_type));
         let options = PutOptions {
-            attributes,
+            attributes: self.attributes(id, content_type),
             ..PutOptions::default()
         };
         self.storage
@@ -127,6 +129,12 @@ impl Service {
             .put_opts(key, bytes.into(), options)
             .await?;
         Ok(())
+    }
+
+    /// What an object of media `id` is stored with, for a store that serves it directly.
+    fn attributes(&self, id: Uuid, content_type: &str) -> Attributes {
+        self.storage
+            .attributes(content_type, &disposition(id, content_type))
     }
 
     /// A short-lived URL at which the store itself serves `key` of media `id`, when it
@@ -233,9 +241,7 @@ impl Service {
         let id = Uuid::now_v7();
         let key = object_key(owner, id);
         let options = PutMultipartOptions {
-            attributes: self
-                .storage
-                .attributes(format.content_type, &disposition(id, format.content_type)),
+            attributes: self.attributes(id, format.content_type),
             ..PutMultipartOptions::default()
         };
         let upload = self
