@@ -16,6 +16,7 @@ use crate::modules::catalog::Catalog;
 use crate::modules::chat::Chat;
 use crate::modules::identity::Identity;
 use crate::modules::media::Media;
+use crate::modules::privacy::Privacy;
 use crate::platform::jobs::{JobRegistry, JobRunner};
 use crate::platform::personal::PersonalData;
 use crate::platform::{Platform, http, migrate, ops};
@@ -39,6 +40,7 @@ pub struct Application {
     identity: Identity,
     catalog: Catalog,
     chat: Chat,
+    privacy: Privacy,
     personal_data: Vec<Arc<dyn PersonalData>>,
 }
 
@@ -147,9 +149,21 @@ impl ApplicationBuilder {
                 }
             });
         }
-        // Each module's share of a person's data, for export and erasure. (So far media's;
-        // the privacy issue adds the other modules' and the module that uses the list.)
-        let personal_data: Vec<Arc<dyn PersonalData>> = vec![media.personal_data()];
+        // Each module's share of a person's data, in the order an erasure runs: identity's
+        // last, since every other module's rows refer to the account.
+        let privacy = Privacy::new(
+            &platform,
+            identity.accounts(),
+            vec![
+                chat.personal_data(),
+                catalog.personal_data(settings.privacy.transfer_public_characters),
+                media.personal_data(),
+                identity.personal_data(),
+            ],
+            vec![chat.retention()],
+        );
+        privacy.jobs(&mut registry);
+        let personal_data = privacy.personal_data();
         chat.repair_at_start(platform.db.clone());
         let grace = settings.shutdown_timeout();
         let runner = JobRunner::start(platform.db.clone(), registry, &settings.jobs, grace);
@@ -161,6 +175,7 @@ impl ApplicationBuilder {
             let catalog = catalog.clone();
             let chat = chat.clone();
             let media = media.clone();
+            let privacy = privacy.clone();
             let api_routes = self.api_routes;
             let mut server = HttpServer::new(move || {
                 let api_routes = api_routes.clone();
@@ -168,6 +183,7 @@ impl ApplicationBuilder {
                 let catalog = catalog.clone();
                 let chat = chat.clone();
                 let media = media.clone();
+                let privacy = privacy.clone();
                 App::new()
                     .app_data(web::Data::new(platform.clone()))
                     .app_data(web::Data::from(platform.tokens.clone()))
@@ -190,6 +206,7 @@ impl ApplicationBuilder {
                             .configure(|cfg| catalog.routes(cfg))
                             .configure(|cfg| chat.routes(cfg))
                             .configure(|cfg| media.routes(cfg))
+                            .configure(|cfg| privacy.routes(cfg))
                             .configure(move |cfg| {
                                 for routes in &api_routes {
                                     routes(cfg);
@@ -228,6 +245,7 @@ impl ApplicationBuilder {
             identity,
             catalog,
             chat,
+            privacy,
             personal_data,
         })
     }
@@ -283,6 +301,11 @@ impl Application {
     /// The running identity module (tests use it as operators use the CLI).
     pub fn identity(&self) -> &Identity {
         &self.identity
+    }
+
+    /// The running privacy module (tests run its retention job directly).
+    pub fn privacy(&self) -> &Privacy {
+        &self.privacy
     }
 
     /// Every module's share of a person's data.

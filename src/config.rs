@@ -75,6 +75,7 @@ pub struct Settings {
     pub llm: LlmSettings,
     pub websocket: WebSocketSettings,
     pub media: MediaSettings,
+    pub privacy: PrivacySettings,
 }
 
 fn default_environment() -> Environment {
@@ -239,6 +240,23 @@ pub struct WebSocketSettings {
     pub max_frame_bytes: usize,
     /// Frames waiting for a slow client before it is disconnected.
     pub send_queue: usize,
+}
+
+/// Export, erasure and retention (GDPR articles 15, 17 and 20).
+#[derive(Debug, Clone, Deserialize)]
+pub struct PrivacySettings {
+    /// Days between `DELETE /users/account` and the erasure; 0 erases at once.
+    pub deletion_grace_days: u32,
+    /// An erased creator's public characters: given to the installation (true) or deleted.
+    pub transfer_public_characters: bool,
+    /// The largest synchronous JSON export; a larger account gets 409 and the archive.
+    pub json_export_max_bytes: u64,
+    /// How long an archive can be downloaded before it is deleted.
+    pub export_ttl_days: u32,
+    /// One archive per user per this many hours.
+    pub export_every_hours: u32,
+    /// Free-tier messages older than this are deleted by the daily job; 0 keeps them.
+    pub message_retention_days: u32,
 }
 
 /// Uploads: the largest file of each kind, enforced while the upload streams.

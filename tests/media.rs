@@ -5,55 +5,15 @@
 
 mod support;
 
-use std::io::Write;
-
-use companion::platform::personal::{Archive, FileStream};
 use futures_util::TryStreamExt;
-use futures_util::future::BoxFuture;
 use object_store::ObjectStoreExt;
 use object_store::path::Path;
 use reqwest::multipart::{Form, Part};
 use serde_json::Value;
+use support::images::{png, png_sized};
+use support::personal::Kept;
 use support::s3::S3Server;
 use support::{TestApp, TestUser, assert_error};
-
-/// A real PNG: `side`×`side` pixels of one colour, then `padding` bytes of metadata in a
-/// `tEXt` chunk (so a file of any size can be made that is still a valid PNG; stripped of
-/// its metadata it is `png(side, 0)` exactly).
-fn png(side: u32, padding: usize) -> Vec<u8> {
-    png_sized(side, side, padding)
-}
-
-fn png_sized(width: u32, height: u32, padding: usize) -> Vec<u8> {
-    fn chunk(out: &mut Vec<u8>, kind: &[u8; 4], data: &[u8]) {
-        out.extend_from_slice(&u32::try_from(data.len()).unwrap().to_be_bytes());
-        let mut crc = crc32fast::Hasher::new();
-        crc.update(kind);
-        crc.update(data);
-        out.extend_from_slice(kind);
-        out.extend_from_slice(data);
-        out.extend_from_slice(&crc.finalize().to_be_bytes());
-    }
-    let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
-    let mut header = Vec::new();
-    header.extend_from_slice(&width.to_be_bytes());
-    header.extend_from_slice(&height.to_be_bytes());
-    header.extend_from_slice(&[8, 2, 0, 0, 0]); // 8-bit RGB
-    chunk(&mut out, b"IHDR", &header);
-    if padding > 0 {
-        let mut text = b"Comment\0GPS 48.8584 N 2.2945 E ".to_vec();
-        text.extend(std::iter::repeat_n(b'x', padding));
-        chunk(&mut out, b"tEXt", &text);
-    }
-    let mut row = vec![0u8]; // no filter
-    row.extend([200u8, 120, 40].repeat(usize::try_from(width).unwrap()));
-    let rows = row.repeat(usize::try_from(height).unwrap());
-    let mut encoder = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
-    encoder.write_all(&rows).unwrap();
-    chunk(&mut out, b"IDAT", &encoder.finish().unwrap());
-    chunk(&mut out, b"IEND", &[]);
-    out
-}
 
 /// An MP3 as its first bytes show it (an ID3 tag), then silence.
 fn mp3() -> Vec<u8> {
@@ -1041,37 +1001,6 @@ async fn owners_list_their_own_media_newest_first() {
     assert_error(app.get("/api/v1/media").await, 401, "UNAUTHORIZED").await;
 }
 
-/// An archive that keeps what it is given, in memory.
-#[derive(Default)]
-struct Kept {
-    takes_files: bool,
-    json: std::collections::HashMap<String, Value>,
-    files: std::collections::HashMap<String, Vec<u8>>,
-}
-
-impl Archive for Kept {
-    fn json<'a>(&'a mut self, path: &'a str, value: Value) -> BoxFuture<'a, anyhow::Result<()>> {
-        self.json.insert(path.to_owned(), value);
-        Box::pin(async { Ok(()) })
-    }
-
-    fn takes_files(&self) -> bool {
-        self.takes_files
-    }
-
-    fn file<'a>(
-        &'a mut self,
-        path: &'a str,
-        bytes: FileStream,
-    ) -> BoxFuture<'a, anyhow::Result<()>> {
-        Box::pin(async move {
-            let chunks: Vec<bytes::Bytes> = bytes.try_collect().await?;
-            self.files.insert(path.to_owned(), chunks.concat());
-            Ok(())
-        })
-    }
-}
-
 #[tokio::test]
 async fn media_exports_and_erases_its_share_of_a_person() {
     let app = TestApp::spawn().await;
@@ -1124,7 +1053,7 @@ async fn media_exports_and_erases_its_share_of_a_person() {
         .put(&stray, b"partial".to_vec().into())
         .await
         .unwrap();
-    media.erase(ann_id).await.unwrap();
+    media.erase(ann_id, uuid::Uuid::new_v4()).await.unwrap();
     let ann_rows = format!("SELECT count(*) FROM media.objects WHERE owner_id = '{ann_id}'");
     assert_eq!(app.query_one(&ann_rows).unwrap(), "0");
     let left: Vec<String> = objects(&app).await;
@@ -1142,6 +1071,6 @@ async fn media_exports_and_erases_its_share_of_a_person() {
     )
     .await;
     // Run again (a resumed erasure): nothing left to do, no error.
-    media.erase(ann_id).await.unwrap();
+    media.erase(ann_id, uuid::Uuid::new_v4()).await.unwrap();
     assert_eq!(objects(&app).await.len(), 2);
 }

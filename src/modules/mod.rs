@@ -5,3 +5,4 @@ pub mod catalog;
 pub mod chat;
 pub mod identity;
 pub mod media;
+pub mod privacy;

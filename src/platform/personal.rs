@@ -4,6 +4,7 @@
 //! module's tables, and no module depends on privacy.
 
 use bytes::Bytes;
+use chrono::{DateTime, Utc};
 use futures_util::future::BoxFuture;
 use futures_util::stream::BoxStream;
 use serde_json::Value;
@@ -22,11 +23,25 @@ pub struct Coverage {
 /// A file's bytes as they are read (from the object store), for an archive to copy.
 pub type FileStream = BoxStream<'static, Result<Bytes, anyhow::Error>>;
 
+/// The items of a long JSON array, read in batches as the archive writes them.
+pub type ItemStream<'a> = BoxStream<'a, anyhow::Result<Value>>;
+
 /// Where a module writes its part of someone's export. Paths are relative to the archive's
 /// root (`profile.json`, `conversations/<id>.json`, `media/<id>.png`).
 pub trait Archive: Send {
     /// A JSON document.
     fn json<'a>(&'a mut self, path: &'a str, value: Value) -> BoxFuture<'a, anyhow::Result<()>>;
+
+    /// A JSON object too long to hold at once: `head`'s members, then `key` holding the
+    /// items of `items` as an array (a conversation and its messages). The archive writes
+    /// each item as it arrives, so memory does not grow with the array.
+    fn json_array<'a>(
+        &'a mut self,
+        path: &'a str,
+        head: Value,
+        key: &'a str,
+        items: ItemStream<'a>,
+    ) -> BoxFuture<'a, anyhow::Result<()>>;
 
     /// Whether the archive takes files' bytes (the ZIP does; the JSON answer lists files by
     /// their metadata only, which the modules write as JSON anyway).
@@ -55,7 +70,23 @@ pub trait PersonalData: Send + Sync {
         archive: &'a mut dyn Archive,
     ) -> BoxFuture<'a, anyhow::Result<()>>;
 
-    /// Removes everything this module keeps about `user`, in batches. Every step deletes
-    /// what still exists, so running it again (after a crash) ends the same way.
-    fn erase(&self, user: Uuid) -> BoxFuture<'_, anyhow::Result<()>>;
+    /// Removes everything this module keeps about `user`, in batches, Redis keys included.
+    /// Every step deletes what still exists, so running it again (after a crash) ends the
+    /// same way. Records kept for security (the audit log) name `pseudonym` instead of the
+    /// user from then on: the same value on every run of one erasure.
+    fn erase(&self, user: Uuid, pseudonym: Uuid) -> BoxFuture<'_, anyhow::Result<()>>;
+}
+
+/// A module's rule for how long it keeps what people wrote: the privacy module's daily job
+/// calls it for the accounts the rule applies to (free-tier accounts, for chat messages).
+pub trait Retention: Send + Sync {
+    /// The module's name (for the job's log and counts).
+    fn name(&self) -> &'static str;
+
+    /// Deletes what `users` wrote before `before`; returns how many rows went.
+    fn expire<'a>(
+        &'a self,
+        users: &'a [Uuid],
+        before: DateTime<Utc>,
+    ) -> BoxFuture<'a, anyhow::Result<u64>>;
 }

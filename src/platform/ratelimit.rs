@@ -113,6 +113,12 @@ impl LocalLimiter {
         Self::default()
     }
 
+    /// Drops every key that starts with `start`.
+    fn forget(&self, start: &str) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.tat.retain(|key, _| !key.starts_with(start));
+    }
+
     fn decide(&self, key: &str, quota: Quota, now: Instant) -> Decision {
         let interval = quota.interval();
         // A poisoned lock only means another check panicked mid-update; the map is still a map.
@@ -218,21 +224,39 @@ pub struct Limits {
     shared: Arc<dyn RateLimiter>,
     local: Arc<LocalLimiter>,
     metrics: Arc<Metrics>,
+    /// Redis and the key prefix, to forget keys (an erased person's).
+    redis: Option<(RedisPool, String)>,
 }
 
 impl Limits {
     /// Redis-backed when a pool is given, in-process otherwise.
     pub fn new(redis: Option<RedisPool>, prefix: &str, metrics: Arc<Metrics>) -> Self {
         let local = Arc::new(LocalLimiter::new());
-        let shared: Arc<dyn RateLimiter> = match redis {
-            Some(pool) => Arc::new(RedisLimiter::new(pool, prefix)),
+        let shared: Arc<dyn RateLimiter> = match &redis {
+            Some(pool) => Arc::new(RedisLimiter::new(pool.clone(), prefix)),
             None => local.clone(),
         };
         Self {
             shared,
             local,
             metrics,
+            redis: redis.map(|pool| (pool, prefix.to_owned())),
         }
+    }
+
+    /// Forgets the budgets of every key that starts with `start` (taken literally), here
+    /// and in Redis: an erased person's counters go with them.
+    pub async fn forget(&self, start: &str) -> Result<(), RedisError> {
+        self.local.forget(start);
+        if let Some((pool, prefix)) = &self.redis {
+            let pattern = format!(
+                "{}{}*",
+                super::redis::glob_escape(prefix),
+                super::redis::glob_escape(start)
+            );
+            super::redis::delete_matching(pool, &pattern).await?;
+        }
+        Ok(())
     }
 
     /// `None` when the limiter could not answer: the request goes through.

@@ -40,3 +40,41 @@ pub async fn ping(pool: &RedisPool) -> Result<(), RedisError> {
         .await
         .map_err(|_| RedisError::Timeout)?
 }
+
+/// Deletes every key matching the glob `pattern` (SCAN, then UNLINK in batches): for
+/// erasing what a person left in Redis. Returns how many keys went.
+pub async fn delete_matching(pool: &RedisPool, pattern: &str) -> Result<u64, RedisError> {
+    use deadpool_redis::redis::AsyncCommands;
+    let mut conn = pool.get().await?;
+    let mut deleted = 0;
+    let mut cursor: u64 = 0;
+    loop {
+        let (next, keys): (u64, Vec<String>) = deadpool_redis::redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(pattern)
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(&mut conn)
+            .await?;
+        if !keys.is_empty() {
+            deleted += conn.unlink::<_, u64>(&keys).await?;
+        }
+        if next == 0 {
+            return Ok(deleted);
+        }
+        cursor = next;
+    }
+}
+
+/// `text` with Redis's glob characters escaped, to match it literally inside a pattern.
+pub fn glob_escape(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\' | '^' | '-') {
+            escaped.push('\\');
+        }
+        escaped.push(c);
+    }
+    escaped
+}

@@ -179,6 +179,27 @@ impl Storage {
         }
     }
 
+    /// Removes every object under `prefix` (a folder: `media/<user>`); objects that vanish
+    /// meanwhile are not an error, so a repeated call ends the same way.
+    pub async fn delete_prefix(&self, prefix: &str) -> Result<(), StorageError> {
+        use futures_util::{StreamExt, TryStreamExt};
+        let prefix = Path::from(prefix);
+        let locations = self
+            .store
+            .list(Some(&prefix))
+            .map_ok(|meta| meta.location)
+            .boxed();
+        self.store
+            .delete_stream(locations)
+            .map(|deleted| match deleted {
+                Ok(_) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+                Err(other) => Err(other),
+            })
+            .try_collect::<()>()
+            .await?;
+        Ok(())
+    }
+
     /// Reachability probe for `/ready`: a metadata lookup; "not found" proves the store answers.
     pub async fn check(&self) -> Result<(), StorageError> {
         match self.store.head(&Path::from(".ready-probe")).await {

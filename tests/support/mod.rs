@@ -9,6 +9,8 @@
 
 pub mod chat;
 pub mod fake_llm;
+pub mod images;
+pub mod personal;
 pub mod proxy;
 pub mod s3;
 
@@ -178,6 +180,7 @@ pub struct TestApp {
     pub platform: companion::platform::Platform,
     pub identity: companion::modules::identity::Identity,
     pub catalog: companion::modules::catalog::Catalog,
+    pub privacy: companion::modules::privacy::Privacy,
     /// Every module's share of a person's data (by `name()`).
     pub personal_data: Vec<std::sync::Arc<dyn companion::platform::personal::PersonalData>>,
     stop: StopHandle,
@@ -216,6 +219,7 @@ impl TestApp {
         let identity = app.identity().clone();
         let personal_data = app.personal_data().to_vec();
         let catalog = app.catalog().clone();
+        let privacy = app.privacy().clone();
         let stop = app.stop_handle();
         let running = Some(tokio::spawn(app.run_until_stopped()));
         Self {
@@ -228,6 +232,7 @@ impl TestApp {
             platform,
             identity,
             catalog,
+            privacy,
             personal_data,
             stop,
             running,
@@ -507,6 +512,19 @@ impl TestApp {
                 .query_opt(&sql, &[])
                 .unwrap()
                 .and_then(|row| row.get::<_, Option<String>>(0))
+        })
+    }
+
+    /// Runs `sql` on the test database and returns the first column of every row as text.
+    pub fn query_column(&self, sql: &str) -> Vec<String> {
+        let sql = format!("SELECT q.c::text FROM ({sql}) q(c)");
+        self.on_test_db(move |client| {
+            client
+                .query(&sql, &[])
+                .unwrap()
+                .iter()
+                .map(|row| row.get::<_, String>(0))
+                .collect()
         })
     }
 

@@ -5,6 +5,7 @@ mod cache;
 mod cards;
 mod listing;
 mod lorebook;
+mod personal;
 mod rules;
 mod schema;
 mod service;
@@ -145,6 +146,18 @@ impl Catalog {
     /// Media `id` was deleted: characters that had it as avatar have none.
     pub async fn forget_avatar(&self, id: Uuid) -> Result<(), AppError> {
         Ok(self.service.forget_avatar(id).await?)
+    }
+
+    /// Catalog's share of a person's data. `transfer_public`: an erased creator's public
+    /// characters stay, owned by the installation, instead of being deleted.
+    pub fn personal_data(
+        &self,
+        transfer_public: bool,
+    ) -> Arc<dyn crate::platform::personal::PersonalData> {
+        Arc::new(personal::Share {
+            service: self.service.clone(),
+            transfer_public,
+        })
     }
 
     pub fn directory(&self) -> Arc<dyn CharacterDirectory> {

@@ -165,7 +165,7 @@ pub struct CardFile {
 
 #[derive(Clone)]
 pub struct Service {
-    db: Db,
+    pub(super) db: Db,
     audit: Arc<dyn AuditLog>,
     media: Arc<dyn MediaDirectory>,
     cache: ReadCache,
@@ -440,6 +440,16 @@ impl Service {
         self.sync_avatars([row.avatar_media_id]).await?;
         tracing::info!(%id, spec = imported.spec, container = imported.container, "card imported");
         Ok(row)
+    }
+
+    /// An image's bytes (a character's avatar, for an export).
+    pub async fn media_read(&self, id: Uuid) -> Result<Option<bytes::Bytes>, CatalogError> {
+        self.media.read(id).await.map_err(CatalogError::Media)
+    }
+
+    /// Drops a character's cached detail (here and in Redis).
+    pub async fn forget_cached(&self, id: Uuid) {
+        self.cache.invalidate(id).await;
     }
 
     /// The avatar's image, to put in an exported PNG card.

@@ -308,3 +308,82 @@ pub fn forget_avatar(conn: &mut PgConnection, avatar: Uuid) -> QueryResult<Vec<U
         .returning(characters::id)
         .get_results(conn)
 }
+
+/// A batch of `owner`'s characters after `after`, in id order, with their card extras.
+pub fn owned_batch(
+    conn: &mut PgConnection,
+    owner: Uuid,
+    after: Option<Uuid>,
+    limit: i64,
+) -> QueryResult<Vec<(CharacterRow, Value)>> {
+    characters::table
+        .filter(characters::owner_id.eq(owner))
+        .filter(characters::id.gt(after.unwrap_or(Uuid::nil())))
+        .order(characters::id)
+        .limit(limit)
+        .select((CharacterRow::as_select(), characters::card_extra))
+        .load(conn)
+}
+
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = ratings, check_for_backend(Pg))]
+pub struct RatingRow {
+    pub character_id: Uuid,
+    pub stars: i16,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Every rating `user` gave.
+pub fn ratings_by(conn: &mut PgConnection, user: Uuid) -> QueryResult<Vec<RatingRow>> {
+    ratings::table
+        .filter(ratings::user_id.eq(user))
+        .order(ratings::created_at)
+        .select(RatingRow::as_select())
+        .load(conn)
+}
+
+/// Withdraws up to `limit` of `user`'s ratings, taking their stars out of the characters'
+/// sums and counts; returns how many went.
+pub fn withdraw_ratings(conn: &mut PgConnection, user: Uuid, limit: i64) -> QueryResult<usize> {
+    diesel::sql_query(
+        "WITH gone AS ( \
+             DELETE FROM catalog.ratings WHERE user_id = $1 AND character_id IN ( \
+                 SELECT character_id FROM catalog.ratings WHERE user_id = $1 LIMIT $2) \
+             RETURNING character_id, stars) \
+         UPDATE catalog.characters c \
+         SET rating_sum = c.rating_sum - g.stars, rating_count = c.rating_count - 1 \
+         FROM gone g WHERE c.id = g.character_id",
+    )
+    .bind::<SqlUuid, _>(user)
+    .bind::<BigInt, _>(limit)
+    .execute(conn)
+}
+
+/// Gives `owner`'s public characters to the installation (no owner, like the starter
+/// characters); returns their ids.
+pub fn transfer_public(conn: &mut PgConnection, owner: Uuid) -> QueryResult<Vec<Uuid>> {
+    diesel::update(
+        characters::table
+            .filter(characters::owner_id.eq(owner))
+            .filter(characters::visibility.eq("public")),
+    )
+    .set((
+        characters::owner_id.eq(None::<Uuid>),
+        characters::updated_at.eq(now),
+    ))
+    .returning(characters::id)
+    .get_results(conn)
+}
+
+/// Deletes up to `limit` of `owner`'s characters; returns their ids.
+pub fn delete_owned(conn: &mut PgConnection, owner: Uuid, limit: i64) -> QueryResult<Vec<Uuid>> {
+    let batch: Vec<Uuid> = characters::table
+        .filter(characters::owner_id.eq(owner))
+        .select(characters::id)
+        .limit(limit)
+        .load(conn)?;
+    diesel::delete(characters::table.filter(characters::id.eq_any(batch)))
+        .returning(characters::id)
+        .get_results(conn)
+}

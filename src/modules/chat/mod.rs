@@ -4,6 +4,7 @@ mod api;
 mod follow;
 mod generation;
 mod metrics;
+mod personal;
 mod prompt;
 mod schema;
 mod service;
@@ -97,6 +98,16 @@ impl Chat {
             .app_data(web::Data::new(self.sockets.clone()))
             .route("/ws", web::get().to(socket::connect));
         api::routes(cfg);
+    }
+
+    /// Chat's share of a person's data (conversations and messages).
+    pub fn personal_data(&self) -> Arc<dyn crate::platform::personal::PersonalData> {
+        Arc::new(self.service.clone())
+    }
+
+    /// How long free-tier messages are kept (called by privacy's daily job).
+    pub fn retention(&self) -> Arc<dyn crate::platform::personal::Retention> {
+        Arc::new(self.service.clone())
     }
 
     /// The recurring repair of replies whose process died (every 30 s on one instance).

@@ -107,7 +107,7 @@ struct ReplyPlan {
 
 #[derive(Clone)]
 pub struct Service {
-    db: Db,
+    pub(super) db: Db,
     directory: Arc<dyn CharacterDirectory>,
     people: Arc<dyn People>,
     engine: Arc<Engine>,

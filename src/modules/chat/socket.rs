@@ -24,7 +24,8 @@
 //!   closes a connection that missed two pongs. Frames for the client wait in a queue of
 //!   `websocket.send_queue`; a client that lets it fill is disconnected (it can reconnect
 //!   and resume), so a slow reader never grows the server's memory. At each ping the session
-//!   is checked again: a logged-out session's sockets close (1008).
+//!   is checked again: a logged-out session's sockets close (1008). When the account is
+//!   closed, identity publishes `session.ended` to the user and the check runs at once.
 //! - **Shutdown** closes every connection with 1001 once the replies running here are
 //!   stored.
 
@@ -371,7 +372,11 @@ impl Connection {
                     Some(Err(_)) => Err(End::Close(CloseCode::Protocol, "unreadable frame")),
                     None => Err(End::Gone),
                 },
-                event = next_live(&mut self.live) => self.live_event(event),
+                event = next_live(&mut self.live) => match event {
+                    // The user's sessions ended (account closed): check this one now.
+                    Ok(text) if text.contains(r#""type":"session.ended""#) => self.check_session().await,
+                    event => self.live_event(event),
+                },
                 item = next_followed(&mut self.followers) => self.follower_item(item),
             };
             if let Err(end) = step {
@@ -425,10 +430,8 @@ impl Connection {
         self.send(Out::Text(frame.to_string()))
     }
 
-    async fn tick(&mut self) -> Result<(), End> {
-        if self.missed_pongs >= 2 {
-            return Err(End::Close(CloseCode::Policy, "no pong"));
-        }
+    /// Closes the connection (1008) when its session has ended.
+    async fn check_session(&self) -> Result<(), End> {
         if let Some(user) = &self.user {
             match self.sessions.is_active(user.user_id, user.session_id).await {
                 Ok(false) => return Err(End::Close(CloseCode::Policy, "the session has ended")),
@@ -436,6 +439,14 @@ impl Connection {
                 Err(_) => tracing::warn!("could not check a WebSocket's session"),
             }
         }
+        Ok(())
+    }
+
+    async fn tick(&mut self) -> Result<(), End> {
+        if self.missed_pongs >= 2 {
+            return Err(End::Close(CloseCode::Policy, "no pong"));
+        }
+        self.check_session().await?;
         self.missed_pongs += 1;
         self.send(Out::Ping)
     }

@@ -678,3 +678,151 @@ pub fn turns(
     )
     .load(conn)
 }
+
+/// A batch of `user`'s conversations after `after`, in id order.
+pub fn conversations_of(
+    conn: &mut PgConnection,
+    user: Uuid,
+    after: Option<Uuid>,
+    limit: i64,
+) -> QueryResult<Vec<ConversationRow>> {
+    conversations::table
+        .filter(conversations::user_id.eq(user))
+        .filter(conversations::id.gt(after.unwrap_or(Uuid::nil())))
+        .order(conversations::id)
+        .limit(limit)
+        .select(ConversationRow::as_select())
+        .load(conn)
+}
+
+/// A batch of a conversation's messages after `after`, in creation (id) order.
+pub fn messages_after(
+    conn: &mut PgConnection,
+    conversation: Uuid,
+    after: Option<Uuid>,
+    limit: i64,
+) -> QueryResult<Vec<MessageRow>> {
+    messages::table
+        .filter(messages::conversation_id.eq(conversation))
+        .filter(messages::id.gt(after.unwrap_or(Uuid::nil())))
+        .order(messages::id)
+        .limit(limit)
+        .select(MessageRow::as_select())
+        .load(conn)
+}
+
+/// Deletes up to `limit` messages of `user`'s conversations, newest first (so a parent
+/// rarely goes before its replies); returns how many went, cascades included.
+pub fn delete_messages_of(conn: &mut PgConnection, user: Uuid, limit: i64) -> QueryResult<usize> {
+    diesel::sql_query(
+        "DELETE FROM chat.messages WHERE id IN ( \
+             SELECT m.id FROM chat.conversations c \
+             CROSS JOIN LATERAL ( \
+                 SELECT id FROM chat.messages WHERE conversation_id = c.id \
+                 ORDER BY id DESC LIMIT $2) m \
+             WHERE c.user_id = $1 LIMIT $2)",
+    )
+    .bind::<SqlUuid, _>(user)
+    .bind::<BigInt, _>(limit)
+    .execute(conn)
+}
+
+/// Deletes up to `limit` of `user`'s conversations (with any messages left in them).
+pub fn delete_conversations_of(
+    conn: &mut PgConnection,
+    user: Uuid,
+    limit: i64,
+) -> QueryResult<usize> {
+    let batch: Vec<Uuid> = conversations::table
+        .filter(conversations::user_id.eq(user))
+        .select(conversations::id)
+        .limit(limit)
+        .load(conn)?;
+    diesel::delete(conversations::table.filter(conversations::id.eq_any(batch))).execute(conn)
+}
+
+/// `users`' conversations that hold a message written before `before`: (id, whether every
+/// message is that old).
+pub fn aged_conversations(
+    conn: &mut PgConnection,
+    users: &[Uuid],
+    before: DateTime<Utc>,
+) -> QueryResult<Vec<(Uuid, bool)>> {
+    #[derive(QueryableByName)]
+    struct Aged {
+        #[diesel(sql_type = SqlUuid)]
+        id: Uuid,
+        #[diesel(sql_type = Bool)]
+        all_old: bool,
+    }
+    let rows: Vec<Aged> = diesel::sql_query(
+        "SELECT c.id, c.last_message_at < $2 AS all_old FROM chat.conversations c \
+         WHERE c.user_id = ANY($1) AND EXISTS ( \
+             SELECT 1 FROM chat.messages m WHERE m.conversation_id = c.id AND m.created_at < $2)",
+    )
+    .bind::<Array<SqlUuid>, _>(users)
+    .bind::<Timestamptz, _>(before)
+    .load(conn)?;
+    Ok(rows.into_iter().map(|r| (r.id, r.all_old)).collect())
+}
+
+/// Deletes a conversation whatever its owner (retention: it holds only old messages).
+pub fn delete_conversation_any(conn: &mut PgConnection, id: Uuid) -> QueryResult<usize> {
+    diesel::delete(conversations::table.find(id)).execute(conn)
+}
+
+/// Deletes a conversation's messages written before `before` and keeps the rest a valid
+/// tree: a kept message whose parent goes becomes a root, its subtree's depths shift by its
+/// old depth, and the prompts stored with kept replies (which copy older text) are dropped.
+/// An active leaf that went is replaced by the newest message. Returns how many went.
+pub fn expire_messages(
+    conn: &mut PgConnection,
+    conversation: Uuid,
+    before: DateTime<Utc>,
+) -> QueryResult<usize> {
+    diesel::sql_query(
+        "WITH RECURSIVE roots AS ( \
+             SELECT k.id, k.depth FROM chat.messages k \
+             JOIN chat.messages p ON p.id = k.parent_id \
+             WHERE k.conversation_id = $1 AND k.created_at >= $2 AND p.created_at < $2), \
+         tree AS ( \
+             SELECT id, depth AS base FROM roots \
+             UNION ALL \
+             SELECT m.id, t.base FROM chat.messages m JOIN tree t ON m.parent_id = t.id) \
+         UPDATE chat.messages m SET depth = m.depth - tree.base, \
+             parent_id = CASE WHEN m.depth = tree.base THEN NULL ELSE m.parent_id END \
+         FROM tree WHERE m.id = tree.id",
+    )
+    .bind::<SqlUuid, _>(conversation)
+    .bind::<Timestamptz, _>(before)
+    .execute(conn)?;
+    diesel::update(
+        messages::table
+            .filter(messages::conversation_id.eq(conversation))
+            .filter(messages::prompt.is_not_null()),
+    )
+    .set(messages::prompt.eq(None::<Value>))
+    .execute(conn)?;
+    let deleted = diesel::delete(
+        messages::table
+            .filter(messages::conversation_id.eq(conversation))
+            .filter(messages::created_at.lt(before)),
+    )
+    .execute(conn)?;
+    diesel::sql_query(
+        "UPDATE chat.conversations c SET active_leaf_id = ( \
+             SELECT id FROM chat.messages WHERE conversation_id = c.id ORDER BY id DESC LIMIT 1) \
+         WHERE c.id = $1 AND NOT EXISTS ( \
+             SELECT 1 FROM chat.messages WHERE id = c.active_leaf_id)",
+    )
+    .bind::<SqlUuid, _>(conversation)
+    .execute(conn)?;
+    Ok(deleted)
+}
+
+pub fn count_messages(conn: &mut PgConnection, conversation: Uuid) -> QueryResult<i64> {
+    messages::table
+        .filter(messages::conversation_id.eq(conversation))
+        .count()
+        .get_result(conn)
+}

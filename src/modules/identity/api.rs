@@ -101,6 +101,16 @@ impl From<Issued> for TokensView {
     }
 }
 
+/// The `user` object, as `GET /users/profile` shows it (an export's `profile.json`).
+pub(super) fn user_body(user: UserRow) -> Value {
+    serde_json::to_value(UserView::from(user)).unwrap_or_default()
+}
+
+/// The body of register, login and refresh (and of an account's restore).
+pub(super) fn tokens_body(issued: Issued) -> Value {
+    serde_json::to_value(TokensView::from(issued)).unwrap_or_default()
+}
+
 /// Parses a body of exactly `fields`, all required strings, in that order. Unknown, missing
 /// and non-string fields are each reported by name.
 fn credentials<const N: usize>(body: Value, fields: [&str; N]) -> Result<[String; N], AppError> {

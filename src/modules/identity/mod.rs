@@ -3,8 +3,10 @@
 mod account;
 mod api;
 mod audit;
+mod deletion;
 mod emails;
 mod password;
+mod personal;
 mod recovery;
 mod rules;
 mod schema;
@@ -16,14 +18,16 @@ mod store;
 use std::sync::Arc;
 
 use actix_web::web;
+use chrono::{DateTime, Utc};
 use futures_util::future::BoxFuture;
 use serde_json::Value;
 use uuid::Uuid;
 
 use crate::platform::Platform;
 use crate::platform::db::DbError;
-use crate::platform::http::{ClientInfo, SessionCheck};
+use crate::platform::http::{AppError, ClientInfo, SessionCheck};
 use crate::platform::jobs::JobRegistry;
+use crate::platform::personal::PersonalData;
 
 pub use rules::{level_for_experience, next_level_at};
 pub use service::IdentityError;
@@ -140,6 +144,54 @@ pub trait People: Send + Sync {
     fn display_name(&self, user_id: Uuid) -> BoxFuture<'_, Result<Option<String>, DbError>>;
 }
 
+/// Where to write to a person.
+#[derive(Debug, Clone)]
+pub struct Contact {
+    pub email: String,
+    pub display_name: String,
+}
+
+/// What privacy asks of identity to close an account for its erasure and to reopen it
+/// (DESIGN.md §1: privacy ──> identity).
+pub trait Accounts: Send + Sync {
+    /// Checks `password` (422 on `password` when wrong, limited like login), then disables
+    /// the account with its erasure due at `erase_at`, ends every session and closes the
+    /// user's live connections.
+    fn close(
+        &self,
+        user: Uuid,
+        password: String,
+        erase_at: DateTime<Utc>,
+        client: ClientInfo,
+    ) -> BoxFuture<'_, Result<(), AppError>>;
+
+    /// The account these credentials open, when it waits for its erasure: 401 like a failed
+    /// login for wrong credentials, 409 for an account that is not closed.
+    fn pending(
+        &self,
+        email: String,
+        password: String,
+        client: ClientInfo,
+    ) -> BoxFuture<'_, Result<Uuid, AppError>>;
+
+    /// Enables a closed account again and starts a session: the login's answer (409 when it
+    /// was not closed).
+    fn reopen(&self, user: Uuid, client: ClientInfo) -> BoxFuture<'_, Result<Value, AppError>>;
+
+    /// Where to write to the user; `None` when there is no such account.
+    fn contact(&self, user: Uuid) -> BoxFuture<'_, Result<Option<Contact>, DbError>>;
+
+    /// Free-tier accounts after `after` in id order, `limit` at a time (retention).
+    fn free_tier(
+        &self,
+        after: Option<Uuid>,
+        limit: i64,
+    ) -> BoxFuture<'_, Result<Vec<Uuid>, DbError>>;
+
+    /// Closed accounts whose erasure is due, with the time it was due.
+    fn overdue(&self, limit: i64) -> BoxFuture<'_, Result<Vec<(Uuid, DateTime<Utc>)>, DbError>>;
+}
+
 /// The identity module: construct once in `app.rs`, then mount its routes and jobs and hand
 /// its traits to the modules that need them.
 #[derive(Clone)]
@@ -187,6 +239,16 @@ impl Identity {
     }
 
     pub fn people(&self) -> Arc<dyn People> {
+        Arc::new(self.service.clone())
+    }
+
+    pub fn accounts(&self) -> Arc<dyn Accounts> {
+        Arc::new(self.service.clone())
+    }
+
+    /// Identity's share of a person's data: the account, sessions and the audit events
+    /// about them. Erase it last: every other module's rows refer to the account.
+    pub fn personal_data(&self) -> Arc<dyn PersonalData> {
         Arc::new(self.service.clone())
     }
 

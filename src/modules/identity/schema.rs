@@ -17,6 +17,7 @@ diesel::table! {
         disabled_at -> Nullable<Timestamptz>,
         created_at -> Timestamptz,
         updated_at -> Timestamptz,
+        deletion_scheduled_for -> Nullable<Timestamptz>,
     }
 }
 

@@ -21,9 +21,10 @@ use crate::config::Settings;
 use crate::modules::media::MediaDirectory;
 use crate::platform::Platform;
 use crate::platform::db::{Db, DbError};
-use crate::platform::http::{AppError, ClientInfo, FieldErrors, TokenKeys, refusal};
+use crate::platform::http::{AppError, ClientInfo, ErrorCode, FieldErrors, TokenKeys, refusal};
 use crate::platform::jobs::JobRegistry;
 use crate::platform::ratelimit::{Decision, Limits, Quota};
+use crate::platform::realtime::Realtime;
 
 const CLEANUP_JOB: &str = "identity.cleanup";
 
@@ -39,6 +40,10 @@ pub enum IdentityError {
     InvalidRefresh,
     #[error("no such account")]
     UnknownAccount,
+    #[error("the account is scheduled for deletion")]
+    PendingDeletion(chrono::DateTime<Utc>),
+    #[error("the account is not scheduled for deletion")]
+    NotPendingDeletion,
     #[error("rate limited")]
     RateLimited(Decision),
     #[error(transparent)]
@@ -75,6 +80,16 @@ impl From<IdentityError> for AppError {
                 AppError::unauthorized("The session has ended; log in again.")
             }
             IdentityError::UnknownAccount => AppError::not_found(),
+            IdentityError::NotPendingDeletion => {
+                AppError::conflict("This account is not scheduled for deletion.")
+            }
+            IdentityError::PendingDeletion(at) => AppError::from_code(
+                ErrorCode::AccountPendingDeletion,
+            )
+            .with_details(serde_json::json!({
+                "scheduledFor": at,
+                "restore": "/api/v1/users/account/restore",
+            })),
             IdentityError::RateLimited(decision) => refusal(&decision),
             IdentityError::Db(err) => err.into(),
             IdentityError::Other(err) => AppError::internal(err),
@@ -103,10 +118,11 @@ pub struct Service {
     pub(super) db: Db,
     tokens: Arc<TokenKeys>,
     pub(super) settings: Arc<Settings>,
-    limits: Limits,
+    pub(super) limits: Limits,
     pub(super) sessions: Arc<Sessions>,
     pub(super) audit: Audit,
     pub(super) media: Arc<dyn MediaDirectory>,
+    pub(super) realtime: Realtime,
 }
 
 impl Service {
@@ -123,6 +139,7 @@ impl Service {
                 platform.settings.auth.access_ttl(),
             ),
             audit: Audit::new(platform.db.clone()),
+            realtime: platform.realtime.clone(),
         }
     }
 
@@ -152,7 +169,7 @@ impl Service {
         }
     }
 
-    fn issue(
+    pub(super) fn issue(
         &self,
         user: UserRow,
         session_id: Uuid,
@@ -172,7 +189,7 @@ impl Service {
     }
 
     /// Starts a session with its first refresh token, in the caller's transaction.
-    fn start_session(
+    pub(super) fn start_session(
         &self,
         conn: &mut PgConnection,
         user_id: Uuid,
@@ -268,12 +285,15 @@ impl Service {
         self.issue(user, session_id, refresh)
     }
 
-    pub async fn login(
+    /// Counts a password guess against the login limits, then looks the account up and
+    /// checks the password (against a dummy hash when there is no account, so the time is
+    /// the same): the account, if any, and whether the password is its own.
+    pub(super) async fn credentials(
         &self,
         email: &str,
         password: String,
-        client: ClientInfo,
-    ) -> Result<Issued, IdentityError> {
+        client: &ClientInfo,
+    ) -> Result<(Option<UserRow>, bool), IdentityError> {
         // A malformed address cannot match an account: it is checked like any other, so the
         // answer is the same 401 and the limits still count it.
         // Bounded, so an oversized "email" cannot make an oversized limiter key; anything
@@ -299,13 +319,22 @@ impl Service {
         )
         .await?;
 
-        let lookup = email.clone();
         let user = self
             .db
-            .run(move |conn| store::find_user_by_email(conn, &lookup).map_err(IdentityError::from))
+            .run(move |conn| store::find_user_by_email(conn, &email).map_err(IdentityError::from))
             .await?;
         let stored = user.as_ref().map(|u| u.password_hash.clone());
         let matches = password::verify_blocking(password, stored).await?;
+        Ok((user, matches))
+    }
+
+    pub async fn login(
+        &self,
+        email: &str,
+        password: String,
+        client: ClientInfo,
+    ) -> Result<Issued, IdentityError> {
+        let (user, matches) = self.credentials(email, password, &client).await?;
 
         let service = self.clone();
         let outcome = self
@@ -313,6 +342,19 @@ impl Service {
             .transaction(move |conn| {
                 let user = match user {
                     Some(user) if matches && user.disabled_at.is_none() => user,
+                    // The right password for an account waiting for its erasure: the owner
+                    // is told, so the client can offer to restore it (nobody else learns it).
+                    Some(user) if matches && user.deletion_scheduled_for.is_some() => {
+                        audit::record_in(
+                            conn,
+                            AuditEntry::new("auth.login", Outcome::Denied)
+                                .by_self(user.id)
+                                .client(&client),
+                        )?;
+                        return Ok(Err(IdentityError::PendingDeletion(
+                            user.deletion_scheduled_for.unwrap_or_default(),
+                        )));
+                    }
                     other => {
                         let mut entry =
                             AuditEntry::new("auth.login", Outcome::Failure).client(&client);
@@ -320,7 +362,7 @@ impl Service {
                             entry = entry.subject(user.id);
                         }
                         audit::record_in(conn, entry)?;
-                        return Ok(None);
+                        return Ok(Err(IdentityError::InvalidCredentials));
                     }
                 };
                 let (session_id, refresh) = service.start_session(conn, user.id, &client)?;
@@ -331,10 +373,10 @@ impl Service {
                         .resource("session", session_id)
                         .client(&client),
                 )?;
-                Ok::<_, IdentityError>(Some((user, session_id, refresh)))
+                Ok::<_, IdentityError>(Ok((user, session_id, refresh)))
             })
             .await?;
-        let (user, session_id, refresh) = outcome.ok_or(IdentityError::InvalidCredentials)?;
+        let (user, session_id, refresh) = outcome?;
         self.issue(user, session_id, refresh)
     }
 

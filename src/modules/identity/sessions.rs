@@ -88,6 +88,27 @@ impl Sessions {
         }
     }
 
+    /// Removes the revocation markers of sessions that no longer exist (an erased account's:
+    /// without a session row the database answers "revoked" anyway).
+    pub async fn forget(
+        &self,
+        session_ids: &[Uuid],
+    ) -> Result<(), crate::platform::redis::RedisError> {
+        let Some(pool) = &self.redis else {
+            return Ok(());
+        };
+        if session_ids.is_empty() {
+            return Ok(());
+        }
+        let keys: Vec<String> = session_ids
+            .iter()
+            .map(|id| format!("{MARKER_PREFIX}{id}"))
+            .collect();
+        let mut conn = pool.get().await?;
+        conn.unlink::<_, ()>(keys).await?;
+        Ok(())
+    }
+
     /// `Some(true)` when Redis holds a revocation marker, `None` when it could not answer.
     async fn marked_revoked(&self, pool: &RedisPool, session_id: Uuid) -> Option<bool> {
         let check = async {

@@ -25,6 +25,7 @@ pub struct UserRow {
     pub email_verified_at: Option<DateTime<Utc>>,
     pub disabled_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
+    pub deletion_scheduled_for: Option<DateTime<Utc>>,
 }
 
 #[derive(Insertable)]
@@ -367,4 +368,160 @@ pub fn list_audit(
         .select(AuditRow::as_select())
         .load(conn)?;
     Ok((rows, total))
+}
+
+/// Disables the account until its erasure at `erase_at`, and revokes every session;
+/// returns the revoked ids (none when the account was already closed).
+pub fn close_account(
+    conn: &mut PgConnection,
+    user_id: Uuid,
+    erase_at: DateTime<Utc>,
+) -> QueryResult<Vec<Uuid>> {
+    diesel::update(users::table.find(user_id))
+        .set((
+            users::disabled_at.eq(now),
+            users::deletion_scheduled_for.eq(erase_at),
+            users::updated_at.eq(now),
+        ))
+        .execute(conn)?;
+    revoke_user_sessions(conn, user_id, None, "account_deleted")
+}
+
+/// Enables an account that was waiting for its erasure; false when it was not waiting.
+pub fn reopen_account(conn: &mut PgConnection, user_id: Uuid) -> QueryResult<Option<UserRow>> {
+    diesel::update(users::table.find(user_id))
+        .filter(users::deletion_scheduled_for.is_not_null())
+        .set((
+            users::disabled_at.eq(None::<DateTime<Utc>>),
+            users::deletion_scheduled_for.eq(None::<DateTime<Utc>>),
+            users::updated_at.eq(now),
+        ))
+        .returning(UserRow::as_returning())
+        .get_result(conn)
+        .optional()
+}
+
+/// Accounts on the free tier after `after` (by id), `limit` at a time.
+pub fn free_tier_users(
+    conn: &mut PgConnection,
+    after: Option<Uuid>,
+    limit: i64,
+) -> QueryResult<Vec<Uuid>> {
+    users::table
+        .filter(users::tier.eq("free"))
+        .filter(users::id.gt(after.unwrap_or(Uuid::nil())))
+        .order(users::id)
+        .limit(limit)
+        .select(users::id)
+        .load(conn)
+}
+
+/// Accounts whose erasure was due by now, with the time it was due.
+pub fn overdue_deletions(
+    conn: &mut PgConnection,
+    limit: i64,
+) -> QueryResult<Vec<(Uuid, DateTime<Utc>)>> {
+    users::table
+        .filter(users::deletion_scheduled_for.le(now))
+        .order(users::deletion_scheduled_for)
+        .limit(limit)
+        .select((users::id, users::deletion_scheduled_for.assume_not_null()))
+        .load(conn)
+}
+
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = sessions, check_for_backend(diesel::pg::Pg))]
+pub struct SessionRow {
+    pub id: Uuid,
+    pub created_at: DateTime<Utc>,
+    pub last_used_at: DateTime<Utc>,
+    pub revoked_at: Option<DateTime<Utc>>,
+    pub revoked_reason: Option<String>,
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+/// Every session of a user, oldest first.
+pub fn user_sessions(conn: &mut PgConnection, user_id: Uuid) -> QueryResult<Vec<SessionRow>> {
+    sessions::table
+        .filter(sessions::user_id.eq(user_id))
+        .order(sessions::id)
+        .select(SessionRow::as_select())
+        .load(conn)
+}
+
+/// A batch of the audit events about `subject`, oldest first, after `after`.
+pub fn audit_of(
+    conn: &mut PgConnection,
+    subject: Uuid,
+    after: Option<Uuid>,
+    limit: i64,
+) -> QueryResult<Vec<AuditRow>> {
+    audit_log::table
+        .filter(audit_log::subject_id.eq(subject))
+        .filter(audit_log::id.gt(after.unwrap_or(Uuid::nil())))
+        .order(audit_log::id)
+        .limit(limit)
+        .select(AuditRow::as_select())
+        .load(conn)
+}
+
+/// Deletes up to `limit` of a user's sessions (their refresh tokens go with them); returns
+/// the ids deleted.
+pub fn delete_sessions(
+    conn: &mut PgConnection,
+    user_id: Uuid,
+    limit: i64,
+) -> QueryResult<Vec<Uuid>> {
+    let batch: Vec<Uuid> = sessions::table
+        .filter(sessions::user_id.eq(user_id))
+        .select(sessions::id)
+        .limit(limit)
+        .load(conn)?;
+    diesel::delete(sessions::table.filter(sessions::id.eq_any(batch)))
+        .returning(sessions::id)
+        .get_results(conn)
+}
+
+pub fn delete_email_tokens(conn: &mut PgConnection, user_id: Uuid) -> QueryResult<usize> {
+    diesel::delete(email_tokens::table.filter(email_tokens::user_id.eq(user_id))).execute(conn)
+}
+
+/// Puts `pseudonym` in place of the user in up to `limit` audit events, and drops the
+/// values those events recorded about the user's account (profile text, settings); the
+/// action, outcome, time, address and user agent stay for security. Returns how many.
+pub fn pseudonymize_audit(
+    conn: &mut PgConnection,
+    user_id: Uuid,
+    pseudonym: Uuid,
+    limit: i64,
+) -> QueryResult<usize> {
+    let about: Vec<Uuid> = audit_log::table
+        .filter(audit_log::subject_id.eq(user_id))
+        .select(audit_log::id)
+        .limit(limit)
+        .load(conn)?;
+    let subjects = diesel::update(audit_log::table.filter(audit_log::id.eq_any(about)))
+        .set((
+            audit_log::subject_id.eq(pseudonym),
+            audit_log::old_value.eq(None::<Value>),
+            audit_log::new_value.eq(None::<Value>),
+        ))
+        .execute(conn)?;
+    let by: Vec<Uuid> = audit_log::table
+        .filter(audit_log::actor_id.eq(user_id))
+        .select(audit_log::id)
+        .limit(limit)
+        .load(conn)?;
+    let actors = diesel::update(audit_log::table.filter(audit_log::id.eq_any(by)))
+        .set(audit_log::actor_id.eq(pseudonym))
+        .execute(conn)?;
+    Ok(subjects + actors)
+}
+
+/// Deletes the account row; true when it existed.
+pub fn delete_user(conn: &mut PgConnection, user_id: Uuid) -> QueryResult<bool> {
+    diesel::delete(users::table.find(user_id))
+        .execute(conn)
+        .map(|n| n > 0)
 }

@@ -5,7 +5,6 @@ use diesel::Connection;
 use futures_util::future::BoxFuture;
 use futures_util::{FutureExt, StreamExt, TryStreamExt};
 use object_store::ObjectStoreExt;
-use object_store::path::Path;
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -77,7 +76,7 @@ impl PersonalData for Service {
     /// Rows first, a batch per transaction (each announcing `media.removed`, so nothing
     /// keeps pointing at them), then every object under the user's prefix: files,
     /// thumbnails and anything an interrupted upload left.
-    fn erase(&self, user: Uuid) -> BoxFuture<'_, anyhow::Result<()>> {
+    fn erase(&self, user: Uuid, _pseudonym: Uuid) -> BoxFuture<'_, anyhow::Result<()>> {
         async move {
             loop {
                 let deleted = self
@@ -97,21 +96,7 @@ impl PersonalData for Service {
                     break;
                 }
             }
-            let store = self.storage.store();
-            let prefix = Path::from(format!("media/{user}"));
-            let locations = store
-                .list(Some(&prefix))
-                .map_ok(|meta| meta.location)
-                .boxed();
-            store
-                .delete_stream(locations)
-                .map(|deleted| match deleted {
-                    // Gone meanwhile: what erasure wants.
-                    Ok(_) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-                    Err(other) => Err(other),
-                })
-                .try_collect::<()>()
-                .await?;
+            self.storage.delete_prefix(&format!("media/{user}")).await?;
             Ok(())
         }
         .boxed()

@@ -28,9 +28,13 @@ pub enum ErrorCode {
     Forbidden,
     /// 403: the feature needs a paid plan (premium or enterprise).
     PremiumRequired,
+    /// 403: the account is waiting for its erasure; the client may offer to restore it.
+    AccountPendingDeletion,
     NotFound,
     MethodNotAllowed,
     Conflict,
+    /// 409: the account holds too much for the synchronous export; ask for the archive.
+    ExportTooLarge,
     PayloadTooLarge,
     /// 413: the upload would take the user past their plan's storage quota.
     StorageQuotaExceeded,
@@ -48,10 +52,12 @@ impl ErrorCode {
         match self {
             Self::BadRequest => StatusCode::BAD_REQUEST,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
-            Self::Forbidden | Self::PremiumRequired => StatusCode::FORBIDDEN,
+            Self::Forbidden | Self::PremiumRequired | Self::AccountPendingDeletion => {
+                StatusCode::FORBIDDEN
+            }
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            Self::Conflict => StatusCode::CONFLICT,
+            Self::Conflict | Self::ExportTooLarge => StatusCode::CONFLICT,
             Self::PayloadTooLarge | Self::StorageQuotaExceeded => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::RangeNotSatisfiable => StatusCode::RANGE_NOT_SATISFIABLE,
@@ -88,9 +94,13 @@ impl ErrorCode {
             Self::Unauthorized => "Authentication is required.",
             Self::Forbidden => "You are not allowed to do this.",
             Self::PremiumRequired => "This feature needs a premium or enterprise plan.",
+            Self::AccountPendingDeletion => {
+                "This account is scheduled for deletion; it can still be restored."
+            }
             Self::NotFound => "Not found.",
             Self::MethodNotAllowed => "This method is not allowed here.",
             Self::Conflict => "The request conflicts with the current state.",
+            Self::ExportTooLarge => "This account is too large for an immediate export.",
             Self::PayloadTooLarge => "The request body is too large.",
             Self::StorageQuotaExceeded => "Your storage quota is used up.",
             Self::UnsupportedMediaType => "Unsupported content type.",

@@ -58,7 +58,8 @@ pub fn tier_quota(settings: &RateLimitSettings, tier: &str) -> Option<Quota> {
     Quota::configured(per_minute, Duration::from_secs(60))
 }
 
-fn user_key(user: Uuid) -> String {
+/// The key of a user's general request budget (erasure forgets it).
+pub fn user_key(user: Uuid) -> String {
     format!("user:{user}")
 }
 

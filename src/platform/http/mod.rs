@@ -15,7 +15,7 @@ pub use auth::{
 pub use client::{ClientInfo, client_ip};
 pub use error::{AppError, ErrorCode};
 pub use extract::{json_config, not_found, path_config, query_config};
-pub use limit::{ceil_secs, charge_user, rate_limit, refusal, tier_quota};
+pub use limit::{ceil_secs, charge_user, rate_limit, refusal, tier_quota, user_key};
 pub use middleware::{
     CompanionRootSpan, REQUEST_ID, RequestId, envelope_errors, record_metrics, request_id,
     security_headers,

@@ -1,0 +1,197 @@
+//! Chat's share of a person's data ([`PersonalData`]): their conversations with every
+//! message of every branch, and the retention rule for old messages ([`Retention`]).
+
+use chrono::{DateTime, Utc};
+use futures_util::future::BoxFuture;
+use futures_util::{FutureExt, StreamExt};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use super::service::Service;
+use super::store::{self, ConversationRow, MessageRow};
+use crate::platform::db::{Db, DbError};
+use crate::platform::personal::{Archive, Coverage, ItemStream, PersonalData, Retention};
+
+/// Conversations listed, or messages read, per query.
+const READ_BATCH: i64 = 1000;
+/// Messages deleted per statement: short transactions, few statements.
+const DELETE_BATCH: i64 = 5000;
+
+fn conversation(row: &ConversationRow) -> Value {
+    json!({
+        "id": row.id,
+        "characterId": row.character_id,
+        "characterName": row.character_name,
+        "title": row.title,
+        "activeLeafId": row.active_leaf_id,
+        "pinned": row.pinned,
+        "archived": row.archived,
+        "createdAt": row.created_at,
+        "updatedAt": row.updated_at,
+        "lastMessageAt": row.last_message_at,
+    })
+}
+
+fn message(row: MessageRow) -> Value {
+    json!({
+        "id": row.id,
+        "parentId": row.parent_id,
+        "depth": row.depth,
+        "role": row.role,
+        "content": row.content,
+        "status": row.status,
+        "failureCode": row.failure_code,
+        "failureMessage": row.failure_message,
+        "model": row.model,
+        "promptTokens": row.prompt_tokens,
+        "completionTokens": row.completion_tokens,
+        "createdAt": row.created_at,
+        "updatedAt": row.updated_at,
+    })
+}
+
+/// A conversation's messages in creation order, read a batch at a time.
+fn messages(db: Db, conversation: Uuid) -> ItemStream<'static> {
+    futures_util::stream::try_unfold(Some(None), move |cursor: Option<Option<Uuid>>| {
+        let db = db.clone();
+        async move {
+            let Some(after) = cursor else { return Ok(None) };
+            let rows = db
+                .run(move |conn| {
+                    store::messages_after(conn, conversation, after, READ_BATCH)
+                        .map_err(DbError::from)
+                })
+                .await?;
+            let next = match rows.last() {
+                Some(last) if rows.len() as i64 == READ_BATCH => Some(Some(last.id)),
+                _ => None,
+            };
+            Ok::<_, anyhow::Error>(Some((rows, next)))
+        }
+    })
+    .map(|batch| match batch {
+        Ok(rows) => {
+            futures_util::stream::iter(rows.into_iter().map(|r| Ok(message(r)))).left_stream()
+        }
+        Err(error) => futures_util::stream::once(async { Err(error) }).right_stream(),
+    })
+    .flatten()
+    .boxed()
+}
+
+impl PersonalData for Service {
+    fn name(&self) -> &'static str {
+        "chat"
+    }
+
+    fn coverage(&self) -> Coverage {
+        Coverage {
+            tables: &["chat.conversations", "chat.messages"],
+            prefixes: &[],
+        }
+    }
+
+    /// `conversations/<id>.json` for each conversation: its fields, then `messages`, every
+    /// message of every branch and swipe in the order they were written, each with its
+    /// `parentId` (the tree) and times. The prompts stored with replies repeat the
+    /// character's definition and earlier messages, so they stay out.
+    fn export<'a>(
+        &'a self,
+        user: Uuid,
+        archive: &'a mut dyn Archive,
+    ) -> BoxFuture<'a, anyhow::Result<()>> {
+        async move {
+            let mut after = None;
+            loop {
+                let rows = self
+                    .db
+                    .run(move |conn| {
+                        store::conversations_of(conn, user, after, READ_BATCH)
+                            .map_err(DbError::from)
+                    })
+                    .await?;
+                let Some(last) = rows.last() else { break };
+                after = Some(last.id);
+                for row in &rows {
+                    let path = format!("conversations/{}.json", row.id);
+                    archive
+                        .json_array(
+                            &path,
+                            conversation(row),
+                            "messages",
+                            messages(self.db.clone(), row.id),
+                        )
+                        .await?;
+                }
+            }
+            Ok(())
+        }
+        .boxed()
+    }
+
+    /// Messages in batches (newest first), then the conversations.
+    fn erase(&self, user: Uuid, _pseudonym: Uuid) -> BoxFuture<'_, anyhow::Result<()>> {
+        async move {
+            while self
+                .db
+                .run(move |conn| {
+                    store::delete_messages_of(conn, user, DELETE_BATCH).map_err(DbError::from)
+                })
+                .await?
+                > 0
+            {}
+            while self
+                .db
+                .run(move |conn| {
+                    store::delete_conversations_of(conn, user, READ_BATCH).map_err(DbError::from)
+                })
+                .await?
+                > 0
+            {}
+            Ok(())
+        }
+        .boxed()
+    }
+}
+
+impl Retention for Service {
+    fn name(&self) -> &'static str {
+        "chat"
+    }
+
+    /// A conversation whose every message is that old goes whole; in one still in use,
+    /// the old messages go and the rest stays a tree (`store::expire_messages`).
+    fn expire<'a>(
+        &'a self,
+        users: &'a [Uuid],
+        before: DateTime<Utc>,
+    ) -> BoxFuture<'a, anyhow::Result<u64>> {
+        async move {
+            let owners = users.to_vec();
+            let aged = self
+                .db
+                .run(move |conn| {
+                    store::aged_conversations(conn, &owners, before).map_err(DbError::from)
+                })
+                .await?;
+            let mut deleted = 0u64;
+            for (id, all_old) in aged {
+                let count = self
+                    .db
+                    .transaction(move |conn| {
+                        if all_old {
+                            let messages = store::count_messages(conn, id)?;
+                            store::delete_conversation_any(conn, id)?;
+                            Ok::<_, DbError>(usize::try_from(messages).unwrap_or(0))
+                        } else {
+                            Ok(store::expire_messages(conn, id, before)?)
+                        }
+                    })
+                    .await?;
+                deleted += count as u64;
+            }
+            Ok(deleted)
+        }
+        .boxed()
+    }
+}
