@@ -1,5 +1,6 @@
 //! Privacy: consents, the JSON export and the archive, account deletion and restore, the
 //! erasure (proved complete against the database's own catalogue), and retention.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
 
@@ -775,9 +776,8 @@ async fn an_erasure_leaves_nothing_of_the_person_and_touches_no_one_else() {
 
     // Grace 0: the erasure runs at once.
     assert_eq!(delete_account(&app, &ann, PASSWORD).await.status(), 202);
-    let record = format!(
-        "SELECT state FROM privacy.erasures WHERE pseudonym IS NOT NULL AND state = 'done'"
-    );
+    let record =
+        "SELECT state FROM privacy.erasures WHERE pseudonym IS NOT NULL AND state = 'done'";
     eventually(WAIT, || async {
         app.query_one(&format!("{record} LIMIT 1"))
     })
@@ -886,9 +886,8 @@ async fn an_erasure_leaves_nothing_of_the_person_and_touches_no_one_else() {
             .await
             .unwrap();
     }
-    let erased = app.query_one(&format!(
-        "SELECT count(*) FROM identity.audit_log WHERE action = 'account.erased'"
-    ));
+    let erased =
+        app.query_one("SELECT count(*) FROM identity.audit_log WHERE action = 'account.erased'");
     assert_eq!(erased.unwrap(), "1", "no second record");
 }
 

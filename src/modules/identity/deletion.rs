@@ -10,7 +10,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::service::{IdentityError, Service};
-use super::{Accounts, AuditEntry, AuditLog, Contact, Outcome, audit, password, store};
+use super::{Accounts, AuditEntry, AuditLog, Contact, DueErasure, Outcome, audit, password, store};
 use crate::platform::db::DbError;
 use crate::platform::http::{AppError, ClientInfo};
 
@@ -183,7 +183,7 @@ impl Accounts for Service {
         })
     }
 
-    fn overdue(&self, limit: i64) -> BoxFuture<'_, Result<Vec<(Uuid, DateTime<Utc>)>, DbError>> {
+    fn overdue(&self, limit: i64) -> BoxFuture<'_, Result<Vec<DueErasure>, DbError>> {
         Box::pin(async move {
             self.db
                 .run(move |conn| store::overdue_deletions(conn, limit).map_err(DbError::from))

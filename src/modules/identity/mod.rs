@@ -151,6 +151,9 @@ pub struct Contact {
     pub display_name: String,
 }
 
+/// A closed account and the time its erasure was due.
+pub type DueErasure = (Uuid, DateTime<Utc>);
+
 /// What privacy asks of identity to close an account for its erasure and to reopen it
 /// (DESIGN.md §1: privacy ──> identity).
 pub trait Accounts: Send + Sync {
@@ -189,7 +192,7 @@ pub trait Accounts: Send + Sync {
     ) -> BoxFuture<'_, Result<Vec<Uuid>, DbError>>;
 
     /// Closed accounts whose erasure is due, with the time it was due.
-    fn overdue(&self, limit: i64) -> BoxFuture<'_, Result<Vec<(Uuid, DateTime<Utc>)>, DbError>>;
+    fn overdue(&self, limit: i64) -> BoxFuture<'_, Result<Vec<DueErasure>, DbError>>;
 }
 
 /// The identity module: construct once in `app.rs`, then mount its routes and jobs and hand
