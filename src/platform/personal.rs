@@ -77,6 +77,33 @@ pub trait PersonalData: Send + Sync {
     fn erase(&self, user: Uuid, pseudonym: Uuid) -> BoxFuture<'_, anyhow::Result<()>>;
 }
 
+/// A long array read a batch at a time: `next(after)` gives the items after the cursor
+/// `after` (`None`: from the start), each with its own cursor (its id); an empty batch ends
+/// the array.
+pub fn batched<F, Fut>(next: F) -> ItemStream<'static>
+where
+    F: Fn(Option<Uuid>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<Vec<(Uuid, Value)>>> + Send + 'static,
+{
+    use futures_util::{StreamExt, TryStreamExt};
+    futures_util::stream::try_unfold(Some(None), move |cursor: Option<Option<Uuid>>| {
+        let batch = cursor.map(&next);
+        async move {
+            let Some(batch) = batch else {
+                return Ok::<_, anyhow::Error>(None);
+            };
+            let items = batch.await?;
+            let after = items.last().map(|(id, _)| Some(*id));
+            let values = items
+                .into_iter()
+                .map(|(_, value)| Ok::<_, anyhow::Error>(value));
+            Ok(Some((futures_util::stream::iter(values), after)))
+        }
+    })
+    .try_flatten()
+    .boxed()
+}
+
 /// A module's rule for how long it keeps what people wrote: the privacy module's daily job
 /// calls it for the accounts the rule applies to (free-tier accounts, for chat messages).
 pub trait Retention: Send + Sync {

@@ -2,15 +2,15 @@
 //! message of every branch, and the retention rule for old messages ([`Retention`]).
 
 use chrono::{DateTime, Utc};
+use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
-use futures_util::{FutureExt, StreamExt};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::service::Service;
 use super::store::{self, ConversationRow, MessageRow};
 use crate::platform::db::{Db, DbError};
-use crate::platform::personal::{Archive, Coverage, ItemStream, PersonalData, Retention};
+use crate::platform::personal::{Archive, Coverage, ItemStream, PersonalData, Retention, batched};
 
 /// Conversations listed, or messages read, per query.
 const READ_BATCH: i64 = 1000;
@@ -52,31 +52,18 @@ fn message(row: MessageRow) -> Value {
 
 /// A conversation's messages in creation order, read a batch at a time.
 fn messages(db: Db, conversation: Uuid) -> ItemStream<'static> {
-    futures_util::stream::try_unfold(Some(None), move |cursor: Option<Option<Uuid>>| {
+    batched(move |after| {
         let db = db.clone();
         async move {
-            let Some(after) = cursor else { return Ok(None) };
             let rows = db
                 .run(move |conn| {
                     store::messages_after(conn, conversation, after, READ_BATCH)
                         .map_err(DbError::from)
                 })
                 .await?;
-            let next = match rows.last() {
-                Some(last) if rows.len() as i64 == READ_BATCH => Some(Some(last.id)),
-                _ => None,
-            };
-            Ok::<_, anyhow::Error>(Some((rows, next)))
+            Ok(rows.into_iter().map(|r| (r.id, message(r))).collect())
         }
     })
-    .map(|batch| match batch {
-        Ok(rows) => {
-            futures_util::stream::iter(rows.into_iter().map(|r| Ok(message(r)))).left_stream()
-        }
-        Err(error) => futures_util::stream::once(async { Err(error) }).right_stream(),
-    })
-    .flatten()
-    .boxed()
 }
 
 impl PersonalData for Service {

@@ -20,7 +20,7 @@ pub const SESSIONS_ENDED_EVENT: &str = r#"{"type":"session.ended"}"#;
 
 impl Service {
     /// Re-authentication is guessing a password like login: the same per-account limit.
-    async fn check_password(
+    pub(super) async fn check_password(
         &self,
         email: &str,
         hash: String,

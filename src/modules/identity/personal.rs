@@ -2,8 +2,8 @@
 //! tokens, and the audit events about it. Erasure deletes the account and its sessions and
 //! keeps the audit events for security under a pseudonym.
 
+use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
-use futures_util::{FutureExt, StreamExt};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -12,7 +12,7 @@ use super::store::{self, AuditRow};
 use super::{AuditEntry, Outcome, audit};
 use crate::platform::db::DbError;
 use crate::platform::http::user_key;
-use crate::platform::personal::{Archive, Coverage, PersonalData};
+use crate::platform::personal::{Archive, Coverage, PersonalData, batched};
 
 /// Rows read or changed per statement.
 const BATCH: i64 = 1000;
@@ -105,7 +105,7 @@ impl PersonalData for Service {
                 .await?;
 
             let db = self.db.clone();
-            let events = futures_util::stream::try_unfold(None, move |after: Option<Uuid>| {
+            let events = batched(move |after| {
                 let db = db.clone();
                 async move {
                     let rows = db
@@ -113,21 +113,9 @@ impl PersonalData for Service {
                             store::audit_of(conn, user, after, BATCH).map_err(DbError::from)
                         })
                         .await?;
-                    let next = rows.last().map(|r| r.id);
-                    Ok::<_, anyhow::Error>(next.map(|next| (rows, Some(next))))
+                    Ok(rows.into_iter().map(|r| (r.id, event(r, user))).collect())
                 }
-            })
-            .map(|batch| match batch {
-                Ok(rows) => futures_util::stream::iter(
-                    rows.into_iter()
-                        .map(|r| Ok(event(r, user)))
-                        .collect::<Vec<_>>(),
-                )
-                .left_stream(),
-                Err(error) => futures_util::stream::once(async { Err(error) }).right_stream(),
-            })
-            .flatten()
-            .boxed();
+            });
             archive
                 .json_array(
                     "audit-log.json",

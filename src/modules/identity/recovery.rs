@@ -54,14 +54,10 @@ impl Service {
             return Err(IdentityError::field("newPassword", problem));
         }
         let user = self.user(user_id).await?;
-        // Guessing the current password here is limited like guessing it at login.
-        self.limit(
-            format!("login-account:{}", user.email),
-            self.settings.ratelimit.login_account_per_hour,
-            Duration::from_secs(3600),
-        )
-        .await?;
-        if !password::verify_blocking(current, Some(user.password_hash)).await? {
+        if !self
+            .check_password(&user.email, user.password_hash, current)
+            .await?
+        {
             self.audit
                 .record(
                     AuditEntry::new("password.change", Outcome::Failure)
