@@ -164,6 +164,38 @@ async fn regenerate_edit_select_and_delete_move_through_the_tree() {
     let page = history(&app, &ann, &id, "").await;
     assert_eq!(page["messages"][2]["id"], reply_two.as_str());
 
+    // The swipes of either reply, oldest first, each with its place: what a client flips
+    // through. Another user asking gets the 404 of a conversation that does not exist.
+    let siblings = body(
+        app.get_auth(&format!("{base}/{reply_two}/siblings"), &ann.token)
+            .await,
+    )
+    .await;
+    let swipes: Vec<_> = siblings["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["id"].as_str().unwrap().to_owned(),
+                m["siblingIndex"].as_i64(),
+                m["siblingCount"].as_i64(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        swipes,
+        vec![
+            (reply_one.clone(), Some(0), Some(2)),
+            (reply_two.clone(), Some(1), Some(2))
+        ]
+    );
+    let bob = app.register("bob@example.com").await;
+    let stranger = app
+        .get_auth(&format!("{base}/{reply_two}/siblings"), &bob.token)
+        .await;
+    assert_eq!(stranger.status(), 404);
+
     // Back to the first swipe.
     let selected =
         body(post(&app, &ann, &format!("{base}/{reply_one}/select"), json!({})).await).await;

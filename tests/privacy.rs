@@ -408,9 +408,15 @@ async fn the_archive_is_a_zip_of_every_file_once_a_day_and_only_for_its_owner() 
         .unwrap();
     assert!(wait > 23 * 3600, "{wait}");
 
-    // Nobody else sees it.
-    let bob = app.register("bob@example.com").await;
+    // The owner's list of archives has it; nobody else sees it.
     let job = status["jobId"].as_str().unwrap();
+    let listed = body(app.get_auth("/api/v1/users/data-exports", &ann.token).await).await;
+    assert_eq!(listed["content"].as_array().unwrap().len(), 1);
+    assert_eq!(listed["content"][0]["jobId"], job);
+    assert_eq!(listed["content"][0]["status"], "ready");
+    let bob = app.register("bob@example.com").await;
+    let theirs = body(app.get_auth("/api/v1/users/data-exports", &bob.token).await).await;
+    assert_eq!(theirs["content"], json!([]));
     assert_error(
         app.get_auth(&format!("/api/v1/users/data-export/{job}"), &bob.token)
             .await,

@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use futures_util::future::BoxFuture;
 use futures_util::stream::BoxStream;
 use serde_json::Value;
+use serde_json::value::RawValue;
 use uuid::Uuid;
 
 /// What a module's [`PersonalData`] answers for: its tables that hold data about users
@@ -23,8 +24,15 @@ pub struct Coverage {
 /// A file's bytes as they are read (from the object store), for an archive to copy.
 pub type FileStream = BoxStream<'static, Result<Bytes, anyhow::Error>>;
 
-/// The items of a long JSON array, read in batches as the archive writes them.
-pub type ItemStream<'a> = BoxStream<'a, anyhow::Result<Value>>;
+/// The items of a long JSON array, read in batches as the archive writes them. Each item
+/// comes serialized already ([`item`]): the module that reads the rows writes them, on the
+/// task that read them, while the archive compresses the previous batch.
+pub type ItemStream<'a> = BoxStream<'a, anyhow::Result<Box<RawValue>>>;
+
+/// One item of an [`ItemStream`]: `value` serialized.
+pub fn item(value: &impl serde::Serialize) -> anyhow::Result<Box<RawValue>> {
+    Ok(serde_json::value::to_raw_value(value)?)
+}
 
 /// Where a module writes its part of someone's export. Paths are relative to the archive's
 /// root (`profile.json`, `conversations/<id>.json`, `media/<id>.png`).
@@ -79,26 +87,31 @@ pub trait PersonalData: Send + Sync {
 
 /// A long array read a batch at a time: `next(after)` gives the items after the cursor
 /// `after` (`None`: from the start), each with its own cursor (its id); an empty batch ends
-/// the array.
+/// the array. The next batch is read (on its own task) while the consumer works through
+/// the current one, so reading and writing overlap; at most two batches are in memory.
 pub fn batched<F, Fut>(next: F) -> ItemStream<'static>
 where
     F: Fn(Option<Uuid>) -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = anyhow::Result<Vec<(Uuid, Value)>>> + Send + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<Vec<(Uuid, Box<RawValue>)>>> + Send + 'static,
 {
     use futures_util::{StreamExt, TryStreamExt};
-    futures_util::stream::try_unfold(Some(None), move |cursor: Option<Option<Uuid>>| {
-        let batch = cursor.map(&next);
-        async move {
-            let Some(batch) = batch else {
-                return Ok::<_, anyhow::Error>(None);
-            };
-            let items = batch.await?;
-            let after = items.last().map(|(id, _)| Some(*id));
-            let values = items
-                .into_iter()
-                .map(|(_, value)| Ok::<_, anyhow::Error>(value));
-            Ok(Some((futures_util::stream::iter(values), after)))
-        }
+    use tokio_util::task::AbortOnDropHandle;
+    let first = AbortOnDropHandle::new(tokio::spawn(next(None)));
+    futures_util::stream::try_unfold((Some(first), next), |(pending, next)| async move {
+        let Some(pending) = pending else {
+            return Ok::<_, anyhow::Error>(None);
+        };
+        let items = pending.await??;
+        let following = items
+            .last()
+            .map(|(id, _)| AbortOnDropHandle::new(tokio::spawn(next(Some(*id)))));
+        let values = items
+            .into_iter()
+            .map(|(_, value)| Ok::<_, anyhow::Error>(value));
+        Ok(Some((
+            futures_util::stream::iter(values),
+            (following, next),
+        )))
     })
     .try_flatten()
     .boxed()

@@ -30,7 +30,11 @@ impl Archive for Kept {
         items: ItemStream<'a>,
     ) -> BoxFuture<'a, anyhow::Result<()>> {
         Box::pin(async move {
-            let items: Vec<Value> = items.try_collect().await?;
+            let items: Vec<Box<serde_json::value::RawValue>> = items.try_collect().await?;
+            let items = items
+                .iter()
+                .map(|item| serde_json::from_str(item.get()))
+                .collect::<Result<Vec<Value>, _>>()?;
             head[key] = Value::Array(items);
             self.json.insert(path.to_owned(), head);
             Ok(())

@@ -56,6 +56,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         web::resource("/conversations/{id}/messages/{message}/stop").route(web::post().to(stop)),
     )
     .service(
+        web::resource("/conversations/{id}/messages/{message}/siblings")
+            .route(web::get().to(siblings)),
+    )
+    .service(
         web::resource("/conversations/{id}/messages/{message}/prompt").route(web::get().to(prompt)),
     )
     .service(
@@ -430,6 +434,16 @@ async fn delete_message(
     let (id, message) = path.into_inner();
     service.delete_message(user.user_id, id, message).await?;
     Ok(HttpResponse::NoContent().finish())
+}
+
+async fn siblings(
+    service: web::Data<Service>,
+    user: AuthUser,
+    path: web::Path<(Uuid, Uuid)>,
+) -> Result<HttpResponse, AppError> {
+    let (id, message) = path.into_inner();
+    let messages = service.siblings(user.user_id, id, message).await?;
+    Ok(HttpResponse::Ok().json(json!({ "messages": messages })))
 }
 
 async fn prompt(

@@ -4,18 +4,25 @@
 use chrono::{DateTime, Utc};
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
+use serde::Serialize;
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::service::Service;
 use super::store::{self, ConversationRow, MessageRow};
 use crate::platform::db::{Db, DbError};
-use crate::platform::personal::{Archive, Coverage, ItemStream, PersonalData, Retention, batched};
+use crate::platform::personal::{
+    Archive, Coverage, ItemStream, PersonalData, Retention, batched, item,
+};
 
 /// Conversations listed, or messages read, per query.
 const READ_BATCH: i64 = 1000;
-/// Messages deleted per statement: short transactions, few statements.
+/// Messages deleted per statement (at most, per conversation): short transactions, few
+/// statements.
 const DELETE_BATCH: i64 = 5000;
+/// Conversations erased together (with at most [`DELETE_BATCH`] messages each left).
+const ERASE_CONVERSATIONS: i64 = 10;
 
 fn conversation(row: &ConversationRow) -> Value {
     json!({
@@ -32,21 +39,41 @@ fn conversation(row: &ConversationRow) -> Value {
     })
 }
 
-fn message(row: MessageRow) -> Value {
-    json!({
-        "id": row.id,
-        "parentId": row.parent_id,
-        "depth": row.depth,
-        "role": row.role,
-        "content": row.content,
-        "status": row.status,
-        "failureCode": row.failure_code,
-        "failureMessage": row.failure_message,
-        "model": row.model,
-        "promptTokens": row.prompt_tokens,
-        "completionTokens": row.completion_tokens,
-        "createdAt": row.created_at,
-        "updatedAt": row.updated_at,
+/// A message as the archive has it (serialized straight from the row: an account can hold
+/// hundreds of thousands).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Message<'a> {
+    id: Uuid,
+    parent_id: Option<Uuid>,
+    depth: i32,
+    role: &'a str,
+    content: &'a str,
+    status: &'a str,
+    failure_code: Option<&'a str>,
+    failure_message: Option<&'a str>,
+    model: Option<&'a str>,
+    prompt_tokens: Option<i32>,
+    completion_tokens: Option<i32>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+fn message(row: &MessageRow) -> anyhow::Result<Box<RawValue>> {
+    item(&Message {
+        id: row.id,
+        parent_id: row.parent_id,
+        depth: row.depth,
+        role: &row.role,
+        content: &row.content,
+        status: &row.status,
+        failure_code: row.failure_code.as_deref(),
+        failure_message: row.failure_message.as_deref(),
+        model: row.model.as_deref(),
+        prompt_tokens: row.prompt_tokens,
+        completion_tokens: row.completion_tokens,
+        created_at: row.created_at,
+        updated_at: row.updated_at,
     })
 }
 
@@ -61,7 +88,7 @@ fn messages(db: Db, conversation: Uuid) -> ItemStream<'static> {
                         .map_err(DbError::from)
                 })
                 .await?;
-            Ok(rows.into_iter().map(|r| (r.id, message(r))).collect())
+            rows.iter().map(|r| Ok((r.id, message(r)?))).collect()
         }
     })
 }
@@ -116,26 +143,39 @@ impl PersonalData for Service {
         .boxed()
     }
 
-    /// Messages in batches (newest first), then the conversations.
+    /// A few conversations at a time: each is trimmed to its oldest [`DELETE_BATCH`]
+    /// messages ([`DELETE_BATCH`] newest at a time), then they go with what is left in
+    /// one statement. Every statement is its own short transaction, and each removes rows
+    /// by a range of the `(conversation, id)` index, as a plain `DELETE` would.
     fn erase(&self, user: Uuid, _pseudonym: Uuid) -> BoxFuture<'_, anyhow::Result<()>> {
         async move {
-            while self
-                .db
-                .run(move |conn| {
-                    store::delete_messages_of(conn, user, DELETE_BATCH).map_err(DbError::from)
-                })
-                .await?
-                > 0
-            {}
-            while self
-                .db
-                .run(move |conn| {
-                    store::delete_conversations_of(conn, user, READ_BATCH).map_err(DbError::from)
-                })
-                .await?
-                > 0
-            {}
-            Ok(())
+            loop {
+                let batch = self
+                    .db
+                    .run(move |conn| {
+                        store::some_conversations_of(conn, user, ERASE_CONVERSATIONS)
+                            .map_err(DbError::from)
+                    })
+                    .await?;
+                if batch.is_empty() {
+                    return Ok(());
+                }
+                for &id in &batch {
+                    while self
+                        .db
+                        .run(move |conn| {
+                            store::trim_conversation(conn, id, DELETE_BATCH).map_err(DbError::from)
+                        })
+                        .await?
+                        > 0
+                    {}
+                }
+                self.db
+                    .run(move |conn| {
+                        store::delete_conversations(conn, &batch).map_err(DbError::from)
+                    })
+                    .await?;
+            }
         }
         .boxed()
     }

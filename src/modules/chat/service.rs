@@ -29,6 +29,9 @@ pub const MAX_TITLE: usize = 200;
 pub const MAX_PAGE: i64 = 200;
 /// How far up the branch a prompt looks (the context window usually ends it sooner).
 const PROMPT_HISTORY: i64 = 400;
+/// Siblings listed for a message (`GET …/messages/{m}/siblings`): far more swipes than anyone
+/// flips through.
+pub const MAX_SIBLINGS: i64 = 200;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ChatError {
@@ -518,6 +521,31 @@ impl Service {
                     conversation.into(),
                     page.into_iter().map(MessageView::from).collect(),
                 ))
+            })
+            .await
+    }
+
+    /// `message` and its siblings (its swipes, or the other versions of an edited
+    /// message), oldest first, each with its place among them: what a client needs to
+    /// flip between them and `select` one. At most [`MAX_SIBLINGS`].
+    pub async fn siblings(
+        &self,
+        user: Uuid,
+        id: Uuid,
+        message: Uuid,
+    ) -> Result<Vec<MessageView>, ChatError> {
+        self.conversation(user, id).await?;
+        self.db
+            .run(move |conn| {
+                let target = store::find_message(conn, id, message)?.ok_or(ChatError::NotFound)?;
+                let rows = store::sibling_rows(conn, id, target.parent_id, MAX_SIBLINGS)?;
+                let count = rows.len() as i64;
+                Ok::<_, ChatError>(
+                    rows.into_iter()
+                        .enumerate()
+                        .map(|(index, row)| MessageView::new(row, count, index as i64))
+                        .collect::<Vec<_>>(),
+                )
             })
             .await
     }

@@ -454,6 +454,25 @@ pub fn siblings(
     }
 }
 
+/// `parent`'s children (roots when `None`), oldest first, at most `limit`.
+pub fn sibling_rows(
+    conn: &mut PgConnection,
+    conversation: Uuid,
+    parent: Option<Uuid>,
+    limit: i64,
+) -> QueryResult<Vec<MessageRow>> {
+    let query = messages::table
+        .filter(messages::conversation_id.eq(conversation))
+        .select(MessageRow::as_select())
+        .order(messages::id)
+        .limit(limit)
+        .into_boxed();
+    match parent {
+        Some(parent) => query.filter(messages::parent_id.eq(parent)).load(conn),
+        None => query.filter(messages::parent_id.is_null()).load(conn),
+    }
+}
+
 #[derive(QueryableByName)]
 struct Id {
     #[diesel(sql_type = SqlUuid)]
@@ -711,34 +730,44 @@ pub fn messages_after(
         .load(conn)
 }
 
-/// Deletes up to `limit` messages of `user`'s conversations, newest first (so a parent
-/// rarely goes before its replies); returns how many went, cascades included.
-pub fn delete_messages_of(conn: &mut PgConnection, user: Uuid, limit: i64) -> QueryResult<usize> {
-    diesel::sql_query(
-        "DELETE FROM chat.messages WHERE id IN ( \
-             SELECT m.id FROM chat.conversations c \
-             CROSS JOIN LATERAL ( \
-                 SELECT id FROM chat.messages WHERE conversation_id = c.id \
-                 ORDER BY id DESC LIMIT $2) m \
-             WHERE c.user_id = $1 LIMIT $2)",
+/// Deletes the newest messages of `conversation` that lie above its newest `keep`:
+/// nothing when it holds `keep` or fewer. Newest first, so a message rarely goes before
+/// its replies (each would take its subtree along through the cascade). Returns how many
+/// went, cascades included.
+pub fn trim_conversation(
+    conn: &mut PgConnection,
+    conversation: Uuid,
+    keep: i64,
+) -> QueryResult<usize> {
+    Prepared(
+        diesel::sql_query(
+            "DELETE FROM chat.messages WHERE conversation_id = $1 AND id > ( \
+               SELECT id FROM chat.messages WHERE conversation_id = $1 \
+               ORDER BY id DESC OFFSET $2 LIMIT 1)",
+        )
+        .bind::<SqlUuid, _>(conversation)
+        .bind::<BigInt, _>(keep),
     )
-    .bind::<SqlUuid, _>(user)
-    .bind::<BigInt, _>(limit)
     .execute(conn)
 }
 
-/// Deletes up to `limit` of `user`'s conversations (with any messages left in them).
-pub fn delete_conversations_of(
+/// Up to `limit` of `user`'s conversations.
+pub fn some_conversations_of(
     conn: &mut PgConnection,
     user: Uuid,
     limit: i64,
-) -> QueryResult<usize> {
-    let batch: Vec<Uuid> = conversations::table
+) -> QueryResult<Vec<Uuid>> {
+    conversations::table
         .filter(conversations::user_id.eq(user))
         .select(conversations::id)
+        .order(conversations::id)
         .limit(limit)
-        .load(conn)?;
-    diesel::delete(conversations::table.filter(conversations::id.eq_any(batch))).execute(conn)
+        .load(conn)
+}
+
+/// Deletes conversations `ids` with their messages (by the foreign keys' cascade).
+pub fn delete_conversations(conn: &mut PgConnection, ids: &[Uuid]) -> QueryResult<usize> {
+    diesel::delete(conversations::table.filter(conversations::id.eq_any(ids))).execute(conn)
 }
 
 /// `users`' conversations that hold a message written before `before`: (id, whether every

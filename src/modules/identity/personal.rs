@@ -12,7 +12,7 @@ use super::store::{self, AuditRow};
 use super::{AuditEntry, Outcome, audit};
 use crate::platform::db::DbError;
 use crate::platform::http::user_key;
-use crate::platform::personal::{Archive, Coverage, PersonalData, batched};
+use crate::platform::personal::{Archive, Coverage, PersonalData, batched, item};
 
 /// Rows read or changed per statement.
 const BATCH: i64 = 1000;
@@ -113,7 +113,9 @@ impl PersonalData for Service {
                             store::audit_of(conn, user, after, BATCH).map_err(DbError::from)
                         })
                         .await?;
-                    Ok(rows.into_iter().map(|r| (r.id, event(r, user))).collect())
+                    rows.into_iter()
+                        .map(|r| Ok((r.id, item(&event(r, user))?)))
+                        .collect()
                 }
             });
             archive

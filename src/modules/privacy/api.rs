@@ -24,6 +24,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route(web::get().to(export_now))
             .route(web::post().to(request_export)),
     )
+    .service(web::resource("/users/data-exports").route(web::get().to(recent_exports)))
     .service(web::resource("/users/data-export/{id}").route(web::get().to(export_status)))
     .service(web::resource("/users/data-export/{id}/download").route(web::get().to(download)))
     .service(web::resource("/users/account").route(web::delete().to(delete_account)))
@@ -111,6 +112,14 @@ async fn request_export(
             format!("/api/v1/users/data-export/{}", row.id),
         ))
         .json(status(&row)))
+}
+
+async fn recent_exports(
+    service: web::Data<Service>,
+    user: AuthUser,
+) -> Result<HttpResponse, AppError> {
+    let rows = service.recent_exports(user.user_id).await?;
+    Ok(HttpResponse::Ok().json(json!({ "content": rows.iter().map(status).collect::<Vec<_>>() })))
 }
 
 async fn export_status(

@@ -89,8 +89,11 @@ impl Archive for JsonExport {
             let mut array = Vec::new();
             while let Some(item) = items.next().await {
                 let item = item?;
-                self.count(&item)?;
-                array.push(item);
+                self.size += item.get().len() as u64;
+                if self.size > self.limit {
+                    return Err(TooLarge(self.limit).into());
+                }
+                array.push(serde_json::from_str::<Value>(item.get())?);
             }
             document.insert(key.to_owned(), Value::Array(array));
             self.files.insert(path.to_owned(), Value::Object(document));
@@ -140,12 +143,18 @@ impl Write for Pending {
 const PARTS_IN_FLIGHT: usize = 2;
 /// Hand the upload what the writer produced once this much is waiting.
 const HAND_OVER: usize = 256 * 1024;
+/// Serialized JSON handed to the ZIP writer at a time.
+const BUFFER: usize = 64 * 1024;
 
 /// A ZIP written straight into a multipart upload. JSON is compressed (deflate, fast
 /// level); files are stored as they are (pictures and sounds are compressed already).
 /// What is in memory at any time: the part being filled, the parts in flight, one item.
 pub struct ZipExport {
     zip: ZipWriter<StreamWriter<Pending>>,
+    /// What the current file's JSON serializes into, handed to the ZIP writer in large
+    /// pieces: the compressor does a fixed amount of work per write, so serde's many small
+    /// writes must not reach it one by one.
+    buffer: Vec<u8>,
     pending: Pending,
     upload: WriteMultipart,
     /// Every path written, for the README.
@@ -170,6 +179,7 @@ impl ZipExport {
         let pending = Pending::default();
         Self {
             zip: ZipWriter::new_stream(pending.clone()),
+            buffer: Vec::with_capacity(BUFFER),
             pending,
             upload,
             paths: Vec::new(),
@@ -191,7 +201,18 @@ impl ZipExport {
         Ok(())
     }
 
+    /// Hands the buffered JSON to the ZIP writer once there is enough (or `all`).
+    fn spill(&mut self, all: bool) -> anyhow::Result<()> {
+        if !self.buffer.is_empty() && (all || self.buffer.len() >= BUFFER) {
+            self.zip.write_all(&self.buffer)?;
+            self.buffer.clear();
+        }
+        Ok(())
+    }
+
+    /// Ends the file being written (its buffered JSON goes first) and starts the next.
     fn start(&mut self, path: &str, options: SimpleFileOptions) -> anyhow::Result<()> {
+        self.spill(true)?;
         self.zip.start_file(path, options)?;
         self.paths.push(path.to_owned());
         Ok(())
@@ -200,12 +221,14 @@ impl ZipExport {
     /// A text file (the README).
     pub async fn text(&mut self, path: &str, text: &str) -> anyhow::Result<()> {
         self.start(path, json_options())?;
-        self.zip.write_all(text.as_bytes())?;
+        self.buffer.extend_from_slice(text.as_bytes());
+        self.spill(false)?;
         self.drain(false).await
     }
 
     /// Writes the central directory and completes the upload.
-    pub async fn finish(self) -> anyhow::Result<u64> {
+    pub async fn finish(mut self) -> anyhow::Result<u64> {
+        self.spill(true)?;
         let Self {
             zip,
             pending,
@@ -234,7 +257,8 @@ impl Archive for ZipExport {
     fn json<'a>(&'a mut self, path: &'a str, value: Value) -> BoxFuture<'a, anyhow::Result<()>> {
         async move {
             self.start(path, json_options())?;
-            serde_json::to_writer_pretty(&mut self.zip, &value)?;
+            serde_json::to_writer_pretty(&mut self.buffer, &value)?;
+            self.spill(false)?;
             self.drain(false).await
         }
         .boxed()
@@ -255,26 +279,28 @@ impl Archive for ZipExport {
                 _ => Map::new(),
             };
             members.remove(key);
-            self.zip.write_all(b"{")?;
+            self.buffer.push(b'{');
             for (name, value) in &members {
-                serde_json::to_writer(&mut self.zip, name)?;
-                self.zip.write_all(b":")?;
-                serde_json::to_writer(&mut self.zip, value)?;
-                self.zip.write_all(b",")?;
+                serde_json::to_writer(&mut self.buffer, name)?;
+                self.buffer.push(b':');
+                serde_json::to_writer(&mut self.buffer, value)?;
+                self.buffer.push(b',');
             }
-            serde_json::to_writer(&mut self.zip, key)?;
-            self.zip.write_all(b":[")?;
+            serde_json::to_writer(&mut self.buffer, key)?;
+            self.buffer.extend_from_slice(b":[");
             let mut first = true;
             while let Some(item) = items.next().await {
                 let item = item?;
                 if !first {
-                    self.zip.write_all(b",\n")?;
+                    self.buffer.extend_from_slice(b",\n");
                 }
                 first = false;
-                serde_json::to_writer(&mut self.zip, &item)?;
+                self.buffer.extend_from_slice(item.get().as_bytes());
+                self.spill(false)?;
                 self.drain(false).await?;
             }
-            self.zip.write_all(b"]}")?;
+            self.buffer.extend_from_slice(b"]}");
+            self.spill(false)?;
             self.drain(false).await
         }
         .boxed()

@@ -29,6 +29,8 @@ pub const RETENTION_JOB: &str = "privacy.retention";
 pub const EXPORT_ATTEMPTS: i32 = 5;
 /// Users handed to a retention rule at a time.
 const RETENTION_BATCH: i64 = 500;
+/// Exports listed by `GET /users/data-exports`.
+const RECENT_EXPORTS: i64 = 20;
 
 /// The consent purposes, in the order the API lists them.
 pub const PURPOSES: [&str; 3] = ["marketing", "analytics", "tracking"];
@@ -197,6 +199,16 @@ impl Service {
             .await?;
         row.filter(|r| r.user_id == user)
             .ok_or_else(AppError::not_found)
+    }
+
+    /// The caller's latest exports (what a profile page lists), newest first.
+    pub async fn recent_exports(&self, user: Uuid) -> Result<Vec<ExportRow>, AppError> {
+        Ok(self
+            .db
+            .run(move |conn| {
+                store::recent_exports(conn, user, RECENT_EXPORTS).map_err(DbError::from)
+            })
+            .await?)
     }
 
     /// Writes the archive of export `id` (the job). Every attempt starts the archive over;
@@ -393,8 +405,10 @@ impl Service {
             return Ok(());
         };
         for share in self.shares.iter() {
+            let started = std::time::Instant::now();
             share.erase(user, row.pseudonym).await?;
             let name = share.name();
+            tracing::info!(erasure = %id, step = name, elapsed_ms = started.elapsed().as_millis() as u64, "erasure step done");
             self.db
                 .run(move |conn| store::erasure_step_done(conn, id, name).map_err(DbError::from))
                 .await?;

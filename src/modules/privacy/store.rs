@@ -154,6 +154,20 @@ pub fn exports_of(conn: &mut PgConnection, user: Uuid) -> QueryResult<Vec<Export
         .load(conn)
 }
 
+/// `user`'s latest `limit` exports, newest first.
+pub fn recent_exports(
+    conn: &mut PgConnection,
+    user: Uuid,
+    limit: i64,
+) -> QueryResult<Vec<ExportRow>> {
+    exports::table
+        .filter(exports::user_id.eq(user))
+        .order(exports::created_at.desc())
+        .limit(limit)
+        .select(ExportRow::as_select())
+        .load(conn)
+}
+
 pub fn start_export(conn: &mut PgConnection, id: Uuid) -> QueryResult<usize> {
     diesel::update(exports::table.find(id))
         .filter(exports::state.eq_any(["queued", "running"]))
