@@ -177,6 +177,13 @@ impl ApplicationBuilder {
             let media = media.clone();
             let privacy = privacy.clone();
             let api_routes = self.api_routes;
+            let web_client = http::WebClient::load(
+                &settings.server.static_dir,
+                &[(
+                    "deletion-grace-days",
+                    settings.privacy.deletion_grace_days.to_string(),
+                )],
+            )?;
             let mut server = HttpServer::new(move || {
                 let api_routes = api_routes.clone();
                 let identity = identity.clone();
@@ -184,6 +191,7 @@ impl ApplicationBuilder {
                 let chat = chat.clone();
                 let media = media.clone();
                 let privacy = privacy.clone();
+                let web_client = web_client.clone();
                 App::new()
                     .app_data(web::Data::new(platform.clone()))
                     .app_data(web::Data::from(platform.tokens.clone()))
@@ -214,11 +222,7 @@ impl ApplicationBuilder {
                             })
                             .default_service(web::to(http::not_found)),
                     )
-                    .service(
-                        actix_files::Files::new("/", "static")
-                            .index_file("index.html")
-                            .default_handler(web::to(http::not_found)),
-                    )
+                    .configure(|cfg| web_client.routes(cfg))
                     .default_service(web::to(http::not_found))
             })
             // Streamed replies are many small writes: send each at once (no Nagle delay).

@@ -90,6 +90,8 @@ pub struct ServerSettings {
     pub workers: usize,
     /// Where people reach the site; links in emails start with it.
     pub public_url: String,
+    /// The browser client's directory (`index.html` and `assets/`).
+    pub static_dir: std::path::PathBuf,
 }
 
 #[derive(Debug, Clone, Deserialize)]

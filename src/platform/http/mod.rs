@@ -1,6 +1,7 @@
 //! HTTP plumbing shared by every module: the error envelope, extractor configuration,
 //! authentication, and the middleware stack.
 
+mod assets;
 mod auth;
 mod client;
 mod error;
@@ -9,6 +10,7 @@ mod limit;
 mod middleware;
 mod validate;
 
+pub use assets::WebClient;
 pub use auth::{
     AccessClaims, AuthUser, KeyError, MaybeUser, Role, SessionCheck, TokenKeys, bearer_token,
 };

@@ -1,0 +1,245 @@
+// The browser client, end to end: Debian's Chromium (headless, driven by playwright-core)
+// against the real server (BASE_URL) with the built-in reply engine. One person's whole
+// path through the product; screenshots of the main screens go to SCREENSHOTS. Any
+// console error or uncaught exception in the page fails the test.
+
+import assert from 'node:assert/strict';
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, test } from 'node:test';
+import { chromium } from 'playwright-core';
+
+const BASE = process.env.BASE_URL;
+const SHOTS = process.env.SCREENSHOTS || 'target/e2e';
+const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
+assert.ok(BASE, 'BASE_URL names the running server');
+mkdirSync(SHOTS, { recursive: true });
+
+let browser;
+let context;
+let page;
+const problems = [];
+/// Refusals a step provokes on purpose (the browser logs every 4xx answer as an error).
+const expected = [];
+
+function watch(p) {
+  p.on('console', (message) => {
+    if (message.type() !== 'error') return;
+    const where = message.location().url || '';
+    const index = expected.findIndex((e) => where.includes(e.path) && message.text().includes(`status of ${e.status}`));
+    if (index >= 0) expected.splice(index, 1);
+    else problems.push(`console: ${message.text()} (${where})`);
+  });
+  p.on('pageerror', (error) => problems.push(`page error: ${error.message}`));
+}
+
+async function shot(name) {
+  await page.screenshot({ path: join(SHOTS, `${name}.png`), fullPage: false });
+}
+
+before(async () => {
+  browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: ['--no-sandbox'] });
+  context = await browser.newContext({ viewport: { width: 1280, height: 800 }, acceptDownloads: true });
+  page = await context.newPage();
+  page.setDefaultTimeout(15_000);
+  watch(page);
+});
+
+after(async () => {
+  await browser?.close();
+});
+
+const email = `e2e-${Date.now()}@example.com`;
+const password = 'correct horse battery staple';
+
+/// The token frames the page receives over its WebSocket, by message id.
+const tokens = new Map();
+function listenToSocket(p) {
+  p.on('websocket', (socket) => {
+    socket.on('framereceived', ({ payload }) => {
+      let frame;
+      try {
+        frame = JSON.parse(payload);
+      } catch {
+        return;
+      }
+      if (frame.type === 'token') {
+        if (!tokens.has(frame.messageId)) tokens.set(frame.messageId, []);
+        tokens.get(frame.messageId).push(frame);
+      }
+    });
+  });
+}
+
+test('a person uses the whole product from the browser', async (t) => {
+  listenToSocket(page);
+  // Each step builds on the one before: after a failure the rest are reported as skipped
+  // (the test has failed already).
+  let failed = false;
+  const step = (name, fn) =>
+    t.test(name, { skip: failed && 'an earlier step failed' }, async () => {
+      try {
+        await fn();
+      } catch (error) {
+        failed = true;
+        throw error;
+      }
+    });
+
+  await step('the page is served with its assets cached by version', async () => {
+    const response = await page.goto(BASE);
+    assert.equal(response.status(), 200);
+    assert.equal(response.headers()['cache-control'], 'no-cache');
+    assert.match(response.headers()['content-security-policy'], /script-src 'self'/);
+    const script = await page.locator('script[type=module]').getAttribute('src');
+    assert.match(script, /^\/assets\/[0-9a-f]{12}\/app\.js$/);
+    const asset = await page.request.get(BASE + script);
+    assert.match(asset.headers()['cache-control'], /immutable/);
+  });
+
+  await step('register', async () => {
+    await page.getByRole('link', { name: 'Join', exact: true }).click();
+    await page.getByLabel('Display name').fill('Robin');
+    await page.getByLabel('Email').fill(email);
+    await page.getByLabel('Password').fill(password);
+    await shot('register');
+    await page.getByRole('button', { name: 'Create account' }).click();
+    await page.getByRole('heading', { name: 'Discover characters' }).waitFor();
+    await page.locator('.account-name', { hasText: 'Robin' }).waitFor();
+  });
+
+  let characterName;
+  await step('browse the catalog, search it and open a character', async () => {
+    const cards = page.locator('.character-card');
+    await cards.first().waitFor();
+    assert.ok((await cards.count()) > 1, 'the starter characters are listed');
+    await shot('catalog');
+    characterName = (await cards.first().locator('.card-title').textContent()).trim();
+    const all = await page.locator('.count').textContent();
+    await page.getByLabel('Search characters').fill(characterName);
+    await page.locator('.count').filter({ hasNotText: all }).waitFor();
+    assert.equal((await cards.first().locator('.card-title').textContent()).trim(), characterName);
+    await page.locator('.character-card', { hasText: characterName }).first().click();
+    await page.getByRole('heading', { level: 1, name: characterName }).waitFor();
+    await page.getByRole('radio', { name: '4 stars' }).click();
+    await page.locator('.rating-summary', { hasText: '1 rating' }).waitFor();
+    await shot('character');
+  });
+
+  let conversationUrl;
+  await step('start a conversation and watch a reply stream in', async () => {
+    await page.getByRole('button', { name: `Talk with ${characterName}` }).click();
+    await page.locator('.message.assistant').first().waitFor();
+    conversationUrl = page.url();
+    assert.match(conversationUrl, /#\/chats\/[0-9a-f-]{36}$/);
+    await page.getByLabel('Your message').fill('Hello! What do you like to do on a rainy evening?');
+    await page.getByLabel('Your message').press('Enter');
+    await page.locator('.message.user', { hasText: 'rainy evening' }).waitFor();
+    const reply = page.locator('.message.assistant').last();
+    await reply.locator('.message-content').filter({ hasText: /\S/ }).waitFor();
+    await page.locator('.message.assistant.streaming').waitFor({ state: 'detached', timeout: 30_000 });
+    assert.equal(await reply.getAttribute('data-status'), 'complete');
+    const id = await reply.getAttribute('data-id');
+    const frames = tokens.get(id) || [];
+    assert.ok(frames.length > 3, `the reply came in pieces over the WebSocket (${frames.length})`);
+    const text = frames.map((f) => f.delta).join('');
+    assert.equal((await reply.locator('.message-content').textContent()), text);
+    assert.match(await reply.locator('.model').textContent(), /./, 'the reply says which engine wrote it');
+    await shot('chat');
+  });
+
+  let firstReply;
+  await step('regenerate, then swipe back to the first version', async () => {
+    const reply = page.locator('.message.assistant').last();
+    firstReply = await reply.locator('.message-content').textContent();
+    await reply.getByRole('button', { name: 'Regenerate' }).click();
+    const swipes = page.locator('.message.assistant').last().locator('.swipe-count');
+    await swipes.filter({ hasText: '2/2' }).waitFor();
+    await page.locator('.message.assistant.streaming').waitFor({ state: 'detached', timeout: 30_000 });
+    await shot('regenerated');
+    await page.locator('.message.assistant').last().getByRole('button', { name: 'Previous version' }).click();
+    await swipes.filter({ hasText: '1/2' }).waitFor();
+    assert.equal(await page.locator('.message.assistant').last().locator('.message-content').textContent(), firstReply);
+  });
+
+  await step('after a reload the conversation is still there, as it was', async () => {
+    await page.reload();
+    await page.locator('.conversation-item').first().waitFor();
+    assert.ok((await page.locator('.conversation-item', { hasText: characterName }).count()) >= 1);
+    await page.locator('.message.assistant').last().waitFor();
+    assert.equal(await page.locator('.message.assistant').last().locator('.message-content').textContent(), firstReply);
+    await page.locator('.message.assistant').last().locator('.swipe-count', { hasText: '1/2' }).waitFor();
+    assert.equal(page.url(), conversationUrl);
+  });
+
+  await step('upload an avatar on the profile', async () => {
+    await page.getByRole('link', { name: 'Robin', exact: true }).click();
+    await page.getByRole('heading', { name: 'Your profile' }).waitFor();
+    await page.locator('progress').waitFor();
+    const png = await page.evaluate(() => {
+      const canvas = document.createElement('canvas');
+      canvas.width = 96;
+      canvas.height = 96;
+      const g = canvas.getContext('2d');
+      g.fillStyle = '#6d4aff';
+      g.fillRect(0, 0, 96, 96);
+      g.fillStyle = '#ffd166';
+      g.beginPath();
+      g.arc(48, 48, 30, 0, Math.PI * 2);
+      g.fill();
+      return canvas.toDataURL('image/png').split(',')[1];
+    });
+    await page.getByLabel('Picture').setInputFiles({ name: 'me.png', mimeType: 'image/png', buffer: Buffer.from(png, 'base64') });
+    await page.getByRole('button', { name: 'Save profile' }).click();
+    await page.locator('.toast', { hasText: 'Profile saved.' }).waitFor();
+    await page.locator('.account-link .avatar img').waitFor();
+    await shot('profile');
+  });
+
+  await step('request an export and download it when ready', async () => {
+    await page.getByRole('button', { name: 'Request an archive' }).click();
+    const ready = page.locator('.export[data-status=ready]');
+    await ready.waitFor({ timeout: 60_000 });
+    const [download] = await Promise.all([page.waitForEvent('download'), ready.getByRole('button', { name: 'Download' }).click()]);
+    const path = await download.path();
+    const { readFileSync } = await import('node:fs');
+    const zip = readFileSync(path);
+    assert.equal(zip.subarray(0, 2).toString(), 'PK', 'a ZIP archive');
+    await page.locator('.export').first().scrollIntoViewIfNeeded();
+    await shot('export');
+  });
+
+  await step('delete the account', async () => {
+    await page.getByText(/grace period of \d+ days/).waitFor();
+    const closing = page.locator('section', { has: page.getByRole('heading', { name: 'Delete your account' }) });
+    await closing.getByLabel('Password').fill(password);
+    await closing.getByLabel(/I understand/).check();
+    await closing.scrollIntoViewIfNeeded();
+    await shot('delete-account');
+    await closing.getByRole('button', { name: 'Delete my account' }).click();
+    await page.getByRole('heading', { name: 'Welcome back' }).waitFor();
+    await page.locator('.toast', { hasText: 'Your account is closed' }).waitFor();
+    // Signing in now says the account waits for its erasure (403) and offers the restore.
+    expected.push({ path: '/api/v1/auth/login', status: 403 });
+    await page.getByLabel('Email').fill(email);
+    await page.getByLabel('Password').fill(password);
+    await page.getByRole('button', { name: 'Sign in' }).click();
+    await page.getByRole('link', { name: 'Restore it' }).waitFor();
+  });
+
+  await step('at phone width the catalog and a conversation fit the screen', async () => {
+    const phone = await browser.newContext({ viewport: { width: 390, height: 844 }, isMobile: true, hasTouch: true });
+    const small = await phone.newPage();
+    watch(small);
+    await small.goto(BASE);
+    await small.locator('.character-card').first().waitFor();
+    const overflow = await small.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+    assert.ok(overflow <= 0, `no sideways scrolling (${overflow}px)`);
+    await small.screenshot({ path: join(SHOTS, 'phone-catalog.png') });
+    await phone.close();
+  });
+
+  assert.deepEqual(problems, [], 'no console errors');
+  // The refusal provoked on purpose was logged, and seen: the watch works.
+  assert.deepEqual(expected, [], 'every provoked refusal showed in the console');
+});
