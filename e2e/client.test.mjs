@@ -4,7 +4,8 @@
 // console error or uncaught exception in the page fails the test.
 
 import assert from 'node:assert/strict';
-import { mkdirSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { chromium } from 'playwright-core';
@@ -51,6 +52,15 @@ after(async () => {
 
 const email = `e2e-${Date.now()}@example.com`;
 const password = 'correct horse battery staple';
+
+/// Runs a command (psql, the server's CLI); its error output becomes the error's message.
+function run(command, args) {
+  try {
+    execFileSync(command, args, { stdio: ['ignore', 'ignore', 'pipe'], encoding: 'utf8' });
+  } catch (error) {
+    throw new Error(`${command} ${args[0]} failed: ${error.stderr}`);
+  }
+}
 
 /// The token frames the page receives over its WebSocket, by message id.
 const tokens = new Map();
@@ -172,6 +182,107 @@ test('a person uses the whole product from the browser', async (t) => {
     assert.equal(page.url(), conversationUrl);
   });
 
+  await step('a reply in progress survives a lost connection and resumes without losing text', async () => {
+    const resumes = [];
+    page.on('websocket', (socket) =>
+      socket.on('framesent', ({ payload }) => {
+        if (String(payload).includes('"resume"')) resumes.push(JSON.parse(payload));
+      }),
+    );
+    await page.getByLabel('Your message').fill('Tell me about the sea at night, the boats and the lights.');
+    await page.getByLabel('Your message').press('Enter');
+    const streaming = page.locator('.message.assistant.streaming');
+    await streaming.locator('.message-content').filter({ hasText: /\S/ }).waitFor();
+    await context.setOffline(true);
+    await page.waitForTimeout(700);
+    await context.setOffline(false);
+    await streaming.waitFor({ state: 'detached', timeout: 30_000 });
+    assert.ok(resumes.some((r) => r.afterSeq > 0), `the reply was resumed after the pieces it had: ${JSON.stringify(resumes)}`);
+    const shown = await page.locator('.message.assistant').last().locator('.message-content').textContent();
+    const stored = await page.evaluate(async () => {
+      const api = await import(new URL('api.js', document.querySelector('script[type=module]').src));
+      const id = location.hash.split('/')[2];
+      return (await api.get(`/conversations/${id}/messages?limit=1`)).messages[0].content;
+    });
+    assert.equal(shown, stored, 'exactly the stored reply: nothing lost, nothing twice');
+  });
+
+  await step('older history loads when scrolling up', async () => {
+    const id = page.url().split('/').pop();
+    // 120 more messages below the active leaf, straight into the database.
+    run('psql', [process.env.DATABASE_URL, '-qv', 'ON_ERROR_STOP=1', '-c', `
+      WITH conv AS (SELECT id, active_leaf_id FROM chat.conversations WHERE id = '${id}'),
+      ids AS (SELECT n, gen_random_uuid() AS id FROM generate_series(1, 120) n),
+      ins AS (
+        INSERT INTO chat.messages (id, conversation_id, parent_id, depth, role, content, status)
+        SELECT i.id, conv.id, coalesce(p.id, conv.active_leaf_id),
+               (SELECT depth FROM chat.messages WHERE id = conv.active_leaf_id) + i.n,
+               CASE WHEN i.n % 2 = 1 THEN 'user' ELSE 'assistant' END, 'Seeded message ' || i.n, 'complete'
+        FROM conv, ids i LEFT JOIN ids p ON p.n = i.n - 1
+        RETURNING id)
+      UPDATE chat.conversations SET active_leaf_id = (SELECT id FROM ids WHERE n = 120)
+      WHERE id = '${id}' AND (SELECT count(*) FROM ins) = 120`]);
+    await page.reload();
+    await page.locator('.message', { hasText: 'Seeded message 120' }).waitFor();
+    assert.equal(await page.locator('.message').count(), 50, 'one page at first');
+    const scroller = page.locator('.messages-scroll');
+    const beginning = page.getByText('The beginning of your conversation');
+    for (let i = 0; i < 10 && !(await beginning.isVisible()); i += 1) {
+      await scroller.evaluate((el) => {
+        el.scrollTop = 0;
+      });
+      await page.waitForTimeout(300);
+    }
+    await beginning.waitFor();
+    assert.ok((await page.locator('.message').count()) > 120, 'every page loaded');
+    await page.locator('.message', { hasText: 'rainy evening' }).waitFor();
+    await scroller.evaluate((el) => {
+      el.scrollTop = el.scrollHeight;
+    });
+  });
+
+  await step('premium: create a character, import a card by dropping it, export a card', async () => {
+    run(process.env.COMPANION_BIN, ['admin', 'set-user', '--email', email, '--tier', 'premium']);
+    await page.reload(); // a new token carries the new tier
+    await page.getByRole('link', { name: 'Create', exact: true }).click();
+    await page.getByRole('heading', { name: 'New character' }).waitFor();
+    await page.getByLabel('Name').fill('Juniper');
+    await page.getByLabel('Description').fill('A botanist who talks to her plants and, sometimes, to you.');
+    await page.getByLabel('Greeting').fill('Mind the ferns! Oh, hello there.');
+    await page.getByLabel('Traits').fill('curious, patient');
+    await shot('editor');
+    await page.getByRole('button', { name: 'Create character' }).click();
+    await page.getByRole('heading', { level: 1, name: 'Juniper' }).waitFor();
+    await page.getByText('Mind the ferns!').waitFor();
+
+    await page.getByRole('link', { name: 'Create', exact: true }).click();
+    const card = JSON.stringify({
+      spec: 'chara_card_v2',
+      spec_version: '2.0',
+      data: {
+        name: 'Nova', description: 'A pilot between the stars.', personality: 'bold', scenario: '',
+        first_mes: 'Strap in, {{user}}.', mes_example: '', creator_notes: '', system_prompt: '',
+        post_history_instructions: '', alternate_greetings: [], tags: ['space'], creator: 'e2e',
+        character_version: '1', extensions: {},
+      },
+    });
+    const drop = await page.evaluateHandle((text) => {
+      const transfer = new DataTransfer();
+      transfer.items.add(new File([text], 'nova.json', { type: 'application/json' }));
+      return transfer;
+    }, card);
+    await page.locator('.dropzone').dispatchEvent('drop', { dataTransfer: drop });
+    await page.getByRole('heading', { name: 'Edit Nova' }).waitFor();
+    await page.getByRole('link', { name: 'Cancel' }).click();
+    await page.getByRole('heading', { level: 1, name: 'Nova' }).waitFor();
+    const [download] = await Promise.all([
+      page.waitForEvent('download'),
+      page.getByRole('button', { name: 'Export card (PNG)' }).click(),
+    ]);
+    const png = readFileSync(await download.path());
+    assert.equal(png.subarray(1, 4).toString(), 'PNG');
+  });
+
   await step('upload an avatar on the profile', async () => {
     await page.getByRole('link', { name: 'Robin', exact: true }).click();
     await page.getByRole('heading', { name: 'Your profile' }).waitFor();
@@ -201,9 +312,7 @@ test('a person uses the whole product from the browser', async (t) => {
     const ready = page.locator('.export[data-status=ready]');
     await ready.waitFor({ timeout: 60_000 });
     const [download] = await Promise.all([page.waitForEvent('download'), ready.getByRole('button', { name: 'Download' }).click()]);
-    const path = await download.path();
-    const { readFileSync } = await import('node:fs');
-    const zip = readFileSync(path);
+    const zip = readFileSync(await download.path());
     assert.equal(zip.subarray(0, 2).toString(), 'PK', 'a ZIP archive');
     await page.locator('.export').first().scrollIntoViewIfNeeded();
     await shot('export');
@@ -227,7 +336,7 @@ test('a person uses the whole product from the browser', async (t) => {
     await page.getByRole('link', { name: 'Restore it' }).waitFor();
   });
 
-  await step('at phone width the catalog and a conversation fit the screen', async () => {
+  await step('at phone width the catalog fits the screen', async () => {
     const phone = await browser.newContext({ viewport: { width: 390, height: 844 }, isMobile: true, hasTouch: true });
     const small = await phone.newPage();
     watch(small);
