@@ -437,21 +437,27 @@ pub fn history_statements(conversation: Uuid, user: Uuid, leaf: Uuid, limit: i64
     format!("{find};\n{branch};")
 }
 
+/// `parent`'s children (roots when `None`) in `conversation`, oldest first.
+fn children(conversation: Uuid, parent: Option<Uuid>) -> messages::BoxedQuery<'static, Pg> {
+    let query = messages::table
+        .filter(messages::conversation_id.eq(conversation))
+        .order(messages::id)
+        .into_boxed();
+    match parent {
+        Some(parent) => query.filter(messages::parent_id.eq(parent)),
+        None => query.filter(messages::parent_id.is_null()),
+    }
+}
+
 /// The ids of `parent`'s children (roots when `None`), oldest first.
 pub fn siblings(
     conn: &mut PgConnection,
     conversation: Uuid,
     parent: Option<Uuid>,
 ) -> QueryResult<Vec<Uuid>> {
-    let query = messages::table
-        .filter(messages::conversation_id.eq(conversation))
+    children(conversation, parent)
         .select(messages::id)
-        .order(messages::id)
-        .into_boxed();
-    match parent {
-        Some(parent) => query.filter(messages::parent_id.eq(parent)).load(conn),
-        None => query.filter(messages::parent_id.is_null()).load(conn),
-    }
+        .load(conn)
 }
 
 /// `parent`'s children (roots when `None`), oldest first, at most `limit`.
@@ -461,16 +467,10 @@ pub fn sibling_rows(
     parent: Option<Uuid>,
     limit: i64,
 ) -> QueryResult<Vec<MessageRow>> {
-    let query = messages::table
-        .filter(messages::conversation_id.eq(conversation))
+    children(conversation, parent)
         .select(MessageRow::as_select())
-        .order(messages::id)
         .limit(limit)
-        .into_boxed();
-    match parent {
-        Some(parent) => query.filter(messages::parent_id.eq(parent)).load(conn),
-        None => query.filter(messages::parent_id.is_null()).load(conn),
-    }
+        .load(conn)
 }
 
 #[derive(QueryableByName)]

@@ -41,7 +41,12 @@ impl JsonExport {
     fn count(&mut self, value: &Value) -> anyhow::Result<()> {
         let mut counter = Counter(0);
         serde_json::to_writer(&mut counter, value)?;
-        self.size += counter.0;
+        self.grow(counter.0)
+    }
+
+    /// Adds `bytes` of JSON to the export's size, within its bound.
+    fn grow(&mut self, bytes: u64) -> anyhow::Result<()> {
+        self.size += bytes;
         if self.size > self.limit {
             return Err(TooLarge(self.limit).into());
         }
@@ -89,10 +94,7 @@ impl Archive for JsonExport {
             let mut array = Vec::new();
             while let Some(item) = items.next().await {
                 let item = item?;
-                self.size += item.get().len() as u64;
-                if self.size > self.limit {
-                    return Err(TooLarge(self.limit).into());
-                }
+                self.grow(item.get().len() as u64)?;
                 array.push(serde_json::from_str::<Value>(item.get())?);
             }
             document.insert(key.to_owned(), Value::Array(array));
@@ -148,7 +150,8 @@ const BUFFER: usize = 64 * 1024;
 
 /// A ZIP written straight into a multipart upload. JSON is compressed (deflate, fast
 /// level); files are stored as they are (pictures and sounds are compressed already).
-/// What is in memory at any time: the part being filled, the parts in flight, one item.
+/// What is in memory at any time: the part being filled, the parts in flight, up to 64 KiB
+/// of JSON not compressed yet, and the items the module has read.
 pub struct ZipExport {
     zip: ZipWriter<StreamWriter<Pending>>,
     /// What the current file's JSON serializes into, handed to the ZIP writer in large
@@ -201,6 +204,13 @@ impl ZipExport {
         Ok(())
     }
 
+    /// Passes what was written on: buffered JSON to the compressor, compressed bytes to
+    /// the upload, each once there is enough of it.
+    async fn pass_on(&mut self) -> anyhow::Result<()> {
+        self.spill(false)?;
+        self.drain(false).await
+    }
+
     /// Hands the buffered JSON to the ZIP writer once there is enough (or `all`).
     fn spill(&mut self, all: bool) -> anyhow::Result<()> {
         if !self.buffer.is_empty() && (all || self.buffer.len() >= BUFFER) {
@@ -222,8 +232,7 @@ impl ZipExport {
     pub async fn text(&mut self, path: &str, text: &str) -> anyhow::Result<()> {
         self.start(path, json_options())?;
         self.buffer.extend_from_slice(text.as_bytes());
-        self.spill(false)?;
-        self.drain(false).await
+        self.pass_on().await
     }
 
     /// Writes the central directory and completes the upload.
@@ -258,8 +267,7 @@ impl Archive for ZipExport {
         async move {
             self.start(path, json_options())?;
             serde_json::to_writer_pretty(&mut self.buffer, &value)?;
-            self.spill(false)?;
-            self.drain(false).await
+            self.pass_on().await
         }
         .boxed()
     }
@@ -296,12 +304,10 @@ impl Archive for ZipExport {
                 }
                 first = false;
                 self.buffer.extend_from_slice(item.get().as_bytes());
-                self.spill(false)?;
-                self.drain(false).await?;
+                self.pass_on().await?;
             }
             self.buffer.extend_from_slice(b"]}");
-            self.spill(false)?;
-            self.drain(false).await
+            self.pass_on().await
         }
         .boxed()
     }

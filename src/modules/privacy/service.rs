@@ -408,7 +408,8 @@ impl Service {
             let started = std::time::Instant::now();
             share.erase(user, row.pseudonym).await?;
             let name = share.name();
-            tracing::info!(erasure = %id, step = name, elapsed_ms = started.elapsed().as_millis() as u64, "erasure step done");
+            let elapsed_ms = started.elapsed().as_millis() as u64;
+            tracing::info!(erasure = %id, step = name, elapsed_ms, "erasure step done");
             self.db
                 .run(move |conn| store::erasure_step_done(conn, id, name).map_err(DbError::from))
                 .await?;

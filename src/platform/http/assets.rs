@@ -16,14 +16,17 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use actix_files::NamedFile;
-use actix_web::http::header::{self, CacheControl, CacheDirective, HeaderValue};
+use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse, web};
 use anyhow::Context;
 use sha2::{Digest, Sha256};
 
 use super::AppError;
 
-const YEAR_SECS: u32 = 365 * 24 * 60 * 60;
+/// Assets under the running release's version: a year, never revalidated.
+const IMMUTABLE: &str = "public, max-age=31536000, immutable";
+/// Everything else: kept, but checked with the server before each use.
+const NO_CACHE: &str = "no-cache";
 
 /// The loaded client: its version and its `index.html` pointing at that version.
 #[derive(Debug, Clone)]
@@ -95,7 +98,7 @@ impl WebClient {
                 web::scope("")
                     .wrap(
                         actix_web::middleware::DefaultHeaders::new()
-                            .add((header::CACHE_CONTROL, HeaderValue::from_static("no-cache"))),
+                            .add((header::CACHE_CONTROL, HeaderValue::from_static(NO_CACHE))),
                     )
                     .service(
                         actix_files::Files::new("/", &self.root)
@@ -128,7 +131,7 @@ fn collect(dir: &Path, files: &mut Vec<PathBuf>) -> std::io::Result<()> {
 async fn index(client: web::Data<WebClient>) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/html; charset=utf-8")
-        .insert_header(CacheControl(vec![CacheDirective::NoCache]))
+        .insert_header((header::CACHE_CONTROL, NO_CACHE))
         .body(client.index.clone())
 }
 
@@ -170,19 +173,14 @@ async fn asset(
     .and_then(Result::ok)
     .ok_or_else(AppError::not_found)?;
     let cache = if version == client.version {
-        CacheControl(vec![
-            CacheDirective::Public,
-            CacheDirective::MaxAge(YEAR_SECS),
-            CacheDirective::Extension("immutable".into(), None),
-        ])
+        IMMUTABLE
     } else {
-        CacheControl(vec![CacheDirective::NoCache])
+        NO_CACHE
     };
     let mut response = file.into_response(&req);
-    response.headers_mut().insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_str(&cache.to_string()).map_err(|_| AppError::not_found())?,
-    );
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
     Ok(response)
 }
 

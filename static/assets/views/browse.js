@@ -28,6 +28,17 @@ export function characterCard(character) {
   );
 }
 
+/// Fills `select` with the categories (after its first option), `current` chosen;
+/// `counts` adds each one's number of public characters.
+export function categoryOptions(select, current, counts = false) {
+  get('/categories', { auth: false })
+    .then((categories) => {
+      for (const c of categories) select.append(h('option', { value: c.id }, counts ? `${c.name} (${c.characterCount})` : c.name));
+      select.value = current || '';
+    })
+    .catch(() => {});
+}
+
 export async function render(root, { query }) {
   const state = {
     search: query.get('search') || '',
@@ -65,14 +76,7 @@ export async function render(root, { query }) {
     sentinel,
   );
 
-  get('/categories', { auth: false })
-    .then((categories) => {
-      for (const category of categories) {
-        categorySelect.append(h('option', { value: category.id }, `${category.name} (${category.characterCount})`));
-      }
-      categorySelect.value = state.category;
-    })
-    .catch(() => {});
+  categoryOptions(categorySelect, state.category, true);
 
   let generation = 0;
   async function load(reset) {

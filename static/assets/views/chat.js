@@ -333,7 +333,6 @@ class Conversation {
     const index = this.messages.findIndex((m) => m.id === message.id);
     if (index >= 0) {
       this.messages[index] = message;
-      this.decorate(message, this.nodes.get(message.id));
       this.nodes.get(message.id).content.textContent = message.content;
     } else {
       this.place(message);
@@ -492,15 +491,15 @@ export async function render(root, { params: [id] }) {
     pane.append(empty('Choose a conversation', 'Or start a new one from a character’s page.', h('a.button', { href: '#/' }, 'Discover characters')));
   } else {
     pane.append(spinner('Opening the conversation…'));
-    conversation = new Conversation(id, () => {});
+    // New messages refresh the list's previews and order, at most every 1.5 s.
+    let timer = null;
+    conversation = new Conversation(id, () => {
+      clearTimeout(timer);
+      timer = setTimeout(() => list.reload(), 1500);
+    });
     try {
       clear(pane);
       await conversation.mount(pane);
-      let timer = null;
-      conversation.onActivity = () => {
-        clearTimeout(timer);
-        timer = setTimeout(() => list.reload(), 1500);
-      };
     } catch (error) {
       clear(pane, errorBox(error), h('p', h('a', { href: '#/chats' }, 'All conversations')));
       conversation = null;

@@ -3,6 +3,7 @@
 import { get, post, request, user } from '../api.js';
 import { navigate } from '../app.js';
 import { avatar, busy, clear, errorBox, field, h, showFormError, toast, toastError } from '../ui.js';
+import { categoryOptions } from './browse.js';
 
 const list = (text) =>
   text
@@ -104,12 +105,7 @@ export async function render(root, { params: [id] }) {
     clear(preview, h('span.avatar.xl', h('img', { src: url, alt: 'Chosen picture' })));
   });
   const categorySelect = h('select', { name: 'category' }, h('option', { value: '' }, 'Choose…'));
-  get('/categories', { auth: false })
-    .then((categories) => {
-      for (const c of categories) categorySelect.append(h('option', { value: c.id }, c.name));
-      categorySelect.value = character.category || '';
-    })
-    .catch(() => {});
+  categoryOptions(categorySelect, character.category);
   const visibility = h(
     'select',
     { name: 'visibility' },
