@@ -36,7 +36,9 @@ TOOL=target/release/examples/chat_bench
 export COMPANION_ENV=production COMPANION__AUTH__JWT_SECRET=bench-secret-bench-secret-bench-secret-0
 export COMPANION__STORAGE__URL="file://$ROOT/.local/bench-objects" COMPANION__SERVER__HOST=127.0.0.1
 export COMPANION__MAIL__TRANSPORT=log RUST_LOG=warn
-for limit in ANONYMOUS FREE LOGIN REGISTER; do export "COMPANION__RATELIMIT__${limit}_PER_MINUTE=0"; done
+for limit in ANONYMOUS LOGIN REGISTER; do export "COMPANION__RATELIMIT__${limit}_PER_MINUTE=0"; done
+export COMPANION__PLANS__FREE__REQUESTS_PER_MINUTE=0
+export COMPANION__PLANS__FREE__MONTHLY_TOKENS=0
 "$BIN" migrate >/dev/null
 
 WORK=$(mktemp -d)

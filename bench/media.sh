@@ -29,8 +29,9 @@ export COMPANION_ENV=production COMPANION__AUTH__JWT_SECRET=bench-secret-bench-s
 export COMPANION__STORAGE__URL="file://$STORE" COMPANION__SERVER__HOST=127.0.0.1
 export COMPANION__SERVER__PORT=$PORT_APP COMPANION__MAIL__TRANSPORT=log RUST_LOG=warn
 # No quota for the run (a free account holds 100 MiB in all).
-export COMPANION__MEDIA__FREE_QUOTA_BYTES=0
-for limit in ANONYMOUS FREE LOGIN REGISTER; do export "COMPANION__RATELIMIT__${limit}_PER_MINUTE=0"; done
+export COMPANION__PLANS__FREE__STORAGE_BYTES=0
+for limit in ANONYMOUS LOGIN REGISTER; do export "COMPANION__RATELIMIT__${limit}_PER_MINUTE=0"; done
+export COMPANION__PLANS__FREE__REQUESTS_PER_MINUTE=0
 "$BIN" migrate >/dev/null
 
 cleanup() {

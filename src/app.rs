@@ -12,9 +12,12 @@ use tokio_util::sync::CancellationToken;
 use tracing_actix_web::TracingLogger;
 
 use crate::config::Settings;
+use crate::modules::admin::Admin;
+use crate::modules::billing::{AuditNote, Billing};
 use crate::modules::catalog::Catalog;
 use crate::modules::chat::Chat;
 use crate::modules::identity::Identity;
+use crate::modules::identity::{AuditEntry, Outcome};
 use crate::modules::media::Media;
 use crate::modules::privacy::Privacy;
 use crate::platform::jobs::{JobRegistry, JobRunner};
@@ -117,7 +120,9 @@ impl ApplicationBuilder {
 
         // The modules, and the traits they lend each other.
         let media = Media::new(&platform);
-        let identity = Identity::new(&platform, media.directory());
+        let billing =
+            Billing::new(&platform, media.directory()).context("could not set up billing")?;
+        let identity = Identity::new(&platform, media.directory(), billing.subscriptions());
         let sessions = identity.session_check();
         let catalog = Catalog::new(&platform, identity.audit_log(), media.directory());
         let chat = Chat::new(
@@ -125,14 +130,35 @@ impl ApplicationBuilder {
             catalog.directory(),
             identity.people(),
             identity.experience(),
+            billing.token_quota(),
         )
         .context("could not set up chat")?;
+        let admin = Admin::new(
+            &platform,
+            identity.census(),
+            billing.subscriptions(),
+            chat.activity(platform.db.clone()),
+        )
+        .context("could not set up the admin board")?;
 
         let mut registry = self.registry;
         crate::platform::mail::register_jobs(&mut registry, platform.mailer.clone());
         identity.jobs(&mut registry);
         chat.jobs(&mut registry, platform.db.clone());
         media.jobs(&mut registry);
+        billing.jobs(&mut registry);
+        // Billing announces what belongs in the audit log; identity keeps the log.
+        {
+            let audit = identity.audit_log();
+            registry.register(crate::modules::billing::AUDIT_JOB, move |job| {
+                let audit = audit.clone();
+                async move {
+                    let note: crate::modules::billing::AuditNote = job.payload_as()?;
+                    audit.record(audit_entry(note)).await?;
+                    Ok(())
+                }
+            });
+        }
         // Media announces a deletion; whoever kept it as an avatar lets it go.
         {
             let (identity, catalog) = (identity.clone(), catalog.clone());
@@ -158,6 +184,7 @@ impl ApplicationBuilder {
                 chat.personal_data(),
                 catalog.personal_data(settings.privacy.transfer_public_characters),
                 media.personal_data(),
+                billing.personal_data(),
                 identity.personal_data(),
             ],
             vec![chat.retention()],
@@ -168,6 +195,7 @@ impl ApplicationBuilder {
         let grace = settings.shutdown_timeout();
         let runner = JobRunner::start(platform.db.clone(), registry, &settings.jobs, grace);
         let jobs_stop = runner.stop_token();
+        admin.start_gauges(jobs_stop.clone());
 
         let server = {
             let platform = platform.clone();
@@ -176,6 +204,8 @@ impl ApplicationBuilder {
             let chat = chat.clone();
             let media = media.clone();
             let privacy = privacy.clone();
+            let billing = billing.clone();
+            let admin = admin.clone();
             let api_routes = self.api_routes;
             let web_client = http::WebClient::load(
                 &settings.server.static_dir,
@@ -191,6 +221,8 @@ impl ApplicationBuilder {
                 let chat = chat.clone();
                 let media = media.clone();
                 let privacy = privacy.clone();
+                let billing = billing.clone();
+                let admin = admin.clone();
                 let web_client = web_client.clone();
                 App::new()
                     .app_data(web::Data::new(platform.clone()))
@@ -215,6 +247,8 @@ impl ApplicationBuilder {
                             .configure(|cfg| chat.routes(cfg))
                             .configure(|cfg| media.routes(cfg))
                             .configure(|cfg| privacy.routes(cfg))
+                            .configure(|cfg| billing.routes(cfg))
+                            .configure(|cfg| admin.routes(cfg))
                             .configure(move |cfg| {
                                 for routes in &api_routes {
                                     routes(cfg);
@@ -253,6 +287,25 @@ impl ApplicationBuilder {
             personal_data,
         })
     }
+}
+
+/// Billing's note as an audit-log entry.
+fn audit_entry(note: AuditNote) -> AuditEntry {
+    let outcome = match note.outcome.as_str() {
+        "success" => Outcome::Success,
+        "denied" => Outcome::Denied,
+        _ => Outcome::Failure,
+    };
+    let mut entry = AuditEntry::new(note.action, outcome).change(note.old_value, note.new_value);
+    if let Some(actor) = note.actor_id {
+        entry = entry.actor(actor);
+    }
+    if let Some(subject) = note.subject_id {
+        entry = entry.subject(subject);
+    }
+    entry.ip = note.ip;
+    entry.user_agent = note.user_agent;
+    entry
 }
 
 fn cors(settings: &Settings) -> actix_cors::Cors {

@@ -76,6 +76,9 @@ pub struct Settings {
     pub websocket: WebSocketSettings,
     pub media: MediaSettings,
     pub privacy: PrivacySettings,
+    pub plans: Plans,
+    #[serde(default)]
+    pub billing: BillingSettings,
 }
 
 fn default_environment() -> Environment {
@@ -267,25 +270,99 @@ pub struct MediaSettings {
     pub image_max_bytes: u64,
     pub audio_max_bytes: u64,
     pub video_max_bytes: u64,
-    /// Total storage per user by tier; 0 means no quota.
-    pub free_quota_bytes: u64,
-    pub premium_quota_bytes: u64,
-    pub enterprise_quota_bytes: u64,
     /// How often the orphan sweep runs, and how old an object without a row (or a row
     /// without its object) must be before the sweep removes it.
     pub sweep_interval_secs: u64,
     pub orphan_grace_secs: u64,
 }
 
-impl MediaSettings {
-    /// The storage quota of `tier` in bytes (`None`: unlimited). An unknown tier gets free's.
-    pub fn quota(&self, tier: &str) -> Option<u64> {
-        let bytes = match tier {
-            "premium" => self.premium_quota_bytes,
-            "enterprise" => self.enterprise_quota_bytes,
-            _ => self.free_quota_bytes,
-        };
-        (bytes > 0).then_some(bytes)
+/// What a subscription tier gives (`[plans.free]`, `[plans.premium]`, `[plans.enterprise]`).
+/// Every limit is a number where 0 means unlimited.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Plan {
+    /// The name shown to people.
+    pub name: String,
+    /// Every /api request, per minute (the general rate limit).
+    pub requests_per_minute: u32,
+    /// Language-model tokens (prompt + completion) per calendar month (UTC).
+    pub monthly_tokens: u64,
+    /// Bytes of uploaded media.
+    pub storage_bytes: u64,
+    /// Whether the user may create and import characters of their own.
+    pub custom_characters: bool,
+    /// The most tokens of conversation a prompt carries (capped by `llm.context_tokens`).
+    pub context_tokens: u32,
+    /// Price per month in the smallest unit of `billing.currency` (display only).
+    pub price_cents: u64,
+}
+
+impl Plan {
+    /// The storage quota in bytes (`None`: unlimited).
+    pub fn storage_quota(&self) -> Option<u64> {
+        (self.storage_bytes > 0).then_some(self.storage_bytes)
+    }
+
+    /// The monthly token quota (`None`: unlimited).
+    pub fn token_quota(&self) -> Option<u64> {
+        (self.monthly_tokens > 0).then_some(self.monthly_tokens)
+    }
+}
+
+/// The three plans. Tier names are fixed (`free`, `premium`, `enterprise`); what each gives
+/// is configuration.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Plans {
+    pub free: Plan,
+    pub premium: Plan,
+    pub enterprise: Plan,
+}
+
+impl Plans {
+    pub const TIERS: [&'static str; 3] = ["free", "premium", "enterprise"];
+
+    /// The plan of `tier`; an unknown tier gets free's.
+    pub fn get(&self, tier: &str) -> &Plan {
+        match tier {
+            "premium" => &self.premium,
+            "enterprise" => &self.enterprise,
+            _ => &self.free,
+        }
+    }
+
+    pub fn all(&self) -> [(&'static str, &Plan); 3] {
+        [
+            ("free", &self.free),
+            ("premium", &self.premium),
+            ("enterprise", &self.enterprise),
+        ]
+    }
+}
+
+/// Billing: the currency prices are shown in, and the payment provider's webhook.
+#[derive(Debug, Clone, Deserialize)]
+pub struct BillingSettings {
+    pub currency: String,
+    /// Stripe's signing secret (`whsec_…`). Without it the webhook endpoint answers 404.
+    pub webhook_secret: Option<SecretString>,
+    /// How old a signed event may be (Stripe's default: five minutes).
+    pub webhook_tolerance_secs: u64,
+    /// Provider price ids (or lookup keys) and the tier each one buys. A price whose lookup
+    /// key is a tier name needs no entry.
+    #[serde(default)]
+    pub prices: BTreeMap<String, String>,
+    /// How often the recurring job moves lapsed subscriptions back to free.
+    pub expiry_check_secs: u64,
+}
+
+impl Default for BillingSettings {
+    fn default() -> Self {
+        Self {
+            currency: "EUR".to_owned(),
+            webhook_secret: None,
+            webhook_tolerance_secs: 300,
+            prices: BTreeMap::new(),
+            expiry_check_secs: 300,
+        }
     }
 }
 
@@ -294,10 +371,8 @@ impl MediaSettings {
 pub struct RateLimitSettings {
     /// Prefix of the Redis keys (lets several deployments share one Redis).
     pub key_prefix: String,
+    /// Anonymous /api requests per client address (signed-in users: their plan's rate).
     pub anonymous_per_minute: u32,
-    pub free_per_minute: u32,
-    pub premium_per_minute: u32,
-    pub enterprise_per_minute: u32,
     /// Login attempts per account and client address.
     pub login_per_minute: u32,
     /// Login attempts per account from all addresses together.
@@ -430,6 +505,22 @@ impl Settings {
         }
         if self.llm.max_tokens == 0 || self.llm.context_tokens <= self.llm.max_tokens {
             return invalid("llm.context_tokens must be larger than llm.max_tokens (> 0)");
+        }
+        if self
+            .plans
+            .all()
+            .iter()
+            .any(|(_, plan)| plan.context_tokens <= self.llm.max_tokens)
+        {
+            return invalid("plans.*.context_tokens must be larger than llm.max_tokens");
+        }
+        if self
+            .billing
+            .prices
+            .values()
+            .any(|tier| !matches!(tier.as_str(), "premium" | "enterprise"))
+        {
+            return invalid("billing.prices may only name the tiers premium and enterprise");
         }
         if self.mail.transport == MailTransport::Smtp && self.mail.smtp_url.is_none() {
             return invalid("mail.transport is smtp but COMPANION__MAIL__SMTP_URL is not set");

@@ -50,9 +50,13 @@ enum AdminCommand {
         /// user, moderator or admin.
         #[arg(long)]
         role: Option<String>,
-        /// free, premium or enterprise.
+        /// free, premium or enterprise (billing keeps it, as an operator's grant).
         #[arg(long)]
         tier: Option<String>,
+        /// When a paid tier lapses back to free (RFC 3339, e.g. 2027-01-31T00:00:00Z);
+        /// without it, until changed.
+        #[arg(long)]
+        valid_until: Option<chrono::DateTime<chrono::Utc>>,
     },
     /// Print the SQL an anonymous `GET /api/v1/characters?search=…` runs for its page, with
     /// the values inlined: for `EXPLAIN` and for benchmarking the same query with pgbench.
@@ -163,16 +167,25 @@ async fn admin(settings: Settings, command: AdminCommand) -> anyhow::Result<()> 
             );
             Ok(())
         }
-        AdminCommand::SetUser { email, role, tier } => {
+        AdminCommand::SetUser {
+            email,
+            role,
+            tier,
+            valid_until,
+        } => {
             if role.is_none() && tier.is_none() {
                 anyhow::bail!("nothing to change: give --role and/or --tier");
             }
             let platform = platform::Platform::new(settings)?;
             let media = companion::modules::media::Media::new(&platform);
-            let identity =
-                companion::modules::identity::Identity::new(&platform, media.directory());
+            let billing = companion::modules::billing::Billing::new(&platform, media.directory())?;
+            let identity = companion::modules::identity::Identity::new(
+                &platform,
+                media.directory(),
+                billing.subscriptions(),
+            );
             identity
-                .set_user(&email, role.as_deref(), tier.as_deref())
+                .set_user(&email, role.as_deref(), tier.as_deref(), valid_until)
                 .await
                 .map_err(|e| match e {
                     companion::modules::identity::IdentityError::UnknownAccount => {

@@ -694,9 +694,13 @@ async fn the_cli_sets_role_and_tier() {
         String::from_utf8_lossy(&ok.stderr)
     );
     let row = app
-        .query_one("SELECT role || ' ' || tier FROM identity.users WHERE email = 'ann@example.com'")
+        .query_one(
+            "SELECT u.role || ' ' || s.tier || ' ' || s.source FROM identity.users u \
+             JOIN billing.subscriptions s ON s.user_id = u.id WHERE u.email = 'ann@example.com'",
+        )
         .unwrap();
-    assert_eq!(row, "moderator premium");
+    // The tier is billing's: an operator's grant.
+    assert_eq!(row, "moderator premium admin");
     let unknown = run(&[
         "admin",
         "set-user",

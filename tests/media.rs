@@ -554,7 +554,7 @@ async fn a_large_image_gets_its_thumbnail_from_a_job() {
 
 #[tokio::test]
 async fn storage_is_limited_by_a_quota_per_tier() {
-    let app = TestApp::spawn_with_vars(&[("COMPANION__MEDIA__FREE_QUOTA_BYTES", "8000")]).await;
+    let app = TestApp::spawn_with_vars(&[("COMPANION__PLANS__FREE__STORAGE_BYTES", "8000")]).await;
     let ann = app.register("ann@example.com").await;
     let first = uploaded(&app, &ann, form("audio", mp3(), "a.mp3", "audio/mpeg")).await;
     let used = first["size"].as_u64().unwrap();

@@ -709,7 +709,7 @@ async fn an_erasure_leaves_nothing_of_the_person_and_touches_no_one_else() {
         ("COMPANION__REDIS__URL", &support::redis_url()),
         ("COMPANION__RATELIMIT__KEY_PREFIX", &prefix),
         ("COMPANION__RATELIMIT__LOGIN_PER_MINUTE", "100"),
-        ("COMPANION__RATELIMIT__PREMIUM_PER_MINUTE", "10000"),
+        ("COMPANION__PLANS__PREMIUM__REQUESTS_PER_MINUTE", "10000"),
         ("COMPANION__RATELIMIT__FORGOT_PASSWORD_PER_HOUR", "100"),
     ])
     .await;

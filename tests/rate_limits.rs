@@ -89,9 +89,9 @@ async fn the_limit_follows_the_tier_of_the_token(backend: Backend) {
     let app = limited_app(
         backend,
         &[
-            ("COMPANION__RATELIMIT__FREE_PER_MINUTE", "4"),
-            ("COMPANION__RATELIMIT__PREMIUM_PER_MINUTE", "40"),
-            ("COMPANION__RATELIMIT__ENTERPRISE_PER_MINUTE", "0"),
+            ("COMPANION__PLANS__FREE__REQUESTS_PER_MINUTE", "4"),
+            ("COMPANION__PLANS__PREMIUM__REQUESTS_PER_MINUTE", "40"),
+            ("COMPANION__PLANS__ENTERPRISE__REQUESTS_PER_MINUTE", "0"),
         ],
     )
     .await;

@@ -432,7 +432,7 @@ impl TestApp {
         tier: Option<&str>,
     ) -> TestUser {
         self.identity
-            .set_user(&user.email, role, tier)
+            .set_user(&user.email, role, tier, None)
             .await
             .unwrap();
         self.relogin(user).await

@@ -17,7 +17,9 @@ use super::lorebook;
 use super::rules::{INPUT_FIELDS, Input};
 use super::service::{CardFile, CatalogError, Service, Viewer};
 use super::store::CharacterRow;
-use crate::platform::http::{AppError, AuthUser, ErrorCode, FieldErrors, MaybeUser, strict_body};
+use crate::platform::http::{
+    AppError, AuthUser, ErrorCode, FieldErrors, MaybeUser, Role, strict_body,
+};
 
 pub const MAX_PAGE_SIZE: i64 = 100;
 const MAX_SEARCH: usize = 200;
@@ -49,7 +51,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route(web::post().to(hide))
             .route(web::delete().to(unhide)),
     )
-    .service(web::resource("/categories").route(web::get().to(categories)));
+    .service(web::resource("/categories").route(web::get().to(categories)))
+    .service(web::resource("/admin/characters").route(web::get().to(staff_list)))
+    .service(web::resource("/admin/characters/{id}").route(web::patch().to(staff_patch)));
 }
 
 fn viewer(user: &MaybeUser) -> Viewer {
@@ -489,4 +493,90 @@ async fn categories(service: web::Data<Service>) -> Result<HttpResponse, AppErro
         })
         .collect();
     Ok(HttpResponse::Ok().json(body))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StaffListParams {
+    hidden: Option<bool>,
+    search: Option<String>,
+    #[serde(default)]
+    page: i64,
+    size: Option<i64>,
+}
+
+/// A character as the moderation list shows it: the catalog view plus when and why it
+/// was hidden.
+fn staff_view(row: CharacterRow, reason: Option<String>) -> Result<Value, AppError> {
+    let hidden_at = row.hidden_at;
+    let mut value = serde_json::to_value(view(row, false)).map_err(AppError::internal)?;
+    value["hiddenAt"] = json!(hidden_at);
+    value["hiddenReason"] = json!(reason);
+    Ok(value)
+}
+
+/// `GET /admin/characters?hidden=&search=&page=&size=` (moderators and admins).
+async fn staff_list(
+    service: web::Data<Service>,
+    user: AuthUser,
+    params: web::Query<StaffListParams>,
+) -> Result<HttpResponse, AppError> {
+    user.require(Role::Moderator)?;
+    let params = params.into_inner();
+    let size = params.size.unwrap_or(20).clamp(1, MAX_PAGE_SIZE);
+    let page = params.page.clamp(0, 1_000_000);
+    let search = params
+        .search
+        .map(|s| s.trim().chars().take(MAX_SEARCH).collect::<String>())
+        .filter(|s| !s.is_empty());
+    let (rows, total) = service
+        .staff_list(&Viewer::from(&user), params.hidden, search, page, size)
+        .await?;
+    let content = rows
+        .into_iter()
+        .map(|(row, reason)| staff_view(row, reason))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(HttpResponse::Ok().json(json!({
+        "content": content,
+        "totalElements": total,
+        "totalPages": (total + size - 1) / size,
+        "number": page,
+        "size": size,
+    })))
+}
+
+#[derive(Deserialize)]
+struct StaffPatch {
+    hidden: bool,
+    reason: Option<String>,
+}
+
+/// `PATCH /admin/characters/{id} {hidden, reason?}`: hide or show again, with a reason.
+async fn staff_patch(
+    service: web::Data<Service>,
+    user: AuthUser,
+    id: web::Path<Uuid>,
+    body: web::Json<Value>,
+) -> Result<HttpResponse, AppError> {
+    user.require(Role::Moderator)?;
+    let patch: StaffPatch = strict_body(body.into_inner(), &["hidden", "reason"])?;
+    let reason = patch
+        .reason
+        .map(|r| r.trim().to_owned())
+        .filter(|r| !r.is_empty());
+    if reason.as_ref().is_some_and(|r| r.chars().count() > 1_000) {
+        let mut errors = FieldErrors::new();
+        errors.add("reason", "must be at most 1000 characters");
+        return Err(errors.into_error());
+    }
+    let row = service
+        .set_hidden(
+            &Viewer::from(&user),
+            id.into_inner(),
+            patch.hidden,
+            reason.clone(),
+        )
+        .await?;
+    let reason = reason.filter(|_| patch.hidden);
+    Ok(HttpResponse::Ok().json(staff_view(row, reason)?))
 }

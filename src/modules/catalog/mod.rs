@@ -134,6 +134,7 @@ impl Catalog {
                 audit,
                 media,
                 platform.redis.clone(),
+                platform.settings.plans.clone(),
             ),
         }
     }

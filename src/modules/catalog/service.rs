@@ -13,6 +13,7 @@ use super::cards::{self, CardError};
 use super::listing::{self, Filters, Sort};
 use super::rules::{Draft, Input, Visibility};
 use super::store::{self, CategoryCount, CharacterRow};
+use crate::config::Plans;
 use crate::modules::identity::{AuditEntry, AuditLog, Outcome};
 use crate::modules::media::MediaDirectory;
 use crate::platform::db::{Db, DbError};
@@ -168,6 +169,7 @@ pub struct Service {
     pub(super) db: Db,
     audit: Arc<dyn AuditLog>,
     media: Arc<dyn MediaDirectory>,
+    plans: Arc<Plans>,
     cache: ReadCache,
     listed_counts: Cache<Filters, i64>,
     categories: Cache<(), Arc<Vec<CategoryCount>>>,
@@ -179,11 +181,13 @@ impl Service {
         audit: Arc<dyn AuditLog>,
         media: Arc<dyn MediaDirectory>,
         redis: Option<RedisPool>,
+        plans: Plans,
     ) -> Self {
         Self {
             db,
             audit,
             media,
+            plans: Arc::new(plans),
             cache: ReadCache::new(redis),
             listed_counts: Cache::builder()
                 .max_capacity(10_000)
@@ -297,11 +301,11 @@ impl Service {
         }
     }
 
-    /// Creating characters is for paid plans (and staff).
-    fn may_create(viewer: &Viewer) -> Result<Uuid, CatalogError> {
+    /// Creating characters is for plans that include it (and for admins).
+    fn may_create(&self, viewer: &Viewer) -> Result<Uuid, CatalogError> {
         let user = viewer.user_id.ok_or(CatalogError::NotFound)?;
-        let paid = matches!(viewer.tier.as_str(), "premium" | "enterprise");
-        if paid || viewer.role >= Role::Admin {
+        let allowed = self.plans.get(&viewer.tier).custom_characters;
+        if allowed || viewer.role >= Role::Admin {
             Ok(user)
         } else {
             Err(CatalogError::PremiumRequired)
@@ -322,7 +326,7 @@ impl Service {
         viewer: &Viewer,
         input: Input,
     ) -> Result<CharacterRow, CatalogError> {
-        let owner = Self::may_create(viewer)?;
+        let owner = self.may_create(viewer)?;
         let mut errors = FieldErrors::new();
         let draft = Draft::default().apply(input, &mut errors);
         let draft = Self::checked(draft, errors)?;
@@ -407,7 +411,7 @@ impl Service {
         file: Vec<u8>,
         visibility: Option<Visibility>,
     ) -> Result<CharacterRow, CatalogError> {
-        let owner = Self::may_create(viewer)?;
+        let owner = self.may_create(viewer)?;
         // Inflating and decoding a file of megabytes is CPU work: not on an async worker.
         let imported = tokio::task::spawn_blocking(move || cards::import(&file))
             .await
@@ -564,9 +568,17 @@ impl Service {
                 "Only moderators can hide characters.",
             ));
         }
+        let stored_reason = reason.clone();
         let updated = self
             .db
-            .run(move |conn| Ok::<_, CatalogError>(store::set_hidden(conn, id, hidden)?))
+            .run(move |conn| {
+                Ok::<_, CatalogError>(store::set_hidden(
+                    conn,
+                    id,
+                    hidden,
+                    stored_reason.as_deref(),
+                )?)
+            })
             .await?;
         self.cache.invalidate(id).await;
         self.sync_avatars([updated.avatar_media_id]).await?;
@@ -575,7 +587,11 @@ impl Service {
         } else {
             "character.unhide"
         };
-        self.audit_staff(action, viewer, &row, reason).await;
+        let change = (
+            json!({ "hidden": row.hidden_at.is_some() }),
+            json!({ "hidden": hidden, "reason": reason }),
+        );
+        self.audit_staff(action, viewer, &row, Some(change)).await;
         Ok(updated)
     }
 
@@ -584,11 +600,12 @@ impl Service {
         action: &str,
         viewer: &Viewer,
         row: &CharacterRow,
-        reason: Option<String>,
+        change: Option<(Value, Value)>,
     ) {
+        let (old, new) = change.unzip();
         let mut entry = AuditEntry::new(action, Outcome::Success)
             .resource("character", row.id)
-            .change(None, reason.map(|r| json!({ "reason": r })));
+            .change(old, new);
         if let Some(actor) = viewer.user_id {
             entry = entry.actor(actor);
         }
@@ -598,6 +615,29 @@ impl Service {
         if let Err(error) = self.audit.record(entry).await {
             tracing::error!(%error, action, "could not write the audit entry");
         }
+    }
+
+    /// Characters for staff to moderate (moderators and admins).
+    pub async fn staff_list(
+        &self,
+        viewer: &Viewer,
+        hidden: Option<bool>,
+        search: Option<String>,
+        page: i64,
+        size: i64,
+    ) -> Result<(Vec<(CharacterRow, Option<String>)>, i64), CatalogError> {
+        if !viewer.moderates() {
+            return Err(CatalogError::Forbidden(
+                "Only moderators can list characters for moderation.",
+            ));
+        }
+        Ok(self
+            .db
+            .run(move |conn| {
+                store::staff_list(conn, hidden, search.as_deref(), page, size)
+                    .map_err(DbError::from)
+            })
+            .await?)
     }
 
     /// One rating per user per character, updatable; not for one's own characters.

@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use diesel::dsl::now;
 use diesel::pg::Pg;
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Text, Uuid as SqlUuid};
+use diesel::sql_types::{BigInt, Nullable, Text, Uuid as SqlUuid};
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -149,12 +149,74 @@ pub fn delete(conn: &mut PgConnection, id: Uuid) -> QueryResult<usize> {
 }
 
 /// Hides (or shows again) a character; who did it is in the audit log.
-pub fn set_hidden(conn: &mut PgConnection, id: Uuid, hidden: bool) -> QueryResult<CharacterRow> {
+pub fn set_hidden(
+    conn: &mut PgConnection,
+    id: Uuid,
+    hidden: bool,
+    reason: Option<&str>,
+) -> QueryResult<CharacterRow> {
     let at = hidden.then(Utc::now);
+    let reason = reason.filter(|_| hidden);
+    // `hidden_reason` stays out of `characters`' diesel table, which is at diesel's
+    // 32-column limit.
+    diesel::sql_query("UPDATE catalog.characters SET hidden_reason = $1 WHERE id = $2")
+        .bind::<Nullable<Text>, _>(reason)
+        .bind::<SqlUuid, _>(id)
+        .execute(conn)?;
     diesel::update(characters::table.find(id))
         .set((characters::hidden_at.eq(at), characters::updated_at.eq(now)))
         .returning(CharacterRow::as_returning())
         .get_result(conn)
+}
+
+/// What staff list: characters others can see (public or unlisted; private ones stay
+/// their owner's), hidden ones or the others or all, newest first (hidden ones by when
+/// they were hidden), with why they were hidden; and how many match.
+pub fn staff_list(
+    conn: &mut PgConnection,
+    hidden: Option<bool>,
+    search: Option<&str>,
+    page: i64,
+    size: i64,
+) -> QueryResult<(Vec<(CharacterRow, Option<String>)>, i64)> {
+    let filtered = || {
+        let mut query = characters::table
+            .filter(characters::visibility.ne("private"))
+            .into_boxed();
+        match hidden {
+            Some(true) => query = query.filter(characters::hidden_at.is_not_null()),
+            Some(false) => query = query.filter(characters::hidden_at.is_null()),
+            None => {}
+        }
+        if let Some(search) = search {
+            let mut pattern = String::from("%");
+            for c in search.chars() {
+                if matches!(c, '%' | '_' | '\\') {
+                    pattern.push('\\');
+                }
+                pattern.push(c);
+            }
+            pattern.push('%');
+            query = query.filter(characters::name.ilike(pattern));
+        }
+        query
+    };
+    let total = filtered().count().get_result(conn)?;
+    let mut query = filtered();
+    query = if hidden == Some(true) {
+        query.order((characters::hidden_at.desc(), characters::id.desc()))
+    } else {
+        query.order(characters::id.desc())
+    };
+    let rows = query
+        .offset(page * size)
+        .limit(size)
+        .select((
+            CharacterRow::as_select(),
+            diesel::dsl::sql::<Nullable<Text>>("hidden_reason"),
+        ))
+        .load(conn)?;
+    Ok((rows, total))
 }
 
 pub fn increment_conversations(conn: &mut PgConnection, id: Uuid) -> QueryResult<usize> {

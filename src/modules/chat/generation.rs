@@ -33,9 +33,10 @@ use uuid::Uuid;
 use super::metrics::ChatMetrics;
 use super::store::{self, Ending};
 use super::views::MessageView;
+use crate::modules::billing::TokenQuota;
 use crate::modules::identity::Experience;
 use crate::platform::db::{Db, DbError};
-use crate::platform::llm::{Event, LanguageModel, LlmError, Request};
+use crate::platform::llm::{Event, LanguageModel, LlmError, Request, estimate_tokens};
 use crate::platform::realtime::Realtime;
 
 pub const FLUSH_EVERY: Duration = Duration::from_millis(250);
@@ -62,6 +63,8 @@ pub struct Job {
     /// What the model was sent, when it is not stored yet: written with the reply's first
     /// progress (or its end), off the path to the first token.
     pub prompt: Option<serde_json::Value>,
+    /// The prompt's size by our estimate, counted when the model reports no usage.
+    pub prompt_tokens: u32,
 }
 
 struct Running {
@@ -83,6 +86,7 @@ pub struct Engine {
     realtime: Realtime,
     experience: Arc<dyn Experience>,
     metrics: ChatMetrics,
+    quota: Arc<dyn TokenQuota>,
     running: Mutex<HashMap<Uuid, Running>>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
@@ -102,6 +106,7 @@ impl Engine {
         realtime: Realtime,
         experience: Arc<dyn Experience>,
         metrics: ChatMetrics,
+        quota: Arc<dyn TokenQuota>,
     ) -> Arc<Self> {
         Arc::new(Self {
             db,
@@ -109,6 +114,7 @@ impl Engine {
             realtime,
             experience,
             metrics,
+            quota,
             running: Mutex::new(HashMap::new()),
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
@@ -198,6 +204,7 @@ impl Engine {
         let mut stream = job.upstream.events;
         let mut prompt = job.prompt;
         let first_seq = job.seq;
+        let job_prefix_len = job.prefix.len();
         let mut content = job.prefix;
         let mut seq = job.seq;
         let mut ends = job.piece_ends;
@@ -298,6 +305,13 @@ impl Engine {
                 tracing::error!(%error, message = %job.message, "could not store a reply's end")
             }
         }
+        // Counted after the reply is shown, off the user's path.
+        let used = billed_tokens(&outcome, job.prompt_tokens, &content[job_prefix_len..]);
+        if used > 0
+            && let Err(error) = self.quota.record(job.user, used).await
+        {
+            tracing::warn!(%error, "could not count a reply's tokens");
+        }
         finished.ok()
     }
 
@@ -371,6 +385,18 @@ impl Engine {
                     .ok_or(DbError::Query(diesel::result::Error::NotFound))
             })
             .await
+    }
+}
+
+/// The tokens a reply cost: the model's own count when it gave one, else our estimate of
+/// the prompt and of the text it wrote; nothing when it wrote nothing.
+fn billed_tokens(outcome: &Outcome, prompt_tokens: u32, written: &str) -> u64 {
+    match outcome {
+        Outcome::Complete(Some(usage)) => {
+            u64::from(usage.prompt_tokens) + u64::from(usage.completion_tokens)
+        }
+        _ if written.is_empty() => 0,
+        _ => u64::from(prompt_tokens) + u64::from(estimate_tokens(written)),
     }
 }
 

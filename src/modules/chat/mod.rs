@@ -16,8 +16,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::web;
+use futures_util::future::BoxFuture;
 use uuid::Uuid;
 
+use crate::modules::billing::TokenQuota;
 use crate::modules::catalog::CharacterDirectory;
 use crate::modules::identity::{Experience, People};
 use crate::platform::Platform;
@@ -54,6 +56,40 @@ pub fn history_statements(conversation: Uuid, user: Uuid, leaf: Uuid, limit: i64
     store::history_statements(conversation, user, leaf, limit)
 }
 
+/// Messages written today (UTC) and the replies among them that failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DayActivity {
+    pub messages: i64,
+    pub failed_replies: i64,
+}
+
+/// What the operators' board asks of chat.
+pub trait Activity: Send + Sync {
+    fn today(&self) -> BoxFuture<'_, Result<DayActivity, DbError>>;
+}
+
+struct ActivityOf(Db);
+
+impl Activity for ActivityOf {
+    fn today(&self) -> BoxFuture<'_, Result<DayActivity, DbError>> {
+        Box::pin(async move {
+            let midnight = chrono::Utc::now()
+                .date_naive()
+                .and_hms_opt(0, 0, 0)
+                .unwrap_or_default()
+                .and_utc();
+            let (messages, failed_replies) = self
+                .0
+                .run(move |conn| store::activity_since(conn, midnight).map_err(DbError::from))
+                .await?;
+            Ok(DayActivity {
+                messages,
+                failed_replies,
+            })
+        })
+    }
+}
+
 /// The chat module: construct once in `app.rs`, mount its routes and jobs, and call
 /// [`Chat::shutdown`] when the server stops.
 #[derive(Clone)]
@@ -68,6 +104,7 @@ impl Chat {
         directory: Arc<dyn CharacterDirectory>,
         people: Arc<dyn People>,
         experience: Arc<dyn Experience>,
+        quota: Arc<dyn TokenQuota>,
     ) -> Result<Self, ChatSetupError> {
         let model = llm::from_settings(&platform.settings.llm)?;
         let metrics = metrics::ChatMetrics::new()?;
@@ -78,6 +115,7 @@ impl Chat {
             platform.realtime.clone(),
             experience,
             metrics.clone(),
+            quota.clone(),
         );
         Ok(Self {
             sockets: socket::Sockets::new(platform.settings.websocket.clone()),
@@ -89,6 +127,7 @@ impl Chat {
                 platform.realtime.clone(),
                 platform.settings.llm.clone(),
                 metrics,
+                quota,
             ),
         })
     }
@@ -98,6 +137,11 @@ impl Chat {
             .app_data(web::Data::new(self.sockets.clone()))
             .route("/ws", web::get().to(socket::connect));
         api::routes(cfg);
+    }
+
+    /// Today's messages and failed replies (the operators' board).
+    pub fn activity(&self, db: Db) -> Arc<dyn Activity> {
+        Arc::new(ActivityOf(db))
     }
 
     /// Chat's share of a person's data (conversations and messages).

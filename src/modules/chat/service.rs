@@ -16,6 +16,7 @@ use super::store::{
 };
 use super::views::{ConversationView, MessageView, SummaryView};
 use crate::config::LlmSettings;
+use crate::modules::billing::{Allowance, QuotaExceeded, TokenQuota};
 use crate::modules::catalog::{CharacterDirectory, Persona};
 use crate::modules::identity::People;
 use crate::platform::db::{Db, DbError};
@@ -44,6 +45,9 @@ pub enum ChatError {
     /// A reply is already being written in this conversation.
     #[error("a reply is being written")]
     Busy,
+    /// The plan's tokens for the month are spent.
+    #[error("the month's token quota is spent")]
+    QuotaExceeded(QuotaExceeded),
     #[error("the character is gone")]
     CharacterGone,
     #[error(transparent)]
@@ -68,6 +72,23 @@ impl From<ChatError> for AppError {
             ChatError::Busy => AppError::conflict(
                 "A reply is still being written in this conversation; wait for it or stop it.",
             ),
+            ChatError::QuotaExceeded(spent) => {
+                let wait = (spent.resets_at - chrono::Utc::now()).num_seconds().max(1);
+                AppError::new(
+                    ErrorCode::TokenQuotaExceeded,
+                    format!(
+                        "Your plan's {} tokens for this month are used up; they renew on {}.",
+                        spent.quota,
+                        spent.resets_at.format("%B %-d, %Y at %H:%M UTC")
+                    ),
+                )
+                .retry_after(u64::try_from(wait).unwrap_or(1))
+                .with_details(serde_json::json!({
+                    "quotaTokens": spent.quota,
+                    "usedTokens": spent.used,
+                    "resetsAt": spent.resets_at,
+                }))
+            }
             ChatError::CharacterGone => {
                 AppError::conflict("This character is no longer available, so it cannot answer.")
             }
@@ -117,6 +138,7 @@ pub struct Service {
     realtime: Realtime,
     llm: LlmSettings,
     metrics: ChatMetrics,
+    quota: Arc<dyn TokenQuota>,
 }
 
 impl Service {
@@ -128,6 +150,7 @@ impl Service {
         realtime: Realtime,
         llm: LlmSettings,
         metrics: ChatMetrics,
+        quota: Arc<dyn TokenQuota>,
     ) -> Self {
         Self {
             db,
@@ -137,7 +160,17 @@ impl Service {
             realtime,
             llm,
             metrics,
+            quota,
         }
+    }
+
+    /// What the user's plan allows a new generation; refused once the month's tokens are
+    /// spent.
+    async fn allowance(&self, user: Uuid) -> Result<Allowance, ChatError> {
+        self.quota
+            .allow(user)
+            .await?
+            .map_err(ChatError::QuotaExceeded)
     }
 
     /// The user's live events from now on.
@@ -565,8 +598,17 @@ impl Service {
                 "only the last reply of the active branch can be continued",
             ));
         }
-        let (request, prompt) = self
-            .request(id, Some(message), None, &persona, &user_name, message)
+        let allowance = self.allowance(user).await?;
+        let (request, prompt, prompt_tokens) = self
+            .request(
+                id,
+                Some(message),
+                None,
+                &persona,
+                &user_name,
+                message,
+                allowance,
+            )
             .await?;
         let progress = self.progress(id, message).await?;
         // The model starts while the row is stored; if storing fails, dropping the answer
@@ -598,6 +640,7 @@ impl Service {
             piece_ends: progress.piece_ends,
             announce: vec![row.clone()],
             prompt: None,
+            prompt_tokens,
         });
         Ok(Started {
             user_message: None,
@@ -676,10 +719,12 @@ impl Service {
         persona: &Persona,
         user_name: &str,
         seed_from: Uuid,
-    ) -> Result<(Request, Value), ChatError> {
-        // History beyond what the context window holds (at 4 characters a token) is never
-        // read.
-        let max_chars = i64::from(self.llm.context_tokens.saturating_sub(self.llm.max_tokens)) * 4;
+        allowance: Allowance,
+    ) -> Result<(Request, Value, u32), ChatError> {
+        // The plan's context, within the model's window. History beyond what it holds (at
+        // 4 characters a token) is never read.
+        let context_tokens = allowance.context_tokens.min(self.llm.context_tokens);
+        let max_chars = i64::from(context_tokens.saturating_sub(self.llm.max_tokens)) * 4;
         let mut history: Vec<Turn> = match last {
             Some(last) => {
                 let mut branch = self
@@ -720,10 +765,11 @@ impl Service {
             persona,
             user_name,
             history: &history,
-            context_tokens: self.llm.context_tokens,
+            context_tokens,
             max_tokens: self.llm.max_tokens,
         });
         let stored = serde_json::to_value(&built).unwrap_or(Value::Null);
+        let estimated = built.estimated_tokens;
         let request = Request {
             messages: built.messages,
             max_tokens: self.llm.max_tokens,
@@ -739,7 +785,7 @@ impl Service {
                 interests: persona.interests.clone(),
             }),
         };
-        Ok((request, stored))
+        Ok((request, stored, estimated))
     }
 
     /// Inserts the user message (if any) and the reply's row in one statement
@@ -754,12 +800,13 @@ impl Service {
         user_name: &str,
         plan: ReplyPlan,
     ) -> Result<Started, ChatError> {
+        let allowance = self.allowance(user).await?;
         let user_message_id = plan.user_text.as_ref().map(|_| Uuid::now_v7());
         let reply_id = Uuid::now_v7();
         let parent_id = plan.parent.as_ref().map(|p| p.id);
         // The prompt is built from the branch as it is; the user message, not stored yet,
         // is added at its end.
-        let (request, stored) = self
+        let (request, stored, prompt_tokens) = self
             .request(
                 id,
                 parent_id,
@@ -767,6 +814,7 @@ impl Service {
                 persona,
                 user_name,
                 reply_id,
+                allowance,
             )
             .await?;
         // The model starts while the messages are stored; if storing fails (another reply
@@ -833,6 +881,7 @@ impl Service {
             piece_ends: Vec::new(),
             announce: user_view.iter().chain([&reply_view]).cloned().collect(),
             prompt: Some(stored),
+            prompt_tokens,
         });
         Ok(Started {
             user_message: user_view,

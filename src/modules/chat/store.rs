@@ -855,3 +855,15 @@ pub fn count_messages(conn: &mut PgConnection, conversation: Uuid) -> QueryResul
         .count()
         .get_result(conn)
 }
+
+/// Messages written since `since`, and replies among them that failed.
+pub fn activity_since(conn: &mut PgConnection, since: DateTime<Utc>) -> QueryResult<(i64, i64)> {
+    use diesel::dsl::{count_star, sql};
+    messages::table
+        .filter(messages::created_at.ge(since))
+        .select((
+            count_star(),
+            sql::<BigInt>("count(*) FILTER (WHERE status = 'failed')"),
+        ))
+        .get_result(conn)
+}

@@ -1,10 +1,9 @@
-//! Changes to an account: the profile, and role and tier by an operator.
+//! Changes to an account by its owner: the profile.
 
 use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::audit;
-use super::rules::normalize_email;
 use super::service::{IdentityError, Service};
 use super::store::{self, ProfileChanges, UserRow};
 use super::{AuditEntry, Outcome};
@@ -45,73 +44,6 @@ impl Service {
                 Ok(after)
             })
             .await
-    }
-
-    /// Sets role and tier by email. A role change ends the account's sessions so no token
-    /// keeps a role it no longer has.
-    pub async fn set_user(
-        &self,
-        actor: Option<Uuid>,
-        email: &str,
-        role: Option<&str>,
-        tier: Option<&str>,
-        client: &ClientInfo,
-    ) -> Result<(), IdentityError> {
-        let email = normalize_email(email).map_err(|p| IdentityError::field("email", p))?;
-        if let Some(role) = role
-            && !matches!(role, "user" | "moderator" | "admin")
-        {
-            return Err(IdentityError::field(
-                "role",
-                "must be user, moderator or admin",
-            ));
-        }
-        if let Some(tier) = tier
-            && !matches!(tier, "free" | "premium" | "enterprise")
-        {
-            return Err(IdentityError::field(
-                "tier",
-                "must be free, premium or enterprise",
-            ));
-        }
-        let (role, tier, client) = (
-            role.map(str::to_owned),
-            tier.map(str::to_owned),
-            client.clone(),
-        );
-        let revoked = self
-            .db
-            .transaction(move |conn| {
-                let user = store::find_user_by_email(conn, &email)?
-                    .ok_or(IdentityError::UnknownAccount)?;
-                let new_role = role.unwrap_or_else(|| user.role.clone());
-                let new_tier = tier.unwrap_or_else(|| user.tier.clone());
-                store::set_role_and_tier(conn, user.id, &new_role, &new_tier)?;
-                let mut revoked = Vec::new();
-                for (action, old, new) in [
-                    ("user.role_change", &user.role, &new_role),
-                    ("user.tier_change", &user.tier, &new_tier),
-                ] {
-                    if old == new {
-                        continue;
-                    }
-                    let mut entry = AuditEntry::new(action, Outcome::Success)
-                        .subject(user.id)
-                        .change(Some(json!(old)), Some(json!(new)))
-                        .client(&client);
-                    if let Some(actor) = actor {
-                        entry = entry.actor(actor);
-                    }
-                    audit::record_in(conn, entry)?;
-                    if action == "user.role_change" {
-                        revoked = store::revoke_user_sessions(conn, user.id, None, "role_changed")?;
-                    }
-                }
-                Ok::<_, IdentityError>(revoked)
-            })
-            .await?;
-        self.sessions.revoked(&revoked).await;
-        Ok(())
     }
 }
 

@@ -6,9 +6,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
+use super::admin::{AdminChange, AdminUser};
 use super::rules::{MAX_BIO_LEN, check_display_name, level_for_experience, next_level_at};
 use super::service::{Issued, Service};
 use super::store::{AuditRow, ProfileChanges, UserRow};
+use crate::modules::billing::{Grant, Standing};
 use crate::modules::media::Media;
 use crate::platform::http::{AppError, AuthUser, ClientInfo, FieldErrors, Role, strict_body};
 
@@ -26,14 +28,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .route(web::put().to(put_profile)),
         )
         .service(web::resource("/users/password").route(web::put().to(change_password)))
-        .service(web::resource("/admin/audit-log").route(web::get().to(audit_log)));
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct Subscription {
-    tier: String,
-    valid_until: Option<DateTime<Utc>>,
+        .service(web::resource("/admin/audit-log").route(web::get().to(audit_log)))
+        .service(web::resource("/admin/users").route(web::get().to(admin_users)))
+        .service(web::resource("/admin/users/{id}").route(web::patch().to(admin_patch_user)));
 }
 
 /// The `user` object of DESIGN.md §2, plus what the profile page needs.
@@ -50,14 +47,14 @@ struct UserView {
     experience: i64,
     next_level_at: i64,
     role: String,
-    subscription: Subscription,
+    subscription: Standing,
     email_verified: bool,
     preferences: Value,
     created_at: DateTime<Utc>,
 }
 
-impl From<UserRow> for UserView {
-    fn from(user: UserRow) -> Self {
+impl UserView {
+    fn new(user: UserRow, subscription: Standing) -> Self {
         let level = level_for_experience(user.experience);
         Self {
             id: user.id,
@@ -70,10 +67,7 @@ impl From<UserRow> for UserView {
             experience: user.experience,
             next_level_at: next_level_at(level),
             role: user.role,
-            subscription: Subscription {
-                tier: user.tier,
-                valid_until: user.tier_valid_until,
-            },
+            subscription,
             email_verified: user.email_verified_at.is_some(),
             preferences: user.preferences,
             created_at: user.created_at,
@@ -96,14 +90,14 @@ impl From<Issued> for TokensView {
             token: issued.token,
             refresh_token: issued.refresh_token,
             expires_in: issued.expires_in,
-            user: issued.user.into(),
+            user: UserView::new(issued.user, issued.subscription),
         }
     }
 }
 
 /// The `user` object, as `GET /users/profile` shows it (an export's `profile.json`).
-pub(super) fn user_body(user: UserRow) -> Value {
-    serde_json::to_value(UserView::from(user)).unwrap_or_default()
+pub(super) fn user_body(user: UserRow, subscription: Standing) -> Value {
+    serde_json::to_value(UserView::new(user, subscription)).unwrap_or_default()
 }
 
 /// The body of register, login and refresh (and of an account's restore).
@@ -232,8 +226,10 @@ async fn profile_view(
     user: &AuthUser,
     row: UserRow,
 ) -> Result<HttpResponse, AppError> {
-    let (used, quota) = service.storage(user.user_id, &user.tier).await?;
-    let mut view = serde_json::to_value(UserView::from(row)).map_err(AppError::internal)?;
+    let standing = service.subscriptions.standing(user.user_id).await?;
+    let (used, quota) = service.storage(user.user_id, &standing.tier).await?;
+    let mut view =
+        serde_json::to_value(UserView::new(row, standing)).map_err(AppError::internal)?;
     view["storage"] = json!({ "usedBytes": used, "quotaBytes": quota });
     Ok(HttpResponse::Ok().json(view))
 }
@@ -420,4 +416,103 @@ async fn audit_log(
         "number": page,
         "size": size,
     })))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct UsersQuery {
+    search: Option<String>,
+    #[serde(default)]
+    page: i64,
+    size: Option<i64>,
+}
+
+/// An account as the admin page lists it.
+fn admin_user_view(user: &AdminUser) -> Value {
+    json!({
+        "id": user.row.id,
+        "email": user.row.email,
+        "displayName": user.row.display_name,
+        "role": user.row.role,
+        "tier": user.subscription.tier,
+        "subscription": user.subscription,
+        "status": user.status(),
+        "emailVerified": user.row.email_verified_at.is_some(),
+        "createdAt": user.row.created_at,
+        "lastLoginAt": user.row.last_login_at,
+    })
+}
+
+async fn admin_users(
+    service: web::Data<Service>,
+    user: AuthUser,
+    query: web::Query<UsersQuery>,
+) -> Result<HttpResponse, AppError> {
+    user.require(Role::Admin)?;
+    let query = query.into_inner();
+    let size = query.size.unwrap_or(20).clamp(1, MAX_PAGE_SIZE);
+    let page = query.page.clamp(0, 1_000_000);
+    let search = query
+        .search
+        .map(|s| s.trim().chars().take(200).collect::<String>())
+        .filter(|s| !s.is_empty());
+    let (users, total) = service.list_users(search, page, size).await?;
+    let content: Vec<Value> = users.iter().map(admin_user_view).collect();
+    Ok(HttpResponse::Ok().json(json!({
+        "content": content,
+        "totalElements": total,
+        "totalPages": (total + size - 1) / size,
+        "number": page,
+        "size": size,
+    })))
+}
+
+/// `tier` and `validUntil` go together: a tier without `validUntil` lasts until changed.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct AdminPatch {
+    role: Option<String>,
+    tier: Option<String>,
+    #[serde(default, with = "serde_with_null")]
+    valid_until: Option<Option<DateTime<Utc>>>,
+    disabled: Option<bool>,
+}
+
+async fn admin_patch_user(
+    service: web::Data<Service>,
+    user: AuthUser,
+    client: ClientInfo,
+    id: web::Path<Uuid>,
+    body: web::Json<Value>,
+) -> Result<HttpResponse, AppError> {
+    user.require(Role::Admin)?;
+    let patch: AdminPatch = strict_body(
+        body.into_inner(),
+        &["role", "tier", "validUntil", "disabled"],
+    )?;
+    let mut errors = FieldErrors::new();
+    if patch.valid_until.is_some() && patch.tier.is_none() {
+        errors.add("validUntil", "goes with tier");
+    }
+    if let Some(Some(until)) = patch.valid_until
+        && until <= Utc::now()
+    {
+        errors.add("validUntil", "must be in the future");
+    }
+    if patch.role.is_none() && patch.tier.is_none() && patch.disabled.is_none() {
+        errors.add("role", "give role, tier or disabled");
+    }
+    errors.finish(())?;
+    let change = AdminChange {
+        role: patch.role,
+        tier: patch.tier.map(|tier| Grant {
+            tier,
+            valid_until: patch.valid_until.flatten(),
+        }),
+        disabled: patch.disabled,
+    };
+    let changed = service
+        .administer(Some(user.user_id), id.into_inner(), change, &client)
+        .await?;
+    Ok(HttpResponse::Ok().json(admin_user_view(&changed)))
 }

@@ -129,7 +129,7 @@ impl Service {
             })
             .await?;
         let (user, session_id, refresh) = opened.ok_or(IdentityError::NotPendingDeletion)?;
-        let issued = self.issue(user, session_id, refresh)?;
+        let issued = self.issue(user, session_id, refresh).await?;
         Ok(super::api::tokens_body(issued))
     }
 }
@@ -176,10 +176,28 @@ impl Accounts for Service {
         after: Option<Uuid>,
         limit: i64,
     ) -> BoxFuture<'_, Result<Vec<Uuid>, DbError>> {
+        // Billing knows the tiers: accounts are read a page at a time and the paid ones
+        // left out, until a page holds free ones or the accounts run out.
         Box::pin(async move {
-            self.db
-                .run(move |conn| store::free_tier_users(conn, after, limit).map_err(DbError::from))
-                .await
+            let mut after = after;
+            loop {
+                let page = self
+                    .db
+                    .run(move |conn| store::users_after(conn, after, limit).map_err(DbError::from))
+                    .await?;
+                let Some(last) = page.last().copied() else {
+                    return Ok(Vec::new());
+                };
+                let standings = self.subscriptions.standings(page.clone()).await?;
+                let free: Vec<Uuid> = page
+                    .into_iter()
+                    .filter(|id| standings.get(id).is_none_or(|s| s.tier == "free"))
+                    .collect();
+                if !free.is_empty() {
+                    return Ok(free);
+                }
+                after = Some(last);
+            }
         })
     }
 

@@ -1,6 +1,7 @@
 #![doc = include_str!("README.md")]
 
 mod account;
+mod admin;
 mod api;
 mod audit;
 mod deletion;
@@ -123,6 +124,27 @@ pub trait AuditLog: Send + Sync {
     fn record(&self, entry: AuditEntry) -> BoxFuture<'_, Result<(), DbError>>;
 }
 
+/// Accounts in all, and those active (a session used) in the last 24 hours.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AccountCounts {
+    pub users: i64,
+    pub active_24h: i64,
+}
+
+/// What the operators' board asks of identity.
+pub trait Census: Send + Sync {
+    fn counts(&self) -> BoxFuture<'_, Result<AccountCounts, AppError>>;
+}
+
+impl Census for service::Service {
+    fn counts(&self) -> BoxFuture<'_, Result<AccountCounts, AppError>> {
+        Box::pin(async move {
+            let (users, active_24h) = self.census().await?;
+            Ok(AccountCounts { users, active_24h })
+        })
+    }
+}
+
 /// A user's experience and level after an award.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Progress {
@@ -203,9 +225,13 @@ pub struct Identity {
 }
 
 impl Identity {
-    pub fn new(platform: &Platform, media: Arc<dyn crate::modules::media::MediaDirectory>) -> Self {
+    pub fn new(
+        platform: &Platform,
+        media: Arc<dyn crate::modules::media::MediaDirectory>,
+        subscriptions: Arc<dyn crate::modules::billing::Subscriptions>,
+    ) -> Self {
         Self {
-            service: service::Service::new(platform, media),
+            service: service::Service::new(platform, media, subscriptions),
         }
     }
 
@@ -255,15 +281,20 @@ impl Identity {
         Arc::new(self.service.clone())
     }
 
-    /// Sets an account's role and/or tier (the `companion admin set-user` command).
+    /// Sets an account's role and/or tier (the `companion admin set-user` command); a
+    /// paid tier lasts until `valid_until` when given.
     pub async fn set_user(
         &self,
         email: &str,
         role: Option<&str>,
         tier: Option<&str>,
+        valid_until: Option<DateTime<Utc>>,
     ) -> Result<(), IdentityError> {
-        self.service
-            .set_user(None, email, role, tier, &ClientInfo::default())
-            .await
+        self.service.set_user(email, role, tier, valid_until).await
+    }
+
+    /// What the operators' board counts of accounts.
+    pub fn census(&self) -> Arc<dyn Census> {
+        Arc::new(self.service.clone())
     }
 }

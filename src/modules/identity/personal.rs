@@ -81,7 +81,8 @@ impl PersonalData for Service {
                 row.disabled_at,
                 row.deletion_scheduled_for,
             );
-            let mut profile = super::api::user_body(row);
+            let standing = self.subscriptions.standing(user).await?;
+            let mut profile = super::api::user_body(row, standing);
             profile["emailVerifiedAt"] = json!(verified);
             profile["disabledAt"] = json!(disabled);
             profile["deletionScheduledFor"] = json!(deletion);

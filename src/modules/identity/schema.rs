@@ -10,14 +10,13 @@ diesel::table! {
         bio -> Nullable<Text>,
         preferences -> Jsonb,
         role -> Text,
-        tier -> Text,
-        tier_valid_until -> Nullable<Timestamptz>,
         experience -> Int8,
         email_verified_at -> Nullable<Timestamptz>,
         disabled_at -> Nullable<Timestamptz>,
         created_at -> Timestamptz,
         updated_at -> Timestamptz,
         deletion_scheduled_for -> Nullable<Timestamptz>,
+        last_login_at -> Nullable<Timestamptz>,
     }
 }
 

@@ -18,6 +18,7 @@ use super::sessions::Sessions;
 use super::store::{self, NewUser, UserRow};
 use super::{AuditEntry, Experience, Outcome, People, Progress, password, secret};
 use crate::config::Settings;
+use crate::modules::billing::{Standing, Subscriptions};
 use crate::modules::media::MediaDirectory;
 use crate::platform::Platform;
 use crate::platform::db::{Db, DbError};
@@ -44,6 +45,10 @@ pub enum IdentityError {
     PendingDeletion(chrono::DateTime<Utc>),
     #[error("the account is not scheduled for deletion")]
     NotPendingDeletion,
+    #[error("the account is disabled")]
+    Disabled,
+    #[error("{0}")]
+    Conflict(&'static str),
     #[error("rate limited")]
     RateLimited(Decision),
     #[error(transparent)]
@@ -90,6 +95,8 @@ impl From<IdentityError> for AppError {
                 "scheduledFor": at,
                 "restore": "/api/v1/users/account/restore",
             })),
+            IdentityError::Disabled => AppError::from_code(ErrorCode::AccountDisabled),
+            IdentityError::Conflict(message) => AppError::conflict(message),
             IdentityError::RateLimited(decision) => refusal(&decision),
             IdentityError::Db(err) => err.into(),
             IdentityError::Other(err) => AppError::internal(err),
@@ -103,6 +110,7 @@ pub struct Issued {
     pub refresh_token: String,
     pub expires_in: u64,
     pub user: UserRow,
+    pub subscription: Standing,
 }
 
 fn is_unique_violation(err: &DieselError) -> bool {
@@ -122,13 +130,19 @@ pub struct Service {
     pub(super) sessions: Arc<Sessions>,
     pub(super) audit: Audit,
     pub(super) media: Arc<dyn MediaDirectory>,
+    pub(super) subscriptions: Arc<dyn Subscriptions>,
     pub(super) realtime: Realtime,
 }
 
 impl Service {
-    pub fn new(platform: &Platform, media: Arc<dyn MediaDirectory>) -> Self {
+    pub fn new(
+        platform: &Platform,
+        media: Arc<dyn MediaDirectory>,
+        subscriptions: Arc<dyn Subscriptions>,
+    ) -> Self {
         Self {
             media,
+            subscriptions,
             db: platform.db.clone(),
             tokens: platform.tokens.clone(),
             settings: platform.settings.clone(),
@@ -169,22 +183,25 @@ impl Service {
         }
     }
 
-    pub(super) fn issue(
+    /// Signs an access token carrying the tier billing says the user has now.
+    pub(super) async fn issue(
         &self,
         user: UserRow,
         session_id: Uuid,
         refresh_token: String,
     ) -> Result<Issued, IdentityError> {
+        let subscription = self.subscriptions.standing(user.id).await?;
         let ttl = self.settings.auth.access_ttl();
         let token = self
             .tokens
-            .issue_access(user.id, session_id, &user.role, &user.tier, ttl)
+            .issue_access(user.id, session_id, &user.role, &subscription.tier, ttl)
             .map_err(anyhow::Error::from)?;
         Ok(Issued {
             token,
             refresh_token,
             expires_in: ttl.as_secs(),
             user,
+            subscription,
         })
     }
 
@@ -272,6 +289,7 @@ impl Service {
                     }
                 })?;
                 let (session_id, refresh) = service.start_session(conn, user.id, &client)?;
+                store::touch_login(conn, user.id)?;
                 service.send_verification(conn, &user)?;
                 audit::record_in(
                     conn,
@@ -282,7 +300,7 @@ impl Service {
                 Ok::<_, IdentityError>((user, session_id, refresh))
             })
             .await?;
-        self.issue(user, session_id, refresh)
+        self.issue(user, session_id, refresh).await
     }
 
     /// Counts a password guess against the login limits, then looks the account up and
@@ -355,6 +373,16 @@ impl Service {
                             user.deletion_scheduled_for.unwrap_or_default(),
                         )));
                     }
+                    // Disabled by an operator: the owner is told so (nobody else learns it).
+                    Some(user) if matches => {
+                        audit::record_in(
+                            conn,
+                            AuditEntry::new("auth.login", Outcome::Denied)
+                                .by_self(user.id)
+                                .client(&client),
+                        )?;
+                        return Ok(Err(IdentityError::Disabled));
+                    }
                     other => {
                         let mut entry =
                             AuditEntry::new("auth.login", Outcome::Failure).client(&client);
@@ -366,6 +394,7 @@ impl Service {
                     }
                 };
                 let (session_id, refresh) = service.start_session(conn, user.id, &client)?;
+                store::touch_login(conn, user.id)?;
                 audit::record_in(
                     conn,
                     AuditEntry::new("auth.login", Outcome::Success)
@@ -377,7 +406,7 @@ impl Service {
             })
             .await?;
         let (user, session_id, refresh) = outcome?;
-        self.issue(user, session_id, refresh)
+        self.issue(user, session_id, refresh).await
     }
 
     /// Rotates a refresh token. Presenting one that was already rotated means it leaked (or
@@ -431,7 +460,9 @@ impl Service {
             })
             .await?;
         match rotation {
-            Rotation::Rotated(user, session_id, refresh) => self.issue(*user, session_id, refresh),
+            Rotation::Rotated(user, session_id, refresh) => {
+                self.issue(*user, session_id, refresh).await
+            }
             Rotation::Reused(session_id) => {
                 self.sessions.revoked(&[session_id]).await;
                 Err(IdentityError::InvalidRefresh)

@@ -19,13 +19,12 @@ pub struct UserRow {
     pub bio: Option<String>,
     pub preferences: Value,
     pub role: String,
-    pub tier: String,
-    pub tier_valid_until: Option<DateTime<Utc>>,
     pub experience: i64,
     pub email_verified_at: Option<DateTime<Utc>>,
     pub disabled_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub deletion_scheduled_for: Option<DateTime<Utc>>,
+    pub last_login_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Insertable)]
@@ -42,6 +41,14 @@ pub fn insert_user(conn: &mut PgConnection, user: &NewUser) -> QueryResult<UserR
         .values(user)
         .returning(UserRow::as_returning())
         .get_result(conn)
+}
+
+/// Notes a successful login (the admin list shows it).
+pub fn touch_login(conn: &mut PgConnection, id: Uuid) -> QueryResult<()> {
+    diesel::update(users::table.find(id))
+        .set(users::last_login_at.eq(now))
+        .execute(conn)?;
+    Ok(())
 }
 
 pub fn find_user(conn: &mut PgConnection, id: Uuid) -> QueryResult<Option<UserRow>> {
@@ -101,20 +108,94 @@ pub fn update_profile(
         .get_result(conn)
 }
 
-pub fn set_role_and_tier(
+pub fn find_user_for_update(conn: &mut PgConnection, id: Uuid) -> QueryResult<Option<UserRow>> {
+    users::table
+        .find(id)
+        .select(UserRow::as_select())
+        .for_update()
+        .first(conn)
+        .optional()
+}
+
+pub fn set_role(conn: &mut PgConnection, user_id: Uuid, role: &str) -> QueryResult<()> {
+    diesel::update(users::table.find(user_id))
+        .set((users::role.eq(role), users::updated_at.eq(now)))
+        .execute(conn)?;
+    Ok(())
+}
+
+/// Disables an account by an operator's decision (or enables it again), and ends its
+/// sessions when disabling: the revoked session ids.
+pub fn set_disabled(
     conn: &mut PgConnection,
     user_id: Uuid,
-    role: &str,
-    tier: &str,
-) -> QueryResult<UserRow> {
+    disabled: bool,
+) -> QueryResult<Vec<Uuid>> {
+    let at = if disabled { Some(Utc::now()) } else { None };
     diesel::update(users::table.find(user_id))
-        .set((
-            users::role.eq(role),
-            users::tier.eq(tier),
-            users::updated_at.eq(now),
-        ))
-        .returning(UserRow::as_returning())
-        .get_result(conn)
+        .set((users::disabled_at.eq(at), users::updated_at.eq(now)))
+        .execute(conn)?;
+    if disabled {
+        revoke_user_sessions(conn, user_id, None, "disabled")
+    } else {
+        Ok(Vec::new())
+    }
+}
+
+/// `text` for a LIKE pattern that matches it literally anywhere.
+fn contains_pattern(text: &str) -> String {
+    let mut pattern = String::with_capacity(text.len() + 2);
+    pattern.push('%');
+    for c in text.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            pattern.push('\\');
+        }
+        pattern.push(c);
+    }
+    pattern.push('%');
+    pattern
+}
+
+/// A page of accounts, newest first, whose email or display name contains `search`
+/// (case-insensitive), and how many match.
+pub fn list_users(
+    conn: &mut PgConnection,
+    search: Option<&str>,
+    page: i64,
+    size: i64,
+) -> QueryResult<(Vec<UserRow>, i64)> {
+    let filtered = || {
+        let mut query = users::table.into_boxed();
+        if let Some(search) = search {
+            let pattern = contains_pattern(search);
+            query = query.filter(
+                users::email
+                    .ilike(pattern.clone())
+                    .or(users::display_name.ilike(pattern)),
+            );
+        }
+        query
+    };
+    let total = filtered().count().get_result(conn)?;
+    let rows = filtered()
+        .order(users::id.desc())
+        .offset(page * size)
+        .limit(size)
+        .select(UserRow::as_select())
+        .load(conn)?;
+    Ok((rows, total))
+}
+
+/// Accounts in all, and those with a session used in the last 24 hours.
+pub fn census(conn: &mut PgConnection) -> QueryResult<(i64, i64)> {
+    use diesel::dsl::count;
+    let users = users::table.count().get_result(conn)?;
+    let since = Utc::now() - chrono::Duration::hours(24);
+    let active = sessions::table
+        .filter(sessions::last_used_at.gt(since))
+        .select(count(sessions::user_id).aggregate_distinct())
+        .get_result(conn)?;
+    Ok((users, active))
 }
 
 /// Adds `amount` atomically; returns the new total, `None` for an unknown user.
@@ -401,14 +482,13 @@ pub fn reopen_account(conn: &mut PgConnection, user_id: Uuid) -> QueryResult<Opt
         .optional()
 }
 
-/// Accounts on the free tier after `after` (by id), `limit` at a time.
-pub fn free_tier_users(
+/// Accounts after `after` (by id), `limit` at a time.
+pub fn users_after(
     conn: &mut PgConnection,
     after: Option<Uuid>,
     limit: i64,
 ) -> QueryResult<Vec<Uuid>> {
     users::table
-        .filter(users::tier.eq("free"))
         .filter(users::id.gt(after.unwrap_or(Uuid::nil())))
         .order(users::id)
         .limit(limit)

@@ -95,6 +95,7 @@ impl Media {
                 platform.db.clone(),
                 platform.storage.clone(),
                 platform.settings.media.clone(),
+                platform.settings.plans.clone(),
             ),
         }
     }

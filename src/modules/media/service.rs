@@ -16,7 +16,7 @@ use uuid::Uuid;
 use super::images::{self, INLINE_THUMBNAIL_PIXELS, ImageError};
 use super::sniff::{self, Format, Kind, SNIFF_BYTES};
 use super::store::{self, MediaRow, NewMedia};
-use crate::config::MediaSettings;
+use crate::config::{MediaSettings, Plans};
 use crate::platform::db::{Db, DbError};
 use crate::platform::jobs::{self, Job, JobRegistry, NewJob};
 use crate::platform::storage::Storage;
@@ -73,6 +73,7 @@ pub struct Service {
     pub(super) db: Db,
     pub(super) storage: Storage,
     limits: MediaSettings,
+    plans: Plans,
     /// Image work (decode, strip, thumbnail) at once, at most one per core.
     image_work: std::sync::Arc<tokio::sync::Semaphore>,
 }
@@ -101,12 +102,13 @@ pub fn disposition(id: Uuid, content_type: &str) -> String {
 }
 
 impl Service {
-    pub fn new(db: Db, storage: Storage, limits: MediaSettings) -> Self {
+    pub fn new(db: Db, storage: Storage, limits: MediaSettings, plans: Plans) -> Self {
         let cores = std::thread::available_parallelism().map_or(1, usize::from);
         Self {
             db,
             storage,
             limits,
+            plans,
             image_work: std::sync::Arc::new(tokio::sync::Semaphore::new(cores)),
         }
     }
@@ -154,7 +156,7 @@ impl Service {
 
     /// The storage quota of a tier, in bytes (`None`: unlimited).
     pub fn quota(&self, tier: &str) -> Option<u64> {
-        self.limits.quota(tier)
+        self.plans.get(tier).storage_quota()
     }
 
     /// The bytes `owner`'s media take.

@@ -30,6 +30,8 @@ pub enum ErrorCode {
     PremiumRequired,
     /// 403: the account is waiting for its erasure; the client may offer to restore it.
     AccountPendingDeletion,
+    /// 403: an operator disabled the account.
+    AccountDisabled,
     NotFound,
     MethodNotAllowed,
     Conflict,
@@ -38,6 +40,8 @@ pub enum ErrorCode {
     PayloadTooLarge,
     /// 413: the upload would take the user past their plan's storage quota.
     StorageQuotaExceeded,
+    /// 429: the plan's language-model tokens for the month are spent.
+    TokenQuotaExceeded,
     UnsupportedMediaType,
     /// 416: a `Range` outside the file.
     RangeNotSatisfiable,
@@ -52,9 +56,10 @@ impl ErrorCode {
         match self {
             Self::BadRequest => StatusCode::BAD_REQUEST,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
-            Self::Forbidden | Self::PremiumRequired | Self::AccountPendingDeletion => {
-                StatusCode::FORBIDDEN
-            }
+            Self::Forbidden
+            | Self::PremiumRequired
+            | Self::AccountPendingDeletion
+            | Self::AccountDisabled => StatusCode::FORBIDDEN,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::Conflict | Self::ExportTooLarge => StatusCode::CONFLICT,
@@ -62,7 +67,7 @@ impl ErrorCode {
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::RangeNotSatisfiable => StatusCode::RANGE_NOT_SATISFIABLE,
             Self::ValidationError => StatusCode::UNPROCESSABLE_ENTITY,
-            Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            Self::RateLimited | Self::TokenQuotaExceeded => StatusCode::TOO_MANY_REQUESTS,
             Self::InternalError => StatusCode::INTERNAL_SERVER_ERROR,
             Self::ServiceUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
@@ -97,12 +102,14 @@ impl ErrorCode {
             Self::AccountPendingDeletion => {
                 "This account is scheduled for deletion; it can still be restored."
             }
+            Self::AccountDisabled => "This account has been disabled; contact support.",
             Self::NotFound => "Not found.",
             Self::MethodNotAllowed => "This method is not allowed here.",
             Self::Conflict => "The request conflicts with the current state.",
             Self::ExportTooLarge => "This account is too large for an immediate export.",
             Self::PayloadTooLarge => "The request body is too large.",
             Self::StorageQuotaExceeded => "Your storage quota is used up.",
+            Self::TokenQuotaExceeded => "Your plan's tokens for this month are used up.",
             Self::UnsupportedMediaType => "Unsupported content type.",
             Self::RangeNotSatisfiable => "The requested range is outside the file.",
             Self::ValidationError => "Validation failed.",
@@ -190,6 +197,12 @@ impl AppError {
 
     pub fn unavailable(cause: impl Into<anyhow::Error>) -> Self {
         Self::from_code(ErrorCode::ServiceUnavailable).with_cause(cause)
+    }
+
+    /// Tells the client when to try again (`Retry-After`).
+    pub fn retry_after(mut self, secs: u64) -> Self {
+        self.retry_after_secs = Some(secs);
+        self
     }
 
     pub fn with_details(mut self, details: Value) -> Self {

@@ -19,7 +19,7 @@ use uuid::Uuid;
 use super::auth::{TokenKeys, bearer_token};
 use super::client::client_ip;
 use super::error::AppError;
-use crate::config::RateLimitSettings;
+use crate::config::Plans;
 use crate::platform::Platform;
 use crate::platform::ratelimit::{Decision, Quota};
 
@@ -48,14 +48,9 @@ pub fn refusal(decision: &Decision) -> AppError {
     AppError::rate_limited(ceil_secs(decision.retry_after).max(1))
 }
 
-/// The quota of a tier; `None` for unlimited.
-pub fn tier_quota(settings: &RateLimitSettings, tier: &str) -> Option<Quota> {
-    let per_minute = match tier {
-        "premium" => settings.premium_per_minute,
-        "enterprise" => settings.enterprise_per_minute,
-        _ => settings.free_per_minute,
-    };
-    Quota::configured(per_minute, Duration::from_secs(60))
+/// The request budget of a tier's plan; `None` for unlimited.
+pub fn tier_quota(plans: &Plans, tier: &str) -> Option<Quota> {
+    Quota::configured(plans.get(tier).requests_per_minute, Duration::from_secs(60))
 }
 
 /// The key of a user's general request budget (erasure forgets it).
@@ -86,7 +81,7 @@ async fn charge(
 /// Counts one request of a signed-in user against their tier's quota, for work that does not
 /// arrive as an HTTP request (a WebSocket frame); the 429 when over it.
 pub async fn charge_user(platform: &Platform, user: Uuid, tier: &str) -> Result<(), AppError> {
-    let quota = tier_quota(&platform.settings.ratelimit, tier);
+    let quota = tier_quota(&platform.settings.plans, tier);
     charge(platform, &user_key(user), quota)
         .await
         .map(|_| ())
@@ -109,7 +104,10 @@ pub async fn rate_limit(
         .and_then(|keys| bearer_token(req.request()).and_then(|t| keys.verify_access(t)));
     let (key, quota) = match claims {
         Some(claims) => {
-            let limit = (user_key(claims.sub), tier_quota(settings, &claims.tier));
+            let limit = (
+                user_key(claims.sub),
+                tier_quota(&platform.settings.plans, &claims.tier),
+            );
             // Verified once: `AuthUser` picks the claims up instead of verifying again.
             req.extensions_mut().insert(claims);
             limit

@@ -30,7 +30,7 @@ use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-pub use store::JobRecord;
+pub use store::{Depth, JobRecord};
 pub use worker::JobRunner;
 
 use crate::platform::db::{Db, DbError};
@@ -165,6 +165,13 @@ impl JobQueue {
     pub async fn enqueue(&self, job: NewJob) -> Result<Option<Uuid>, DbError> {
         self.db
             .run(move |conn| store::enqueue(conn, &job).map_err(DbError::from))
+            .await
+    }
+
+    /// Jobs due and waiting, running, and dead.
+    pub async fn depth(&self) -> Result<Depth, DbError> {
+        self.db
+            .run(|conn| store::depth(conn).map_err(DbError::from))
             .await
     }
 

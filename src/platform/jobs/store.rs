@@ -249,3 +249,24 @@ pub fn find(conn: &mut PgConnection, id: Uuid) -> QueryResult<Option<JobRecord>>
     .get_result(conn)
     .optional()
 }
+
+/// How many jobs wait (due now), run, and are dead (out of attempts).
+#[derive(Debug, Clone, Copy, QueryableByName)]
+pub struct Depth {
+    #[diesel(sql_type = BigInt)]
+    pub queued: i64,
+    #[diesel(sql_type = BigInt)]
+    pub running: i64,
+    #[diesel(sql_type = BigInt)]
+    pub dead: i64,
+}
+
+pub fn depth(conn: &mut PgConnection) -> QueryResult<Depth> {
+    diesel::sql_query(
+        "SELECT count(*) FILTER (WHERE state = 'queued' AND run_at <= now()) AS queued, \
+                count(*) FILTER (WHERE state = 'running') AS running, \
+                count(*) FILTER (WHERE state = 'dead') AS dead \
+         FROM platform.jobs",
+    )
+    .get_result(conn)
+}

@@ -1,0 +1,94 @@
+//! `GET /admin/stats`: what operators watch, counted by the modules that own the data, and
+//! the user gauges of `/metrics` set from the same counts.
+
+use std::sync::Arc;
+
+use actix_web::{HttpResponse, web};
+use prometheus::{IntGauge, IntGaugeVec, Opts};
+use serde_json::{Value, json};
+
+use crate::config::Plans;
+use crate::modules::billing::Subscriptions;
+use crate::modules::chat::Activity;
+use crate::modules::identity::Census;
+use crate::platform::Platform;
+use crate::platform::http::{AppError, AuthUser, Role};
+use crate::platform::jobs::JobQueue;
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(web::resource("/admin/stats").route(web::get().to(stats)));
+}
+
+#[derive(Clone)]
+pub struct Board {
+    census: Arc<dyn Census>,
+    subscriptions: Arc<dyn Subscriptions>,
+    activity: Arc<dyn Activity>,
+    jobs: JobQueue,
+    active_users: IntGauge,
+    users_by_tier: IntGaugeVec,
+}
+
+impl Board {
+    pub fn new(
+        platform: &Platform,
+        census: Arc<dyn Census>,
+        subscriptions: Arc<dyn Subscriptions>,
+        activity: Arc<dyn Activity>,
+    ) -> Result<Self, prometheus::Error> {
+        let active_users = IntGauge::new(
+            "virtual_companion_active_users",
+            "Accounts with a session used in the last 24 hours",
+        )?;
+        let users_by_tier = IntGaugeVec::new(
+            Opts::new("virtual_companion_users", "Accounts by subscription tier"),
+            &["tier"],
+        )?;
+        platform.metrics.register(Box::new(active_users.clone()))?;
+        platform.metrics.register(Box::new(users_by_tier.clone()))?;
+        Ok(Self {
+            census,
+            subscriptions,
+            activity,
+            jobs: JobQueue::new(platform.db.clone()),
+            active_users,
+            users_by_tier,
+        })
+    }
+
+    /// Counts everything (the four reads run together) and sets the gauges.
+    pub async fn stats(&self) -> Result<Value, AppError> {
+        let (accounts, paid, today, jobs) = futures_util::try_join!(
+            self.census.counts(),
+            async { Ok::<_, AppError>(self.subscriptions.paid_counts().await?) },
+            async { Ok::<_, AppError>(self.activity.today().await?) },
+            async { Ok::<_, AppError>(self.jobs.depth().await?) },
+        )?;
+        let paid_of = |tier: &str| paid.get(tier).copied().unwrap_or(0);
+        let free = (accounts.users - paid_of("premium") - paid_of("enterprise")).max(0);
+        let by_tier: serde_json::Map<String, Value> = Plans::TIERS
+            .iter()
+            .map(|tier| {
+                let count = if *tier == "free" { free } else { paid_of(tier) };
+                self.users_by_tier.with_label_values(&[tier]).set(count);
+                ((*tier).to_owned(), json!(count))
+            })
+            .collect();
+        self.active_users.set(accounts.active_24h);
+        Ok(json!({
+            "users": {
+                "total": accounts.users,
+                "active24h": accounts.active_24h,
+                "byTier": by_tier,
+            },
+            "messagesToday": today.messages,
+            "failedRepliesToday": today.failed_replies,
+            "jobs": { "queued": jobs.queued, "running": jobs.running, "dead": jobs.dead },
+        }))
+    }
+}
+
+async fn stats(board: web::Data<Board>, user: AuthUser) -> Result<HttpResponse, AppError> {
+    user.require(Role::Admin)?;
+    Ok(HttpResponse::Ok().json(board.stats().await?))
+}

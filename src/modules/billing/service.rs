@@ -1,0 +1,579 @@
+//! Billing's rules: a subscription's standing, operator grants, token quotas by month, and
+//! the provider's events applied in order.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Datelike, NaiveDate, TimeZone, Utc};
+use diesel::{Connection, PgConnection};
+use prometheus::{IntCounterVec, Opts};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use super::store::{self, SubscriptionChange, SubscriptionRow};
+use super::webhook::{self, Effect, Parties, RENEWAL_GRACE};
+use super::{AUDIT_JOB, Allowance, AuditNote, Grant, QuotaExceeded, Standing};
+use crate::config::{BillingSettings, Plan, Plans};
+use crate::modules::media::MediaDirectory;
+use crate::platform::Platform;
+use crate::platform::db::{Db, DbError};
+use crate::platform::http::AppError;
+use crate::platform::jobs::{self, JobRegistry, NewJob};
+use crate::platform::realtime::Realtime;
+
+/// The job that applies one stored webhook event.
+pub const EVENT_JOB: &str = "billing.event";
+/// The recurring job that writes lapsed subscriptions down as free.
+const EXPIRE_JOB: &str = "billing.expire";
+const EXPIRE_BATCH: i64 = 500;
+
+#[derive(Clone)]
+pub struct Service {
+    pub(super) db: Db,
+    pub(super) plans: Arc<Plans>,
+    pub(super) settings: Arc<BillingSettings>,
+    /// The model's window: no plan's context is larger.
+    model_context: u32,
+    realtime: Realtime,
+    media: Arc<dyn MediaDirectory>,
+    quota_rejections: IntCounterVec,
+}
+
+/// The first day of `at`'s month, and the first instant of the next month.
+pub fn period_of(at: DateTime<Utc>) -> (NaiveDate, DateTime<Utc>) {
+    let start = NaiveDate::from_ymd_opt(at.year(), at.month(), 1).unwrap_or_default();
+    let (year, month) = if at.month() == 12 {
+        (at.year() + 1, 1)
+    } else {
+        (at.year(), at.month() + 1)
+    };
+    let next = Utc
+        .with_ymd_and_hms(year, month, 1, 0, 0, 0)
+        .single()
+        .unwrap_or(at);
+    (start, next)
+}
+
+/// A row as it stands at `now`: a paid tier whose time ran out reads as free.
+pub fn standing_of(row: Option<&SubscriptionRow>, now: DateTime<Utc>) -> Standing {
+    let Some(row) = row else {
+        return Standing::free();
+    };
+    let lapsed = row.tier != "free" && row.valid_until.is_some_and(|until| until <= now);
+    if lapsed {
+        Standing {
+            tier: "free".to_owned(),
+            status: "expired".to_owned(),
+            valid_until: row.valid_until,
+        }
+    } else {
+        Standing {
+            tier: row.tier.clone(),
+            status: row.status.clone(),
+            valid_until: row.valid_until,
+        }
+    }
+}
+
+/// The realtime frame a user's clients get when their subscription changed: they refresh
+/// their token, which then carries the new tier.
+fn changed_frame(standing: &Standing) -> String {
+    json!({ "type": "subscription", "subscription": standing }).to_string()
+}
+
+fn audit_job(note: &AuditNote) -> NewJob {
+    NewJob::new(AUDIT_JOB, serde_json::to_value(note).unwrap_or_default()).max_attempts(20)
+}
+
+/// Announces a change of `user`'s standing, in the caller's transaction.
+fn announce_change(
+    conn: &mut PgConnection,
+    action: &str,
+    actor: Option<Uuid>,
+    user: Uuid,
+    before: &Standing,
+    after: &Standing,
+) -> diesel::QueryResult<()> {
+    jobs::enqueue(
+        conn,
+        &audit_job(&AuditNote {
+            action: action.to_owned(),
+            outcome: "success".to_owned(),
+            actor_id: actor,
+            subject_id: Some(user),
+            old_value: serde_json::to_value(before).ok(),
+            new_value: serde_json::to_value(after).ok(),
+            ip: None,
+            user_agent: None,
+        }),
+    )?;
+    Ok(())
+}
+
+impl Service {
+    pub fn new(
+        platform: &Platform,
+        media: Arc<dyn MediaDirectory>,
+    ) -> Result<Self, prometheus::Error> {
+        let quota_rejections = IntCounterVec::new(
+            Opts::new(
+                "virtual_companion_quota_rejections_total",
+                "Requests refused because a plan's quota was spent, by quota",
+            ),
+            &["quota"],
+        )?;
+        platform
+            .metrics
+            .register(Box::new(quota_rejections.clone()))?;
+        Ok(Self {
+            db: platform.db.clone(),
+            plans: Arc::new(platform.settings.plans.clone()),
+            settings: Arc::new(platform.settings.billing.clone()),
+            model_context: platform.settings.llm.context_tokens,
+            realtime: platform.realtime.clone(),
+            media,
+            quota_rejections,
+        })
+    }
+
+    /// The context a plan's prompts get: its own, within the model's window.
+    pub fn context_of(&self, plan: &Plan) -> u32 {
+        plan.context_tokens.min(self.model_context)
+    }
+
+    /// The bytes the user's media take (media keeps that count).
+    pub async fn storage_used(&self, user: Uuid) -> Result<u64, AppError> {
+        Ok(self.media.storage(user, "free").await?.0)
+    }
+
+    pub async fn standing(&self, user: Uuid) -> Result<Standing, DbError> {
+        let row = self
+            .db
+            .run(move |conn| store::find(conn, user).map_err(DbError::from))
+            .await?;
+        Ok(standing_of(row.as_ref(), Utc::now()))
+    }
+
+    pub async fn standings(&self, users: Vec<Uuid>) -> Result<HashMap<Uuid, Standing>, DbError> {
+        let rows = self
+            .db
+            .run(move |conn| store::find_many(conn, &users).map_err(DbError::from))
+            .await?;
+        let now = Utc::now();
+        Ok(rows
+            .iter()
+            .map(|row| (row.user_id, standing_of(Some(row), now)))
+            .collect())
+    }
+
+    /// An operator sets the tier. Provider ids stay (a later provider event still applies);
+    /// events older than this decision do not.
+    pub async fn grant(&self, user: Uuid, grant: Grant) -> Result<(Standing, Standing), DbError> {
+        let (before, after) = self
+            .db
+            .transaction(move |conn| {
+                let row = store::find_for_update(conn, user)?;
+                let now = Utc::now();
+                let before = standing_of(row.as_ref(), now);
+                let free = grant.tier == "free";
+                let change = SubscriptionChange {
+                    user_id: user,
+                    tier: grant.tier.clone(),
+                    status: "active".to_owned(),
+                    valid_until: if free { None } else { grant.valid_until },
+                    source: "admin".to_owned(),
+                    provider_customer_id: row.as_ref().and_then(|r| r.provider_customer_id.clone()),
+                    provider_subscription_id: row
+                        .as_ref()
+                        .and_then(|r| r.provider_subscription_id.clone()),
+                    // Provider times have whole seconds: within the same second, their
+                    // event wins.
+                    event_at: Utc.timestamp_opt(now.timestamp(), 0).single(),
+                };
+                store::upsert(conn, &change)?;
+                let after = standing_of(store::find(conn, user)?.as_ref(), now);
+                Ok::<_, DbError>((before, after))
+            })
+            .await?;
+        if before != after {
+            self.realtime.publish(user, changed_frame(&after)).await;
+        }
+        Ok((before, after))
+    }
+
+    pub async fn paid_counts(&self) -> Result<HashMap<String, i64>, DbError> {
+        let counts = self
+            .db
+            .run(|conn| store::paid_counts(conn).map_err(DbError::from))
+            .await?;
+        Ok(counts.into_iter().collect())
+    }
+
+    /// The standing and this month's usage, read together.
+    pub async fn standing_and_usage(
+        &self,
+        user: Uuid,
+    ) -> Result<(Standing, store::UsageRow, DateTime<Utc>), DbError> {
+        let now = Utc::now();
+        let (period, resets_at) = period_of(now);
+        let (row, usage) = self
+            .db
+            .run(move |conn| {
+                let row = store::find(conn, user)?;
+                let usage = store::usage_in(conn, user, period)?;
+                Ok::<_, DbError>((row, usage))
+            })
+            .await?;
+        let usage = usage.unwrap_or(store::UsageRow {
+            period,
+            requests: 0,
+            tokens: 0,
+        });
+        Ok((standing_of(row.as_ref(), now), usage, resets_at))
+    }
+
+    pub async fn allow(&self, user: Uuid) -> Result<Result<Allowance, QuotaExceeded>, DbError> {
+        let (standing, usage, resets_at) = self.standing_and_usage(user).await?;
+        let plan = self.plans.get(&standing.tier);
+        let used = u64::try_from(usage.tokens).unwrap_or(0);
+        if let Some(quota) = plan.token_quota()
+            && used >= quota
+        {
+            self.quota_rejections.with_label_values(&["tokens"]).inc();
+            return Ok(Err(QuotaExceeded {
+                quota,
+                used,
+                resets_at,
+            }));
+        }
+        Ok(Ok(Allowance {
+            context_tokens: self.context_of(plan),
+        }))
+    }
+
+    pub async fn record(&self, user: Uuid, tokens: u64) -> Result<(), DbError> {
+        let (period, _) = period_of(Utc::now());
+        let tokens = i64::try_from(tokens).unwrap_or(i64::MAX);
+        self.db
+            .run(move |conn| store::add_usage(conn, user, period, tokens).map_err(DbError::from))
+            .await
+    }
+
+    /// Stores a verified event once and queues it; `false` when it was seen before.
+    pub async fn accept_event(
+        &self,
+        envelope: webhook::Envelope,
+        event: Value,
+    ) -> Result<bool, DbError> {
+        self.db
+            .transaction(move |conn| {
+                let fresh = store::insert_event(
+                    conn,
+                    &envelope.id,
+                    &envelope.kind,
+                    envelope.created,
+                    &event,
+                )?;
+                if fresh {
+                    jobs::enqueue(
+                        conn,
+                        &NewJob::new(EVENT_JOB, json!({ "id": envelope.id }))
+                            .dedup_key(format!("{EVENT_JOB}:{}", envelope.id)),
+                    )?;
+                }
+                Ok::<_, DbError>(fresh)
+            })
+            .await
+    }
+
+    /// Announces a refused webhook call (the audit log is identity's; see [`AUDIT_JOB`]).
+    pub async fn refused_webhook(
+        &self,
+        reason: &str,
+        ip: Option<String>,
+        user_agent: Option<String>,
+    ) -> Result<(), DbError> {
+        let note = AuditNote {
+            action: "billing.webhook".to_owned(),
+            outcome: "denied".to_owned(),
+            actor_id: None,
+            subject_id: None,
+            old_value: None,
+            new_value: Some(json!({ "reason": reason })),
+            ip,
+            user_agent,
+        };
+        self.db
+            .run(move |conn| {
+                jobs::enqueue(conn, &audit_job(&note))
+                    .map(|_| ())
+                    .map_err(DbError::from)
+            })
+            .await
+    }
+
+    /// The tier a provider's price buys: listed in `billing.prices` by id or lookup key,
+    /// or a lookup key that names a paid tier.
+    fn tier_of_price(&self, price: &Value) -> Option<String> {
+        let keys = ["id", "lookup_key"]
+            .iter()
+            .filter_map(|key| price.get(key).and_then(Value::as_str));
+        for key in keys {
+            if let Some(tier) = self.settings.prices.get(key) {
+                return Some(tier.clone());
+            }
+            if matches!(key, "premium" | "enterprise") {
+                return Some(key.to_owned());
+            }
+        }
+        None
+    }
+
+    /// Applies stored event `id`: once, and only when it is newer than the last event
+    /// applied to its subscription.
+    pub async fn apply_event(&self, id: String) -> anyhow::Result<()> {
+        let service = self.clone();
+        let changed = self
+            .db
+            .transaction(move |conn| service.apply_in(conn, &id))
+            .await?;
+        if let Some((user, standing)) = changed {
+            self.realtime.publish(user, changed_frame(&standing)).await;
+        }
+        Ok(())
+    }
+
+    fn apply_in(
+        &self,
+        conn: &mut PgConnection,
+        id: &str,
+    ) -> Result<Option<(Uuid, Standing)>, DbError> {
+        let Some(event) = store::event_for_update(conn, id)? else {
+            return Ok(None);
+        };
+        if event.processed_at.is_some() {
+            return Ok(None);
+        }
+        let object = event
+            .payload
+            .pointer("/data/object")
+            .cloned()
+            .unwrap_or_default();
+        let prices = |price: &Value| self.tier_of_price(price);
+        let Some((parties, effect)) = webhook::interpret(&event.kind, &object, &prices) else {
+            store::mark_processed(conn, id, None, "ignored")?;
+            return Ok(None);
+        };
+        let Some(user) = self.user_of(conn, &parties)? else {
+            tracing::warn!(event = %id, kind = %event.kind, "a billing event matched no account");
+            store::mark_processed(conn, id, None, "unmatched")?;
+            return Ok(None);
+        };
+        let row = store::find_for_update(conn, user)?;
+        if row
+            .as_ref()
+            .and_then(|r| r.event_at)
+            .is_some_and(|last| last > event.created_at)
+        {
+            store::mark_processed(conn, id, Some(user), "stale")?;
+            return Ok(None);
+        }
+        let now = Utc::now();
+        let before = standing_of(row.as_ref(), now);
+        let Some(change) = self.change(user, row.as_ref(), &parties, &effect, event.created_at)
+        else {
+            // The account is known to exist only when it has a row.
+            store::mark_processed(conn, id, row.as_ref().map(|r| r.user_id), "unchanged")?;
+            return Ok(None);
+        };
+        // In a savepoint: an id in the metadata that names no account breaks the foreign key.
+        match conn.transaction(|conn| store::upsert(conn, &change)) {
+            Err(diesel::result::Error::DatabaseError(
+                diesel::result::DatabaseErrorKind::ForeignKeyViolation,
+                _,
+            )) => {
+                tracing::warn!(event = %id, "a billing event named an account that does not exist");
+                store::mark_processed(conn, id, None, "unmatched")?;
+                return Ok(None);
+            }
+            other => other?,
+        }
+        let after = standing_of(store::find(conn, user)?.as_ref(), now);
+        store::mark_processed(conn, id, Some(user), "applied")?;
+        if before == after {
+            return Ok(None);
+        }
+        announce_change(conn, "subscription.change", None, user, &before, &after)?;
+        Ok(Some((user, after)))
+    }
+
+    /// Our account for the event: by the metadata the checkout set, else by the provider's
+    /// subscription or customer id seen before. An id in the metadata that names no account
+    /// matches nothing.
+    fn user_of(&self, conn: &mut PgConnection, parties: &Parties) -> Result<Option<Uuid>, DbError> {
+        if let Some(user) = parties.user {
+            return Ok(Some(user));
+        }
+        Ok(store::user_of_provider(
+            conn,
+            parties.subscription.as_deref(),
+            parties.customer.as_deref(),
+        )?)
+    }
+
+    /// The row an event leads to; `None` when it changes nothing.
+    fn change(
+        &self,
+        user: Uuid,
+        row: Option<&SubscriptionRow>,
+        parties: &Parties,
+        effect: &Effect,
+        event_at: DateTime<Utc>,
+    ) -> Option<SubscriptionChange> {
+        let paid_until = |end: Option<DateTime<Utc>>| end.map(|end| end + RENEWAL_GRACE);
+        let (tier, status, valid_until) = match effect {
+            Effect::Ignored => return None,
+            Effect::Set {
+                tier,
+                status,
+                period_end,
+            } => {
+                let tier = tier.clone().or_else(|| row.map(|r| r.tier.clone()))?;
+                (tier, (*status).to_owned(), paid_until(*period_end))
+            }
+            Effect::Ended => ("free".to_owned(), "canceled".to_owned(), None),
+            Effect::Paid { period_end } => {
+                let row = row.filter(|r| r.tier != "free")?;
+                let until = match (paid_until(*period_end), row.valid_until) {
+                    (Some(new), Some(old)) => Some(new.max(old)),
+                    (new, old) => new.or(old),
+                };
+                (row.tier.clone(), "active".to_owned(), until)
+            }
+            Effect::PaymentFailed => {
+                let row = row.filter(|r| r.tier != "free")?;
+                (row.tier.clone(), "past_due".to_owned(), row.valid_until)
+            }
+        };
+        Some(SubscriptionChange {
+            user_id: user,
+            tier,
+            status,
+            valid_until,
+            source: "provider".to_owned(),
+            provider_customer_id: parties
+                .customer
+                .clone()
+                .or_else(|| row.and_then(|r| r.provider_customer_id.clone())),
+            provider_subscription_id: parties
+                .subscription
+                .clone()
+                .or_else(|| row.and_then(|r| r.provider_subscription_id.clone())),
+            event_at: Some(event_at),
+        })
+    }
+
+    /// Writes lapsed subscriptions down as free (they already read as free).
+    pub async fn expire(&self) -> anyhow::Result<usize> {
+        let mut total = 0;
+        loop {
+            let lapsed = self
+                .db
+                .transaction(|conn| {
+                    let lapsed = store::lapse_expired(conn, EXPIRE_BATCH)?;
+                    for (user, tier) in &lapsed {
+                        let before = Standing {
+                            tier: tier.clone(),
+                            status: "active".to_owned(),
+                            valid_until: None,
+                        };
+                        let after = Standing {
+                            tier: "free".to_owned(),
+                            status: "expired".to_owned(),
+                            valid_until: None,
+                        };
+                        announce_change(conn, "subscription.lapsed", None, *user, &before, &after)?;
+                    }
+                    Ok::<_, DbError>(lapsed)
+                })
+                .await?;
+            total += lapsed.len();
+            for (user, _) in &lapsed {
+                self.realtime
+                    .publish(*user, changed_frame(&self.standing(*user).await?))
+                    .await;
+            }
+            if lapsed.len() < usize::try_from(EXPIRE_BATCH).unwrap_or(usize::MAX) {
+                break;
+            }
+        }
+        if total > 0 {
+            tracing::info!(count = total, "lapsed subscriptions moved to free");
+        }
+        Ok(total)
+    }
+
+    pub fn register_jobs(&self, registry: &mut JobRegistry) {
+        let service = self.clone();
+        registry.register(EVENT_JOB, move |job| {
+            let service = service.clone();
+            async move {
+                let id: String = serde_json::from_value(job.payload["id"].clone())?;
+                service.apply_event(id).await
+            }
+        });
+        let service = self.clone();
+        registry.register(EXPIRE_JOB, move |_job| {
+            let service = service.clone();
+            async move {
+                service.expire().await?;
+                Ok(())
+            }
+        });
+        registry.schedule(
+            EXPIRE_JOB,
+            EXPIRE_JOB,
+            Duration::from_secs(self.settings.expiry_check_secs.max(1)),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn months_start_on_the_first_and_reset_on_the_next_first() {
+        let at = Utc
+            .with_ymd_and_hms(2026, 12, 31, 23, 59, 59)
+            .single()
+            .unwrap_or_default();
+        let (start, next) = period_of(at);
+        assert_eq!(
+            start,
+            NaiveDate::from_ymd_opt(2026, 12, 1).unwrap_or_default()
+        );
+        assert_eq!(
+            next,
+            Utc.with_ymd_and_hms(2027, 1, 1, 0, 0, 0)
+                .single()
+                .unwrap_or_default()
+        );
+        let (start, next) = period_of(
+            Utc.with_ymd_and_hms(2027, 2, 1, 0, 0, 0)
+                .single()
+                .unwrap_or_default(),
+        );
+        assert_eq!(
+            start,
+            NaiveDate::from_ymd_opt(2027, 2, 1).unwrap_or_default()
+        );
+        assert_eq!(
+            next,
+            Utc.with_ymd_and_hms(2027, 3, 1, 0, 0, 0)
+                .single()
+                .unwrap_or_default()
+        );
+    }
+}

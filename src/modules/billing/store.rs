@@ -1,0 +1,267 @@
+//! Every query on the billing tables. Synchronous diesel, run through `Db` by the service.
+
+use chrono::{DateTime, NaiveDate, Utc};
+use diesel::dsl::now;
+use diesel::prelude::*;
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::schema::{subscriptions, usage, webhook_events};
+
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = subscriptions, check_for_backend(diesel::pg::Pg))]
+pub struct SubscriptionRow {
+    pub user_id: Uuid,
+    pub tier: String,
+    pub status: String,
+    pub valid_until: Option<DateTime<Utc>>,
+    pub source: String,
+    pub provider_customer_id: Option<String>,
+    pub provider_subscription_id: Option<String>,
+    pub event_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// What a change writes (every field: the row is replaced as a whole).
+#[derive(Debug, Clone, Insertable, AsChangeset)]
+#[diesel(table_name = subscriptions, treat_none_as_null = true)]
+pub struct SubscriptionChange {
+    pub user_id: Uuid,
+    pub tier: String,
+    pub status: String,
+    pub valid_until: Option<DateTime<Utc>>,
+    pub source: String,
+    pub provider_customer_id: Option<String>,
+    pub provider_subscription_id: Option<String>,
+    pub event_at: Option<DateTime<Utc>>,
+}
+
+pub fn find(conn: &mut PgConnection, user: Uuid) -> QueryResult<Option<SubscriptionRow>> {
+    subscriptions::table
+        .find(user)
+        .select(SubscriptionRow::as_select())
+        .first(conn)
+        .optional()
+}
+
+/// The row, locked until the transaction ends (changes to one subscription queue up).
+pub fn find_for_update(
+    conn: &mut PgConnection,
+    user: Uuid,
+) -> QueryResult<Option<SubscriptionRow>> {
+    subscriptions::table
+        .find(user)
+        .select(SubscriptionRow::as_select())
+        .for_update()
+        .first(conn)
+        .optional()
+}
+
+pub fn find_many(conn: &mut PgConnection, users: &[Uuid]) -> QueryResult<Vec<SubscriptionRow>> {
+    subscriptions::table
+        .filter(subscriptions::user_id.eq_any(users))
+        .select(SubscriptionRow::as_select())
+        .load(conn)
+}
+
+/// The account a provider's subscription or customer belongs to.
+pub fn user_of_provider(
+    conn: &mut PgConnection,
+    subscription: Option<&str>,
+    customer: Option<&str>,
+) -> QueryResult<Option<Uuid>> {
+    if let Some(id) = subscription {
+        let found = subscriptions::table
+            .filter(subscriptions::provider_subscription_id.eq(id))
+            .select(subscriptions::user_id)
+            .first(conn)
+            .optional()?;
+        if found.is_some() {
+            return Ok(found);
+        }
+    }
+    match customer {
+        Some(id) => subscriptions::table
+            .filter(subscriptions::provider_customer_id.eq(id))
+            .select(subscriptions::user_id)
+            .first(conn)
+            .optional(),
+        None => Ok(None),
+    }
+}
+
+pub fn upsert(conn: &mut PgConnection, change: &SubscriptionChange) -> QueryResult<()> {
+    diesel::insert_into(subscriptions::table)
+        .values(change)
+        .on_conflict(subscriptions::user_id)
+        .do_update()
+        .set((change, subscriptions::updated_at.eq(now)))
+        .execute(conn)?;
+    Ok(())
+}
+
+/// Paid subscriptions whose time ran out become free; the users and the tiers they had.
+pub fn lapse_expired(conn: &mut PgConnection, limit: i64) -> QueryResult<Vec<(Uuid, String)>> {
+    let due: Vec<Uuid> = subscriptions::table
+        .filter(subscriptions::tier.ne("free"))
+        .filter(subscriptions::valid_until.lt(now))
+        .select(subscriptions::user_id)
+        .limit(limit)
+        .for_update()
+        .skip_locked()
+        .load(conn)?;
+    if due.is_empty() {
+        return Ok(Vec::new());
+    }
+    let before: Vec<(Uuid, String)> = subscriptions::table
+        .filter(subscriptions::user_id.eq_any(&due))
+        .select((subscriptions::user_id, subscriptions::tier))
+        .load(conn)?;
+    diesel::update(subscriptions::table.filter(subscriptions::user_id.eq_any(&due)))
+        .set((
+            subscriptions::tier.eq("free"),
+            subscriptions::status.eq("expired"),
+            subscriptions::updated_at.eq(now),
+        ))
+        .execute(conn)?;
+    Ok(before)
+}
+
+/// Accounts on each paid tier whose time has not run out.
+pub fn paid_counts(conn: &mut PgConnection) -> QueryResult<Vec<(String, i64)>> {
+    use diesel::dsl::count_star;
+    subscriptions::table
+        .filter(subscriptions::tier.ne("free"))
+        .filter(
+            subscriptions::valid_until
+                .is_null()
+                .or(subscriptions::valid_until.ge(now)),
+        )
+        .group_by(subscriptions::tier)
+        .select((subscriptions::tier, count_star()))
+        .load(conn)
+}
+
+#[derive(Debug, Clone, Copy, Queryable, Selectable)]
+#[diesel(table_name = usage, check_for_backend(diesel::pg::Pg))]
+pub struct UsageRow {
+    pub period: NaiveDate,
+    pub requests: i64,
+    pub tokens: i64,
+}
+
+pub fn usage_in(
+    conn: &mut PgConnection,
+    user: Uuid,
+    period: NaiveDate,
+) -> QueryResult<Option<UsageRow>> {
+    usage::table
+        .find((user, period))
+        .select(UsageRow::as_select())
+        .first(conn)
+        .optional()
+}
+
+/// Adds one request and `tokens` to the month's usage, in one atomic statement.
+pub fn add_usage(
+    conn: &mut PgConnection,
+    user: Uuid,
+    period: NaiveDate,
+    tokens: i64,
+) -> QueryResult<()> {
+    diesel::insert_into(usage::table)
+        .values((
+            usage::user_id.eq(user),
+            usage::period.eq(period),
+            usage::requests.eq(1),
+            usage::tokens.eq(tokens),
+        ))
+        .on_conflict((usage::user_id, usage::period))
+        .do_update()
+        .set((
+            usage::requests.eq(usage::requests + 1),
+            usage::tokens.eq(usage::tokens + tokens),
+        ))
+        .execute(conn)?;
+    Ok(())
+}
+
+pub fn usage_of(conn: &mut PgConnection, user: Uuid) -> QueryResult<Vec<UsageRow>> {
+    usage::table
+        .filter(usage::user_id.eq(user))
+        .order(usage::period)
+        .select(UsageRow::as_select())
+        .load(conn)
+}
+
+/// Stores an event the first time its id is seen; `false` for a replay.
+pub fn insert_event(
+    conn: &mut PgConnection,
+    id: &str,
+    kind: &str,
+    created_at: DateTime<Utc>,
+    payload: &Value,
+) -> QueryResult<bool> {
+    let inserted = diesel::insert_into(webhook_events::table)
+        .values((
+            webhook_events::id.eq(id),
+            webhook_events::kind.eq(kind),
+            webhook_events::created_at.eq(created_at),
+            webhook_events::payload.eq(payload),
+        ))
+        .on_conflict_do_nothing()
+        .execute(conn)?;
+    Ok(inserted == 1)
+}
+
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = webhook_events, check_for_backend(diesel::pg::Pg))]
+pub struct EventRow {
+    pub id: String,
+    pub kind: String,
+    pub created_at: DateTime<Utc>,
+    pub payload: Value,
+    pub processed_at: Option<DateTime<Utc>>,
+    pub outcome: Option<String>,
+}
+
+pub fn event_for_update(conn: &mut PgConnection, id: &str) -> QueryResult<Option<EventRow>> {
+    webhook_events::table
+        .find(id)
+        .select(EventRow::as_select())
+        .for_update()
+        .first(conn)
+        .optional()
+}
+
+pub fn mark_processed(
+    conn: &mut PgConnection,
+    id: &str,
+    user: Option<Uuid>,
+    outcome: &str,
+) -> QueryResult<()> {
+    diesel::update(webhook_events::table.find(id))
+        .set((
+            webhook_events::user_id.eq(user),
+            webhook_events::processed_at.eq(now),
+            webhook_events::outcome.eq(outcome),
+        ))
+        .execute(conn)?;
+    Ok(())
+}
+
+pub fn events_of(conn: &mut PgConnection, user: Uuid) -> QueryResult<Vec<EventRow>> {
+    webhook_events::table
+        .filter(webhook_events::user_id.eq(user))
+        .order(webhook_events::created_at)
+        .select(EventRow::as_select())
+        .load(conn)
+}
+
+/// Removes everything billing keeps about `user`.
+pub fn erase(conn: &mut PgConnection, user: Uuid) -> QueryResult<()> {
+    diesel::delete(webhook_events::table.filter(webhook_events::user_id.eq(user))).execute(conn)?;
+    diesel::delete(usage::table.filter(usage::user_id.eq(user))).execute(conn)?;
+    diesel::delete(subscriptions::table.find(user)).execute(conn)?;
+    Ok(())
+}
