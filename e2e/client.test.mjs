@@ -286,7 +286,8 @@ test('a person uses the whole product from the browser', async (t) => {
   await step('upload an avatar on the profile', async () => {
     await page.getByRole('link', { name: 'Robin', exact: true }).click();
     await page.getByRole('heading', { name: 'Your profile' }).waitFor();
-    await page.locator('progress').waitFor();
+    await page.locator('.level progress').waitFor();
+    await page.getByText(/Tokens this month: [\d,]+ of [\d,]+/).waitFor();
     const png = await page.evaluate(() => {
       const canvas = document.createElement('canvas');
       canvas.width = 96;
@@ -316,6 +317,45 @@ test('a person uses the whole product from the browser', async (t) => {
     assert.equal(zip.subarray(0, 2).toString(), 'PK', 'a ZIP archive');
     await page.locator('.export').first().scrollIntoViewIfNeeded();
     await shot('export');
+  });
+
+  await step('as an admin: the numbers, the accounts, and character moderation', async () => {
+    run(process.env.COMPANION_BIN, ['admin', 'set-user', '--email', email, '--role', 'admin']);
+    // A role change ends the account's sessions: the reload finds it signed out.
+    expected.push({ path: '/api/v1/auth/refresh', status: 401 });
+    await page.reload();
+    await page.getByRole('heading', { name: 'Welcome back' }).waitFor();
+    await page.getByLabel('Email').fill(email);
+    await page.getByLabel('Password').fill(password);
+    await page.getByRole('button', { name: 'Sign in' }).click();
+    await page.getByRole('link', { name: 'Admin', exact: true }).click();
+    await page.getByRole('heading', { name: 'Administration' }).waitFor();
+    await page.locator('.stat', { hasText: 'messages today' }).waitFor();
+
+    const accounts = page.locator('section', { has: page.getByRole('heading', { name: 'Accounts' }) });
+    await accounts.getByLabel('Search accounts').fill(email);
+    await accounts.getByRole('button', { name: 'Search' }).click();
+    const me = accounts.locator('tbody tr', { hasText: email });
+    await me.waitFor();
+    // Nobody demotes or disables themselves from here.
+    assert.equal(await me.getByLabel(`Role of ${email}`).inputValue(), 'admin');
+    assert.ok(await me.getByLabel(`Role of ${email}`).isDisabled());
+
+    const moderation = page.locator('section', { has: page.getByRole('heading', { name: 'Character moderation' }) });
+    await moderation.getByLabel('Which characters').selectOption('false');
+    await moderation.getByLabel('Search characters').fill('Luna');
+    await moderation.getByRole('button', { name: 'Search' }).click();
+    await moderation.locator('tbody tr', { hasText: 'Luna' }).first().getByRole('button', { name: 'Hide' }).click();
+    await page.getByLabel('Why (staff see this)').fill('Checked by the browser test');
+    await page.locator('dialog').getByRole('button', { name: 'Hide' }).click();
+    await page.locator('.toast', { hasText: 'Luna is hidden.' }).waitFor();
+    await moderation.getByLabel('Which characters').selectOption('true');
+    const hidden = moderation.locator('tbody tr', { hasText: 'Checked by the browser test' });
+    await hidden.waitFor();
+    await shot('admin');
+    await hidden.getByRole('button', { name: 'Show again' }).click();
+    await page.locator('dialog').getByRole('button', { name: 'Show' }).click();
+    await page.locator('.toast', { hasText: 'Luna is visible again.' }).waitFor();
   });
 
   await step('delete the account', async () => {

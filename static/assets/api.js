@@ -223,6 +223,8 @@ export async function mediaUrl(url) {
 /// Words for an error, for people: the server's message, plus when to retry.
 export function describe(error) {
   if (!(error instanceof ApiError)) return 'Something went wrong. Please try again.';
+  // The message says when the month's tokens renew.
+  if (error.code === 'TOKEN_QUOTA_EXCEEDED') return error.message;
   if (error.status === 429 && error.retryAfter !== null) {
     return `${error.message} You can try again in ${humanSeconds(error.retryAfter)}.`;
   }

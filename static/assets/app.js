@@ -59,7 +59,7 @@ function renderHeader() {
       link('/', 'Discover'),
       me ? link('/chats', 'Chats') : null,
       me ? link('/characters/new', 'Create') : null,
-      me && me.role === 'admin' ? link('/admin', 'Admin') : null,
+      me && (me.role === 'admin' || me.role === 'moderator') ? link('/admin', me.role === 'admin' ? 'Admin' : 'Moderation') : null,
     ),
     status,
     me

@@ -6,7 +6,7 @@
 // lost or shown twice; pieces at or below the remembered `seq` are dropped. A ping every
 // 25 s notices a connection that died without closing (a laptop waking, a lost network).
 
-import { sessionLost, token, user } from './api.js';
+import { refresh, sessionLost, token, user } from './api.js';
 
 const PING_EVERY = 25_000;
 const PONG_WITHIN = 10_000;
@@ -183,6 +183,12 @@ export class Live {
         this.emit('message', frame);
         return;
       }
+      case 'subscription':
+        // The plan changed (an upgrade, a lapse): the next token carries the new tier.
+        refresh()
+          .catch(() => {})
+          .finally(() => this.emit('subscription', frame));
+        return;
       case 'error':
         // A reply that cannot be resumed (gone, or not ours) is not followed any more.
         if (frame.ref && frame.ref.startsWith('resume:')) this.replies.delete(frame.ref.slice(7));

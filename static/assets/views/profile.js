@@ -3,7 +3,7 @@
 
 import { del, describe, get, put, post, request, setUser, signOut, user } from '../api.js';
 import { navigate } from '../app.js';
-import { avatar, busy, bytes, clear, dateTime, download, field, h, showFormError, toast, toastError } from '../ui.js';
+import { avatar, busy, bytes, clear, dateTime, download, field, h, showFormError, spinner, toast, toastError } from '../ui.js';
 import { live } from '../socket.js';
 import { uploadImage } from './editor.js';
 
@@ -61,11 +61,45 @@ function levelBar(me) {
   );
 }
 
+const STATUS = {
+  active: '',
+  trialing: ' · trial',
+  past_due: ' · payment due',
+  canceled: ' · cancelled',
+  expired: ' · expired',
+};
+
+/// The plan, and this month's use of it (tokens against the quota, replies, storage).
 function plan(me) {
   const sub = me.subscription || {};
+  const usage = h('div.usage', spinner('Loading this month’s use…'));
+  get('/billing/subscription')
+    .then((now) => {
+      const quota = now.plan.monthlyTokens;
+      const used = now.usage.tokens;
+      clear(
+        usage,
+        h('p', `Tokens this month: ${used.toLocaleString()}`, quota ? ` of ${quota.toLocaleString()}` : ' (unlimited)'),
+        quota ? h('progress', { max: quota, value: Math.min(quota, used), 'aria-label': 'Tokens used this month' }) : null,
+        h(
+          'p.muted.small',
+          `${now.usage.requests} replies this month · storage ${bytes(now.usage.storageBytes)}`,
+          now.plan.storageBytes ? ` of ${bytes(now.plan.storageBytes)}` : '',
+          ` · renews ${dateTime(now.period.resetsAt)}`,
+        ),
+      );
+    })
+    .catch((error) => clear(usage, h('p', describe(error))));
   return h(
     'div',
-    h('p', 'Plan: ', h('strong.tier', sub.tier || 'free'), sub.validUntil ? ` · until ${dateTime(sub.validUntil)}` : ''),
+    h(
+      'p',
+      'Plan: ',
+      h('strong.tier', sub.tier || 'free'),
+      STATUS[sub.status] || '',
+      sub.validUntil ? ` · until ${dateTime(sub.validUntil)}` : '',
+    ),
+    usage,
     h('p.muted.small', `Member since ${dateTime(me.createdAt)}`, me.emailVerified === false ? ' · your address is not confirmed yet' : ''),
   );
 }
