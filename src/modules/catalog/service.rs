@@ -625,7 +625,7 @@ impl Service {
         search: Option<String>,
         page: i64,
         size: i64,
-    ) -> Result<(Vec<(CharacterRow, Option<String>)>, i64), CatalogError> {
+    ) -> Result<(Vec<store::StaffRow>, i64), CatalogError> {
         if !viewer.moderates() {
             return Err(CatalogError::Forbidden(
                 "Only moderators can list characters for moderation.",

@@ -169,6 +169,9 @@ pub fn set_hidden(
         .get_result(conn)
 }
 
+/// A character in the moderation list, with why it was hidden.
+pub type StaffRow = (CharacterRow, Option<String>);
+
 /// What staff list: characters others can see (public or unlisted; private ones stay
 /// their owner's), hidden ones or the others or all, newest first (hidden ones by when
 /// they were hidden), with why they were hidden; and how many match.
@@ -178,7 +181,7 @@ pub fn staff_list(
     search: Option<&str>,
     page: i64,
     size: i64,
-) -> QueryResult<(Vec<(CharacterRow, Option<String>)>, i64)> {
+) -> QueryResult<(Vec<StaffRow>, i64)> {
     let filtered = || {
         let mut query = characters::table
             .filter(characters::visibility.ne("private"))

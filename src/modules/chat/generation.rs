@@ -121,6 +121,11 @@ impl Engine {
         })
     }
 
+    /// Billing's quota: asked before a reply starts, told what it cost when it ends.
+    pub fn quota(&self) -> &dyn TokenQuota {
+        self.quota.as_ref()
+    }
+
     pub fn model_name(&self) -> &str {
         self.llm.name()
     }

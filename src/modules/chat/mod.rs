@@ -115,7 +115,7 @@ impl Chat {
             platform.realtime.clone(),
             experience,
             metrics.clone(),
-            quota.clone(),
+            quota,
         );
         Ok(Self {
             sockets: socket::Sockets::new(platform.settings.websocket.clone()),
@@ -127,7 +127,6 @@ impl Chat {
                 platform.realtime.clone(),
                 platform.settings.llm.clone(),
                 metrics,
-                quota,
             ),
         })
     }

@@ -16,7 +16,7 @@ use super::store::{
 };
 use super::views::{ConversationView, MessageView, SummaryView};
 use crate::config::LlmSettings;
-use crate::modules::billing::{Allowance, QuotaExceeded, TokenQuota};
+use crate::modules::billing::{Allowance, QuotaExceeded};
 use crate::modules::catalog::{CharacterDirectory, Persona};
 use crate::modules::identity::People;
 use crate::platform::db::{Db, DbError};
@@ -138,7 +138,6 @@ pub struct Service {
     realtime: Realtime,
     llm: LlmSettings,
     metrics: ChatMetrics,
-    quota: Arc<dyn TokenQuota>,
 }
 
 impl Service {
@@ -150,7 +149,6 @@ impl Service {
         realtime: Realtime,
         llm: LlmSettings,
         metrics: ChatMetrics,
-        quota: Arc<dyn TokenQuota>,
     ) -> Self {
         Self {
             db,
@@ -160,14 +158,14 @@ impl Service {
             realtime,
             llm,
             metrics,
-            quota,
         }
     }
 
     /// What the user's plan allows a new generation; refused once the month's tokens are
     /// spent.
     async fn allowance(&self, user: Uuid) -> Result<Allowance, ChatError> {
-        self.quota
+        self.engine
+            .quota()
             .allow(user)
             .await?
             .map_err(ChatError::QuotaExceeded)
@@ -601,8 +599,7 @@ impl Service {
         let allowance = self.allowance(user).await?;
         let (request, prompt, prompt_tokens) = self
             .request(
-                id,
-                Some(message),
+                (id, Some(message)),
                 None,
                 &persona,
                 &user_name,
@@ -713,8 +710,7 @@ impl Service {
     /// being sent with it, and the prompt as stored.
     async fn request(
         &self,
-        conversation: Uuid,
-        last: Option<Uuid>,
+        (conversation, last): (Uuid, Option<Uuid>),
         user_text: Option<&str>,
         persona: &Persona,
         user_name: &str,
@@ -808,8 +804,7 @@ impl Service {
         // is added at its end.
         let (request, stored, prompt_tokens) = self
             .request(
-                id,
-                parent_id,
+                (id, parent_id),
                 plan.user_text.as_deref(),
                 persona,
                 user_name,
