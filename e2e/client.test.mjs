@@ -359,6 +359,8 @@ test('a person uses the whole product from the browser', async (t) => {
   });
 
   await step('delete the account', async () => {
+    await page.getByRole('link', { name: 'Robin', exact: true }).click();
+    await page.getByRole('heading', { name: 'Your profile' }).waitFor();
     await page.getByText(/grace period of \d+ days/).waitFor();
     const closing = page.locator('section', { has: page.getByRole('heading', { name: 'Delete your account' }) });
     await closing.getByLabel('Password').fill(password);
