@@ -242,8 +242,11 @@ test('a person uses the whole product from the browser', async (t) => {
   });
 
   await step('premium: create a character, import a card by dropping it, export a card', async () => {
+    // The server tells the page's socket that the plan changed, and the page fetches a token
+    // with the new tier by itself (no reload, no new sign-in).
+    const refreshed = page.waitForResponse((r) => r.url().endsWith('/api/v1/auth/refresh'));
     run(process.env.COMPANION_BIN, ['admin', 'set-user', '--email', email, '--tier', 'premium']);
-    await page.reload(); // a new token carries the new tier
+    assert.equal((await refreshed).status(), 200);
     await page.getByRole('link', { name: 'Create', exact: true }).click();
     await page.getByRole('heading', { name: 'New character' }).waitFor();
     await page.getByLabel('Name').fill('Juniper');
@@ -320,11 +323,10 @@ test('a person uses the whole product from the browser', async (t) => {
   });
 
   await step('as an admin: the numbers, the accounts, and character moderation', async () => {
-    run(process.env.COMPANION_BIN, ['admin', 'set-user', '--email', email, '--role', 'admin']);
-    // A role change ends the account's sessions: the reload finds it signed out.
-    expected.push({ path: '/api/v1/auth/refresh', status: 401 });
-    await page.reload();
+    // A role change ends the account's sessions: sign out, have the role given, sign in.
+    await page.getByRole('button', { name: 'Sign out' }).click();
     await page.getByRole('heading', { name: 'Welcome back' }).waitFor();
+    run(process.env.COMPANION_BIN, ['admin', 'set-user', '--email', email, '--role', 'admin']);
     await page.getByLabel('Email').fill(email);
     await page.getByLabel('Password').fill(password);
     await page.getByRole('button', { name: 'Sign in' }).click();

@@ -546,6 +546,10 @@ fn readme(paths: &[String], user: Uuid) -> String {
             "media/",
             "The files you uploaded, as we serve them (metadata such as EXIF removed from pictures).",
         ),
+        (
+            "billing.json",
+            "Your subscription (plan, status, until when, the payment provider's ids), the replies and tokens of each month, and the payment provider's messages about your subscription.",
+        ),
     ];
     let mut text = format!(
         "Companion: a copy of your data\n\
