@@ -3,11 +3,9 @@
 use actix_web::{HttpRequest, HttpResponse, web};
 use bytes::Bytes;
 use chrono::Utc;
-use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 
 use super::service::{Service, period_of};
-use super::webhook;
 use crate::config::Plan;
 use crate::platform::http::{AppError, AuthUser, ClientInfo};
 
@@ -82,33 +80,13 @@ async fn receive(
     client: ClientInfo,
     body: Bytes,
 ) -> Result<HttpResponse, AppError> {
-    let Some(secret) = service.settings.webhook_secret.as_ref() else {
-        return Err(AppError::not_found());
-    };
-    let header = req
+    let signature = req
         .headers()
         .get("stripe-signature")
         .and_then(|value| value.to_str().ok());
-    if let Err(refused) = webhook::verify(
-        header,
-        &body,
-        secret.expose_secret().as_bytes(),
-        service.settings.webhook_tolerance_secs,
-        Utc::now(),
-    ) {
-        tracing::warn!(reason = refused.reason(), "a webhook call was refused");
-        service
-            .refused_webhook(refused.reason(), client.ip, client.user_agent)
-            .await?;
-        return Err(AppError::bad_request(format!(
-            "The webhook signature was refused: {refused}."
-        )));
-    }
-    let event: Value = serde_json::from_slice(&body)
-        .map_err(|_| AppError::bad_request("The event is not JSON."))?;
-    let envelope = webhook::envelope(&event).ok_or_else(|| {
-        AppError::bad_request("The event needs an id, a type, a created time and data.object.")
-    })?;
-    let fresh = service.accept_event(envelope, event).await?;
+    let fresh = service
+        .receive(signature, &body, client)
+        .await
+        .ok_or_else(AppError::not_found)??;
     Ok(HttpResponse::Ok().json(json!({ "received": true, "duplicate": !fresh })))
 }

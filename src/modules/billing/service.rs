@@ -12,15 +12,16 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::store::{self, SubscriptionChange, SubscriptionRow};
-use super::webhook::{self, Effect, Parties, RENEWAL_GRACE};
+use super::webhook::{self, Effect, Parties, RENEWAL_GRACE, SignatureError};
 use super::{AUDIT_JOB, Allowance, AuditNote, Grant, QuotaExceeded, Standing};
 use crate::config::{BillingSettings, Plan, Plans};
 use crate::modules::media::MediaDirectory;
 use crate::platform::Platform;
 use crate::platform::db::{Db, DbError};
-use crate::platform::http::AppError;
+use crate::platform::http::{AppError, ClientInfo};
 use crate::platform::jobs::{self, JobRegistry, NewJob};
 use crate::platform::realtime::Realtime;
+use secrecy::ExposeSecret;
 
 /// The job that applies one stored webhook event.
 pub const EVENT_JOB: &str = "billing.event";
@@ -55,25 +56,36 @@ pub fn period_of(at: DateTime<Utc>) -> (NaiveDate, DateTime<Utc>) {
     (start, next)
 }
 
-/// A row as it stands at `now`: a paid tier whose time ran out reads as free.
-pub fn standing_of(row: Option<&SubscriptionRow>, now: DateTime<Utc>) -> Standing {
-    let Some(row) = row else {
-        return Standing::free();
-    };
-    let lapsed = row.tier != "free" && row.valid_until.is_some_and(|until| until <= now);
-    if lapsed {
-        Standing {
-            tier: "free".to_owned(),
-            status: "expired".to_owned(),
-            valid_until: row.valid_until,
-        }
+/// A subscription as it stands at `now`: a paid tier whose time ran out reads as free.
+fn standing_at(
+    tier: &str,
+    status: &str,
+    valid_until: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> Standing {
+    let lapsed = tier != "free" && valid_until.is_some_and(|until| until <= now);
+    let (tier, status) = if lapsed {
+        ("free", "expired")
     } else {
-        Standing {
-            tier: row.tier.clone(),
-            status: row.status.clone(),
-            valid_until: row.valid_until,
-        }
+        (tier, status)
+    };
+    Standing {
+        tier: tier.to_owned(),
+        status: status.to_owned(),
+        valid_until,
     }
+}
+
+/// A row as it stands at `now` (no row: free).
+pub fn standing_of(row: Option<&SubscriptionRow>, now: DateTime<Utc>) -> Standing {
+    row.map_or_else(Standing::free, |row| {
+        standing_at(&row.tier, &row.status, row.valid_until, now)
+    })
+}
+
+/// What a change makes of the subscription, as of `now`.
+fn standing_after(change: &SubscriptionChange, now: DateTime<Utc>) -> Standing {
+    standing_at(&change.tier, &change.status, change.valid_until, now)
 }
 
 /// The realtime frame a user's clients get when their subscription changed: they refresh
@@ -192,8 +204,7 @@ impl Service {
                     event_at: Utc.timestamp_opt(now.timestamp(), 0).single(),
                 };
                 store::upsert(conn, &change)?;
-                let after = standing_of(store::find(conn, user)?.as_ref(), now);
-                Ok::<_, DbError>((before, after))
+                Ok::<_, DbError>((before, standing_after(&change, now)))
             })
             .await?;
         if before != after {
@@ -260,8 +271,49 @@ impl Service {
             .await
     }
 
+    /// A webhook call: the signature checked (a refusal is announced for the audit log),
+    /// then the event stored once and queued. `Ok(false)` for an event seen before; `None`
+    /// when no secret is configured (the endpoint does not exist).
+    pub async fn receive(
+        &self,
+        signature: Option<&str>,
+        body: &[u8],
+        client: ClientInfo,
+    ) -> Option<Result<bool, AppError>> {
+        let secret = self.settings.webhook_secret.as_ref()?;
+        let verified = webhook::verify(
+            signature,
+            body,
+            secret.expose_secret().as_bytes(),
+            self.settings.webhook_tolerance_secs,
+            Utc::now(),
+        );
+        Some(match verified {
+            Err(refused) => self.refuse(refused, client).await,
+            Ok(()) => self.accept(body).await,
+        })
+    }
+
+    async fn refuse(&self, refused: SignatureError, client: ClientInfo) -> Result<bool, AppError> {
+        tracing::warn!(reason = refused.reason(), "a webhook call was refused");
+        self.refused_webhook(refused.reason(), client.ip, client.user_agent)
+            .await?;
+        Err(AppError::bad_request(format!(
+            "The webhook signature was refused: {refused}."
+        )))
+    }
+
+    async fn accept(&self, body: &[u8]) -> Result<bool, AppError> {
+        let event: Value = serde_json::from_slice(body)
+            .map_err(|_| AppError::bad_request("The event is not JSON."))?;
+        let envelope = webhook::envelope(&event).ok_or_else(|| {
+            AppError::bad_request("The event needs an id, a type, a created time and data.object.")
+        })?;
+        Ok(self.accept_event(envelope, event).await?)
+    }
+
     /// Stores a verified event once and queues it; `false` when it was seen before.
-    pub async fn accept_event(
+    async fn accept_event(
         &self,
         envelope: webhook::Envelope,
         event: Value,
@@ -288,7 +340,7 @@ impl Service {
     }
 
     /// Announces a refused webhook call (the audit log is identity's; see [`AUDIT_JOB`]).
-    pub async fn refused_webhook(
+    async fn refused_webhook(
         &self,
         reason: &str,
         ip: Option<String>,
@@ -399,7 +451,7 @@ impl Service {
             }
             other => other?,
         }
-        let after = standing_of(store::find(conn, user)?.as_ref(), now);
+        let after = standing_after(&change, now);
         store::mark_processed(conn, id, Some(user), "applied")?;
         if before == after {
             return Ok(None);
@@ -482,27 +534,30 @@ impl Service {
                 .db
                 .transaction(|conn| {
                     let lapsed = store::lapse_expired(conn, EXPIRE_BATCH)?;
-                    for (user, tier) in &lapsed {
+                    let mut changed = Vec::with_capacity(lapsed.len());
+                    for row in lapsed {
                         let before = Standing {
-                            tier: tier.clone(),
-                            status: "active".to_owned(),
-                            valid_until: None,
+                            tier: row.tier,
+                            status: row.status,
+                            valid_until: row.valid_until,
                         };
-                        let after = Standing {
-                            tier: "free".to_owned(),
-                            status: "expired".to_owned(),
-                            valid_until: None,
-                        };
-                        announce_change(conn, "subscription.lapsed", None, *user, &before, &after)?;
+                        let after = standing_at("free", "expired", row.valid_until, Utc::now());
+                        announce_change(
+                            conn,
+                            "subscription.lapsed",
+                            None,
+                            row.user_id,
+                            &before,
+                            &after,
+                        )?;
+                        changed.push((row.user_id, after));
                     }
-                    Ok::<_, DbError>(lapsed)
+                    Ok::<_, DbError>(changed)
                 })
                 .await?;
             total += lapsed.len();
-            for (user, _) in &lapsed {
-                self.realtime
-                    .publish(*user, changed_frame(&self.standing(*user).await?))
-                    .await;
+            for (user, after) in &lapsed {
+                self.realtime.publish(*user, changed_frame(after)).await;
             }
             if lapsed.len() < usize::try_from(EXPIRE_BATCH).unwrap_or(usize::MAX) {
                 break;

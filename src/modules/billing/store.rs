@@ -100,31 +100,28 @@ pub fn upsert(conn: &mut PgConnection, change: &SubscriptionChange) -> QueryResu
     Ok(())
 }
 
-/// Paid subscriptions whose time ran out become free; the users and the tiers they had.
-pub fn lapse_expired(conn: &mut PgConnection, limit: i64) -> QueryResult<Vec<(Uuid, String)>> {
-    let due: Vec<Uuid> = subscriptions::table
+/// Paid subscriptions whose time ran out become free; the rows as they were.
+pub fn lapse_expired(conn: &mut PgConnection, limit: i64) -> QueryResult<Vec<SubscriptionRow>> {
+    let due: Vec<SubscriptionRow> = subscriptions::table
         .filter(subscriptions::tier.ne("free"))
         .filter(subscriptions::valid_until.lt(now))
-        .select(subscriptions::user_id)
+        .select(SubscriptionRow::as_select())
         .limit(limit)
         .for_update()
         .skip_locked()
         .load(conn)?;
-    if due.is_empty() {
-        return Ok(Vec::new());
+    let ids: Vec<Uuid> = due.iter().map(|row| row.user_id).collect();
+    if ids.is_empty() {
+        return Ok(due);
     }
-    let before: Vec<(Uuid, String)> = subscriptions::table
-        .filter(subscriptions::user_id.eq_any(&due))
-        .select((subscriptions::user_id, subscriptions::tier))
-        .load(conn)?;
-    diesel::update(subscriptions::table.filter(subscriptions::user_id.eq_any(&due)))
+    diesel::update(subscriptions::table.filter(subscriptions::user_id.eq_any(&ids)))
         .set((
             subscriptions::tier.eq("free"),
             subscriptions::status.eq("expired"),
             subscriptions::updated_at.eq(now),
         ))
         .execute(conn)?;
-    Ok(before)
+    Ok(due)
 }
 
 /// Accounts on each paid tier whose time has not run out.

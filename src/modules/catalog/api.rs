@@ -18,7 +18,7 @@ use super::rules::{INPUT_FIELDS, Input};
 use super::service::{CardFile, CatalogError, Service, Viewer};
 use super::store::CharacterRow;
 use crate::platform::http::{
-    AppError, AuthUser, ErrorCode, FieldErrors, MaybeUser, Role, strict_body,
+    AppError, AuthUser, ErrorCode, FieldErrors, MaybeUser, Paging, Role, strict_body,
 };
 
 pub const MAX_PAGE_SIZE: i64 = 100;
@@ -500,8 +500,7 @@ async fn categories(service: web::Data<Service>) -> Result<HttpResponse, AppErro
 struct StaffListParams {
     hidden: Option<bool>,
     search: Option<String>,
-    #[serde(default)]
-    page: i64,
+    page: Option<i64>,
     size: Option<i64>,
 }
 
@@ -523,26 +522,21 @@ async fn staff_list(
 ) -> Result<HttpResponse, AppError> {
     user.require(Role::Moderator)?;
     let params = params.into_inner();
-    let size = params.size.unwrap_or(20).clamp(1, MAX_PAGE_SIZE);
-    let page = params.page.clamp(0, 1_000_000);
+    let mut errors = FieldErrors::new();
+    let paging = Paging::checked(params.page, params.size, &mut errors);
+    errors.finish(())?;
     let search = params
         .search
         .map(|s| s.trim().chars().take(MAX_SEARCH).collect::<String>())
         .filter(|s| !s.is_empty());
     let (rows, total) = service
-        .staff_list(&Viewer::from(&user), params.hidden, search, page, size)
+        .staff_list(&Viewer::from(&user), params.hidden, search, paging)
         .await?;
     let content = rows
         .into_iter()
         .map(|(row, reason)| staff_view(row, reason))
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(HttpResponse::Ok().json(json!({
-        "content": content,
-        "totalElements": total,
-        "totalPages": (total + size - 1) / size,
-        "number": page,
-        "size": size,
-    })))
+    Ok(HttpResponse::Ok().json(paging.answer(content, total)))
 }
 
 #[derive(Deserialize)]

@@ -17,6 +17,7 @@ use crate::config::Plans;
 use crate::modules::identity::{AuditEntry, AuditLog, Outcome};
 use crate::modules::media::MediaDirectory;
 use crate::platform::db::{Db, DbError};
+use crate::platform::http::Paging;
 use crate::platform::http::{AppError, ErrorCode, FieldErrors, Role};
 use crate::platform::redis::RedisPool;
 
@@ -623,8 +624,7 @@ impl Service {
         viewer: &Viewer,
         hidden: Option<bool>,
         search: Option<String>,
-        page: i64,
-        size: i64,
+        paging: Paging,
     ) -> Result<(Vec<store::StaffRow>, i64), CatalogError> {
         if !viewer.moderates() {
             return Err(CatalogError::Forbidden(
@@ -634,8 +634,7 @@ impl Service {
         Ok(self
             .db
             .run(move |conn| {
-                store::staff_list(conn, hidden, search.as_deref(), page, size)
-                    .map_err(DbError::from)
+                store::staff_list(conn, hidden, search.as_deref(), paging).map_err(DbError::from)
             })
             .await?)
     }

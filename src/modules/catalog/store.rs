@@ -10,6 +10,8 @@ use uuid::Uuid;
 
 use super::rules::Draft;
 use super::schema::{characters, ratings};
+use crate::platform::db::contains_pattern;
+use crate::platform::http::Paging;
 
 #[derive(Debug, Clone, Queryable, Selectable, QueryableByName)]
 #[diesel(table_name = characters, check_for_backend(Pg))]
@@ -179,8 +181,7 @@ pub fn staff_list(
     conn: &mut PgConnection,
     hidden: Option<bool>,
     search: Option<&str>,
-    page: i64,
-    size: i64,
+    paging: Paging,
 ) -> QueryResult<(Vec<StaffRow>, i64)> {
     let filtered = || {
         let mut query = characters::table
@@ -192,15 +193,7 @@ pub fn staff_list(
             None => {}
         }
         if let Some(search) = search {
-            let mut pattern = String::from("%");
-            for c in search.chars() {
-                if matches!(c, '%' | '_' | '\\') {
-                    pattern.push('\\');
-                }
-                pattern.push(c);
-            }
-            pattern.push('%');
-            query = query.filter(characters::name.ilike(pattern));
+            query = query.filter(characters::name.ilike(contains_pattern(search)));
         }
         query
     };
@@ -212,8 +205,8 @@ pub fn staff_list(
         query.order(characters::id.desc())
     };
     let rows = query
-        .offset(page * size)
-        .limit(size)
+        .offset(paging.offset())
+        .limit(paging.size)
         .select((
             CharacterRow::as_select(),
             diesel::dsl::sql::<Nullable<Text>>("hidden_reason"),

@@ -12,7 +12,7 @@ use super::service::{IdentityError, Service};
 use super::store::{self, UserRow};
 use super::{AuditEntry, AuditLog, Outcome, audit};
 use crate::modules::billing::{Grant, Standing};
-use crate::platform::http::ClientInfo;
+use crate::platform::http::{ClientInfo, Paging};
 
 pub const ROLES: [&str; 3] = ["user", "moderator", "admin"];
 pub const TIERS: [&str; 3] = ["free", "premium", "enterprise"];
@@ -69,13 +69,12 @@ impl Service {
     pub async fn list_users(
         &self,
         search: Option<String>,
-        page: i64,
-        size: i64,
+        paging: Paging,
     ) -> Result<(Vec<AdminUser>, i64), IdentityError> {
         let (rows, total) = self
             .db
             .run(move |conn| {
-                store::list_users(conn, search.as_deref(), page, size).map_err(IdentityError::from)
+                store::list_users(conn, search.as_deref(), paging).map_err(IdentityError::from)
             })
             .await?;
         let mut standings = self

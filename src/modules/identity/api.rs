@@ -12,7 +12,9 @@ use super::service::{Issued, Service};
 use super::store::{AuditRow, ProfileChanges, UserRow};
 use crate::modules::billing::{Grant, Standing};
 use crate::modules::media::Media;
-use crate::platform::http::{AppError, AuthUser, ClientInfo, FieldErrors, Role, strict_body};
+use crate::platform::http::{
+    AppError, AuthUser, ClientInfo, FieldErrors, Paging, Role, strict_body,
+};
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(web::resource("/auth/register").route(web::post().to(register)))
@@ -216,8 +218,12 @@ async fn get_profile(
     service: web::Data<Service>,
     user: AuthUser,
 ) -> Result<HttpResponse, AppError> {
-    let row = service.user(user.user_id).await?;
-    profile_view(&service, &user, row).await
+    // The account and its subscription are read together.
+    let (row, standing) = futures_util::try_join!(
+        async { Ok::<_, AppError>(service.user(user.user_id).await?) },
+        async { Ok::<_, AppError>(service.subscriptions.standing(user.user_id).await?) },
+    )?;
+    profile_view(&service, &user, row, standing).await
 }
 
 /// The profile: the user, and how much of their storage quota their media take.
@@ -225,8 +231,8 @@ async fn profile_view(
     service: &Service,
     user: &AuthUser,
     row: UserRow,
+    standing: Standing,
 ) -> Result<HttpResponse, AppError> {
-    let standing = service.subscriptions.standing(user.user_id).await?;
     let (used, quota) = service.storage(user.user_id, &standing.tier).await?;
     let mut view =
         serde_json::to_value(UserView::new(row, standing)).map_err(AppError::internal)?;
@@ -340,7 +346,8 @@ async fn put_profile(
     let row = service
         .update_profile(user.user_id, changes, client)
         .await?;
-    profile_view(&service, &user, row).await
+    let standing = service.subscriptions.standing(user.user_id).await?;
+    profile_view(&service, &user, row, standing).await
 }
 
 #[derive(Deserialize)]
@@ -422,8 +429,7 @@ async fn audit_log(
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct UsersQuery {
     search: Option<String>,
-    #[serde(default)]
-    page: i64,
+    page: Option<i64>,
     size: Option<i64>,
 }
 
@@ -450,21 +456,16 @@ async fn admin_users(
 ) -> Result<HttpResponse, AppError> {
     user.require(Role::Admin)?;
     let query = query.into_inner();
-    let size = query.size.unwrap_or(20).clamp(1, MAX_PAGE_SIZE);
-    let page = query.page.clamp(0, 1_000_000);
+    let mut errors = FieldErrors::new();
+    let paging = Paging::checked(query.page, query.size, &mut errors);
+    errors.finish(())?;
     let search = query
         .search
         .map(|s| s.trim().chars().take(200).collect::<String>())
         .filter(|s| !s.is_empty());
-    let (users, total) = service.list_users(search, page, size).await?;
+    let (users, total) = service.list_users(search, paging).await?;
     let content: Vec<Value> = users.iter().map(admin_user_view).collect();
-    Ok(HttpResponse::Ok().json(json!({
-        "content": content,
-        "totalElements": total,
-        "totalPages": (total + size - 1) / size,
-        "number": page,
-        "size": size,
-    })))
+    Ok(HttpResponse::Ok().json(paging.answer(content, total)))
 }
 
 /// `tier` and `validUntil` go together: a tier without `validUntil` lasts until changed.

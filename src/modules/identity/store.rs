@@ -7,6 +7,8 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::schema::{audit_log, email_tokens, refresh_tokens, sessions, users};
+use crate::platform::db::contains_pattern;
+use crate::platform::http::Paging;
 
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = users, check_for_backend(diesel::pg::Pg))]
@@ -142,27 +144,12 @@ pub fn set_disabled(
     }
 }
 
-/// `text` for a LIKE pattern that matches it literally anywhere.
-fn contains_pattern(text: &str) -> String {
-    let mut pattern = String::with_capacity(text.len() + 2);
-    pattern.push('%');
-    for c in text.chars() {
-        if matches!(c, '%' | '_' | '\\') {
-            pattern.push('\\');
-        }
-        pattern.push(c);
-    }
-    pattern.push('%');
-    pattern
-}
-
 /// A page of accounts, newest first, whose email or display name contains `search`
 /// (case-insensitive), and how many match.
 pub fn list_users(
     conn: &mut PgConnection,
     search: Option<&str>,
-    page: i64,
-    size: i64,
+    paging: Paging,
 ) -> QueryResult<(Vec<UserRow>, i64)> {
     let filtered = || {
         let mut query = users::table.into_boxed();
@@ -179,8 +166,8 @@ pub fn list_users(
     let total = filtered().count().get_result(conn)?;
     let rows = filtered()
         .order(users::id.desc())
-        .offset(page * size)
-        .limit(size)
+        .offset(paging.offset())
+        .limit(paging.size)
         .select(UserRow::as_select())
         .load(conn)?;
     Ok((rows, total))
