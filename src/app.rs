@@ -36,6 +36,7 @@ pub struct ApplicationBuilder {
 /// A bound, ready-to-run server with its job workers.
 pub struct Application {
     port: u16,
+    route_table: Vec<http::RouteEntry>,
     server: Server,
     runner: JobRunner,
     jobs_stop: CancellationToken,
@@ -197,15 +198,28 @@ impl ApplicationBuilder {
         let jobs_stop = runner.stop_token();
         admin.start_gauges(jobs_stop.clone());
 
+        let modules = Modules {
+            identity: identity.clone(),
+            catalog: catalog.clone(),
+            chat: chat.clone(),
+            media: media.clone(),
+            privacy: privacy.clone(),
+            billing: billing.clone(),
+            admin,
+        };
+        // The route table, recorded once (each worker mounts the same routes again).
+        let mut route_table = Vec::new();
+        let _ = App::new()
+            .configure(|cfg| ops::routes(&mut http::Routes::new(cfg, "", &mut route_table)))
+            .service(web::scope(API_PREFIX).configure(|cfg| {
+                modules.mount(&mut http::Routes::new(cfg, API_PREFIX, &mut route_table));
+            }));
+        route_table.sort_by(|a, b| (&a.path, a.method.as_str()).cmp(&(&b.path, b.method.as_str())));
+        let api_docs = settings.http.api_docs_enabled(settings.environment);
+        let api_document = api_document();
+
         let server = {
             let platform = platform.clone();
-            let identity = identity.clone();
-            let catalog = catalog.clone();
-            let chat = chat.clone();
-            let media = media.clone();
-            let privacy = privacy.clone();
-            let billing = billing.clone();
-            let admin = admin.clone();
             let api_routes = self.api_routes;
             let web_client = http::WebClient::load(
                 &settings.server.static_dir,
@@ -216,15 +230,9 @@ impl ApplicationBuilder {
             )?;
             let mut server = HttpServer::new(move || {
                 let api_routes = api_routes.clone();
-                let identity = identity.clone();
-                let catalog = catalog.clone();
-                let chat = chat.clone();
-                let media = media.clone();
-                let privacy = privacy.clone();
-                let billing = billing.clone();
-                let admin = admin.clone();
+                let modules = modules.clone();
                 let web_client = web_client.clone();
-                App::new()
+                let app = App::new()
                     .app_data(web::Data::new(platform.clone()))
                     .app_data(web::Data::from(platform.tokens.clone()))
                     .app_data(web::Data::from(platform.metrics.clone()))
@@ -238,25 +246,36 @@ impl ApplicationBuilder {
                     .wrap(from_fn(http::security_headers))
                     .wrap(TracingLogger::<http::CompanionRootSpan>::new())
                     .wrap(from_fn(http::request_id))
-                    .configure(ops::routes)
+                    .configure(|cfg| ops::routes(&mut http::Routes::new(cfg, "", &mut Vec::new())))
                     .service(
-                        web::scope("/api/v1")
+                        web::scope(API_PREFIX)
                             .wrap(from_fn(http::rate_limit))
-                            .configure(|cfg| identity.routes(cfg))
-                            .configure(|cfg| catalog.routes(cfg))
-                            .configure(|cfg| chat.routes(cfg))
-                            .configure(|cfg| media.routes(cfg))
-                            .configure(|cfg| privacy.routes(cfg))
-                            .configure(|cfg| billing.routes(cfg))
-                            .configure(|cfg| admin.routes(cfg))
+                            .configure(|cfg| {
+                                modules.mount(&mut http::Routes::new(
+                                    cfg,
+                                    API_PREFIX,
+                                    &mut Vec::new(),
+                                ));
+                            })
                             .configure(move |cfg| {
                                 for routes in &api_routes {
                                     routes(cfg);
                                 }
                             })
                             .default_service(web::to(http::not_found)),
+                    );
+                let app = if api_docs {
+                    app.service(
+                        web::resource("/docs").route(web::get().to(|| async { docs_redirect() })),
                     )
-                    .configure(|cfg| web_client.routes(cfg))
+                    .service(
+                        utoipa_swagger_ui::SwaggerUi::new("/docs/{_:.*}")
+                            .url("/openapi.json", api_document.clone()),
+                    )
+                } else {
+                    app
+                };
+                app.configure(|cfg| web_client.routes(cfg))
                     .default_service(web::to(http::not_found))
             })
             // Streamed replies are many small writes: send each at once (no Nagle delay).
@@ -276,6 +295,7 @@ impl ApplicationBuilder {
         );
         Ok(Application {
             port,
+            route_table,
             server,
             runner,
             jobs_stop,
@@ -287,6 +307,54 @@ impl ApplicationBuilder {
             personal_data,
         })
     }
+}
+
+/// Where the API is mounted.
+const API_PREFIX: &str = "/api/v1";
+
+/// The modules that serve HTTP, as each worker mounts them.
+#[derive(Clone)]
+struct Modules {
+    identity: Identity,
+    catalog: Catalog,
+    chat: Chat,
+    media: Media,
+    privacy: Privacy,
+    billing: Billing,
+    admin: Admin,
+}
+
+impl Modules {
+    fn mount(&self, routes: &mut http::Routes) {
+        self.identity.routes(routes);
+        self.catalog.routes(routes);
+        self.chat.routes(routes);
+        self.media.routes(routes);
+        self.privacy.routes(routes);
+        self.billing.routes(routes);
+        self.admin.routes(routes);
+    }
+}
+
+/// The OpenAPI document: the operations endpoints, then each module's API under `/api/v1`.
+pub fn api_document() -> utoipa::openapi::OpenApi {
+    http::document(vec![
+        ("", ops::api_docs()),
+        (API_PREFIX, Identity::api_docs()),
+        (API_PREFIX, Catalog::api_docs()),
+        (API_PREFIX, Chat::api_docs()),
+        (API_PREFIX, Media::api_docs()),
+        (API_PREFIX, Privacy::api_docs()),
+        (API_PREFIX, Billing::api_docs()),
+        (API_PREFIX, Admin::api_docs()),
+    ])
+}
+
+/// `/docs` → `/docs/`, where the reference's relative asset paths resolve.
+fn docs_redirect() -> actix_web::HttpResponse {
+    actix_web::HttpResponse::PermanentRedirect()
+        .insert_header((actix_web::http::header::LOCATION, "/docs/"))
+        .finish()
 }
 
 /// Billing's note as an audit-log entry.
@@ -339,6 +407,12 @@ impl Application {
 
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         Self::builder(settings).build().await
+    }
+
+    /// Every API and operations route the server mounted (the OpenAPI test and the attack
+    /// suite walk it).
+    pub fn route_table(&self) -> &[http::RouteEntry] {
+        &self.route_table
     }
 
     /// The bound port (useful when the configured port was 0).

@@ -104,6 +104,16 @@ pub struct HttpSettings {
     pub cors_origins: Vec<String>,
     /// Where the client's address comes from; see [`ClientIpSource`].
     pub client_ip_source: ClientIpSource,
+    /// Serve `/openapi.json` and the reference at `/docs`. Unset: everywhere but production.
+    #[serde(default)]
+    pub api_docs: Option<bool>,
+}
+
+impl HttpSettings {
+    pub fn api_docs_enabled(&self, environment: Environment) -> bool {
+        self.api_docs
+            .unwrap_or(environment != Environment::Production)
+    }
 }
 
 /// Where the client's address is read. Only trust a header when a proxy you run (or your

@@ -5,30 +5,62 @@ use std::time::Duration;
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 use secrecy::ExposeSecret;
-use serde_json::{Map, json};
+use serde::Serialize;
+use serde_json::{Map, Value, json};
+use utoipa::{OpenApi, ToSchema};
 
 use super::Platform;
 use super::db::DbError;
-use super::http::{AppError, ErrorCode};
+use super::http::{AppError, ErrorCode, Routes};
 use super::{migrate, redis};
 
 const CHECK_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// Routes are registered as `web::resource(path).route(…)`: the method guard then sits on
-/// the route, so a wrong method answers 405 (with `App::route` it would fall through to 404).
-pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(web::resource("/health").route(web::get().to(health)))
-        .service(web::resource("/ready").route(web::get().to(ready)))
-        .service(web::resource("/metrics").route(web::get().to(metrics)));
+pub fn routes(routes: &mut Routes) {
+    routes
+        .resource("/health", |r| r.get(health))
+        .resource("/ready", |r| r.get(ready))
+        .resource("/metrics", |r| r.get(metrics));
+}
+
+/// The operations endpoints' part of the OpenAPI document.
+pub fn api_docs() -> utoipa::openapi::OpenApi {
+    Docs::openapi()
+}
+
+#[derive(OpenApi)]
+#[openapi(paths(health, ready, metrics))]
+struct Docs;
+
+#[derive(Serialize, ToSchema)]
+struct Health {
+    /// Always `ok`.
+    status: &'static str,
+}
+
+/// `/ready`'s answer when every check passed (a failure is the error envelope, 503, with the
+/// same `checks` in `details`).
+#[derive(ToSchema)]
+#[allow(dead_code)] // A schema only: the answer is built from the checks below.
+struct Readiness {
+    /// `ready`.
+    status: String,
+    /// `database`, `redis`, `storage`: each `{status, reason?}`.
+    #[schema(value_type = Object)]
+    checks: Value,
 }
 
 /// The process is alive and serving HTTP. Nothing else is checked.
+#[utoipa::path(get, path = "/health", tag = "operations",
+    responses((status = 200, description = "Alive.", body = Health)))]
 async fn health() -> HttpResponse {
-    HttpResponse::Ok().json(json!({ "status": "ok" }))
+    HttpResponse::Ok().json(Health { status: "ok" })
 }
 
 /// Ready to take traffic: database reachable with migrations applied, Redis (when configured)
 /// and the object store answering. 503 names what failed.
+#[utoipa::path(get, path = "/ready", tag = "operations",
+    responses((status = 200, description = "Every dependency answers.", body = Readiness)))]
 async fn ready(platform: web::Data<Platform>) -> Result<HttpResponse, AppError> {
     let (database, redis, storage) = tokio::join!(
         check_database(&platform),
@@ -117,6 +149,10 @@ async fn check_storage(platform: &Platform) -> Result<&'static str, String> {
 }
 
 /// Prometheus text format. Open unless `metrics.bearer_token` is configured.
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    security((), ("bearer" = [])),
+    responses((status = 200, description = "Prometheus text exposition format.",
+        content_type = "text/plain", body = String)))]
 async fn metrics(
     platform: web::Data<Platform>,
     req: HttpRequest,

@@ -183,6 +183,8 @@ pub struct TestApp {
     pub privacy: companion::modules::privacy::Privacy,
     /// Every module's share of a person's data (by `name()`).
     pub personal_data: Vec<std::sync::Arc<dyn companion::platform::personal::PersonalData>>,
+    /// Every API and operations route the server mounted.
+    pub routes: Vec<companion::platform::http::RouteEntry>,
     stop: StopHandle,
     running: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
     // Last, so the server stops before its database is dropped.
@@ -220,6 +222,7 @@ impl TestApp {
         let personal_data = app.personal_data().to_vec();
         let catalog = app.catalog().clone();
         let privacy = app.privacy().clone();
+        let routes = app.route_table().to_vec();
         let stop = app.stop_handle();
         let running = Some(tokio::spawn(app.run_until_stopped()));
         Self {
@@ -234,6 +237,7 @@ impl TestApp {
             catalog,
             privacy,
             personal_data,
+            routes,
             stop,
             running,
             db: None,

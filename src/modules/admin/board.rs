@@ -1,22 +1,24 @@
 //! `GET /admin/stats`: what operators watch, counted by the modules that own the data, and
 //! the user gauges of `/metrics` set from the same counts.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use actix_web::{HttpResponse, web};
 use prometheus::{IntGauge, IntGaugeVec, Opts};
-use serde_json::{Value, json};
+use serde::Serialize;
+use utoipa::{OpenApi, ToSchema};
 
 use crate::config::Plans;
 use crate::modules::billing::Subscriptions;
 use crate::modules::chat::Activity;
 use crate::modules::identity::Census;
 use crate::platform::Platform;
-use crate::platform::http::{AppError, AuthUser, Role};
+use crate::platform::http::{AppError, AuthUser, Role, Routes};
 use crate::platform::jobs::JobQueue;
 
-pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(web::resource("/admin/stats").route(web::get().to(stats)));
+pub fn routes(routes: &mut Routes) {
+    routes.resource("/admin/stats", |r| r.get(stats));
 }
 
 #[derive(Clone)]
@@ -57,7 +59,7 @@ impl Board {
     }
 
     /// Counts everything (the four reads run together) and sets the gauges.
-    pub async fn stats(&self) -> Result<Value, AppError> {
+    pub async fn stats(&self) -> Result<Stats, AppError> {
         let (accounts, paid, today, jobs) = futures_util::try_join!(
             self.census.counts(),
             async { Ok::<_, AppError>(self.subscriptions.paid_counts().await?) },
@@ -66,29 +68,72 @@ impl Board {
         )?;
         let paid_of = |tier: &str| paid.get(tier).copied().unwrap_or(0);
         let free = (accounts.users - paid_of("premium") - paid_of("enterprise")).max(0);
-        let by_tier: serde_json::Map<String, Value> = Plans::TIERS
+        let by_tier = Plans::TIERS
             .iter()
             .map(|tier| {
                 let count = if *tier == "free" { free } else { paid_of(tier) };
                 self.users_by_tier.with_label_values(&[tier]).set(count);
-                ((*tier).to_owned(), json!(count))
+                ((*tier).to_owned(), count)
             })
             .collect();
         self.active_users.set(accounts.active_24h);
-        Ok(json!({
-            "users": {
-                "total": accounts.users,
-                "active24h": accounts.active_24h,
-                "byTier": by_tier,
+        Ok(Stats {
+            users: Users {
+                total: accounts.users,
+                active_24h: accounts.active_24h,
+                by_tier,
             },
-            "messagesToday": today.messages,
-            "failedRepliesToday": today.failed_replies,
-            "jobs": { "queued": jobs.queued, "running": jobs.running, "dead": jobs.dead },
-        }))
+            messages_today: today.messages,
+            failed_replies_today: today.failed_replies,
+            jobs: Jobs {
+                queued: jobs.queued,
+                running: jobs.running,
+                dead: jobs.dead,
+            },
+        })
     }
 }
 
+/// What `GET /admin/stats` answers.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Stats {
+    users: Users,
+    messages_today: i64,
+    failed_replies_today: i64,
+    jobs: Jobs,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct Users {
+    total: i64,
+    /// Accounts with a session used in the last 24 hours.
+    #[serde(rename = "active24h")]
+    active_24h: i64,
+    /// Accounts per tier: `free`, `premium`, `enterprise`.
+    by_tier: BTreeMap<String, i64>,
+}
+
+/// The job queue's depth.
+#[derive(Serialize, ToSchema)]
+struct Jobs {
+    queued: i64,
+    running: i64,
+    /// Jobs that failed every attempt.
+    dead: i64,
+}
+
+#[utoipa::path(get, path = "/admin/stats", tag = "administration",
+    security(("bearer" = [])),
+    responses((status = 200, description = "Accounts, today's activity and the job queue \
+        (admins only; others 403).", body = Stats)))]
 async fn stats(board: web::Data<Board>, user: AuthUser) -> Result<HttpResponse, AppError> {
     user.require(Role::Admin)?;
     Ok(HttpResponse::Ok().json(board.stats().await?))
 }
+
+/// This module's operations, for the OpenAPI document.
+#[derive(OpenApi)]
+#[openapi(paths(stats))]
+pub(super) struct Docs;

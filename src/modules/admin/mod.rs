@@ -12,6 +12,7 @@ use crate::modules::billing::Subscriptions;
 use crate::modules::chat::Activity;
 use crate::modules::identity::Census;
 use crate::platform::Platform;
+use crate::platform::http::Routes;
 
 /// How often each instance refreshes the user gauges it exports.
 const GAUGE_EVERY: Duration = Duration::from_secs(60);
@@ -34,9 +35,14 @@ impl Admin {
         })
     }
 
-    pub fn routes(&self, cfg: &mut web::ServiceConfig) {
-        cfg.app_data(web::Data::new(self.board.clone()));
-        board::routes(cfg);
+    pub fn routes(&self, routes: &mut Routes) {
+        routes.config().app_data(web::Data::new(self.board.clone()));
+        board::routes(routes);
+    }
+
+    /// This module's part of the OpenAPI document (paths relative to `/api/v1`).
+    pub fn api_docs() -> utoipa::openapi::OpenApi {
+        <board::Docs as utoipa::OpenApi>::openapi()
     }
 
     /// Keeps the user gauges of `/metrics` fresh until `stop` is cancelled.

@@ -2,52 +2,109 @@
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use bytes::Bytes;
-use chrono::Utc;
-use serde_json::{Value, json};
+use chrono::{DateTime, NaiveDate, Utc};
+use serde::Serialize;
+use utoipa::{OpenApi, ToSchema};
 
 use super::service::{Service, period_of};
 use crate::config::Plan;
-use crate::platform::http::{AppError, AuthUser, ClientInfo};
+use crate::platform::http::{AppError, AuthUser, ClientInfo, Routes};
 
-pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(web::resource("/billing/plans").route(web::get().to(plans)))
-        .service(web::resource("/billing/subscription").route(web::get().to(subscription)))
-        .service(web::resource("/billing/webhook").route(web::post().to(receive)));
+pub fn routes(routes: &mut Routes) {
+    routes
+        .resource("/billing/plans", |r| r.get(plans))
+        .resource("/billing/subscription", |r| r.get(subscription))
+        .resource("/billing/webhook", |r| r.post(receive));
 }
 
 /// A limit of 0 is "unlimited": `null` in the API.
-fn limit(value: u64) -> Value {
-    if value == 0 {
-        Value::Null
-    } else {
-        json!(value)
+fn limit(value: u64) -> Option<u64> {
+    (value != 0).then_some(value)
+}
+
+/// A plan as clients see it; `null` limits are unlimited.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct PlanView {
+    /// `free`, `premium` or `enterprise`.
+    tier: String,
+    name: String,
+    requests_per_minute: Option<u64>,
+    monthly_tokens: Option<u64>,
+    storage_bytes: Option<u64>,
+    custom_characters: bool,
+    /// The conversation context a reply is written from, in tokens.
+    context_tokens: u32,
+    price_cents: u64,
+    currency: String,
+}
+
+fn plan_view(service: &Service, tier: &str, plan: &Plan) -> PlanView {
+    PlanView {
+        tier: tier.to_owned(),
+        name: plan.name.clone(),
+        requests_per_minute: limit(plan.requests_per_minute.into()),
+        monthly_tokens: limit(plan.monthly_tokens),
+        storage_bytes: limit(plan.storage_bytes),
+        custom_characters: plan.custom_characters,
+        context_tokens: service.context_of(plan),
+        price_cents: plan.price_cents,
+        currency: service.settings.currency.clone(),
     }
 }
 
-fn plan_view(service: &Service, tier: &str, plan: &Plan) -> Value {
-    json!({
-        "tier": tier,
-        "name": plan.name,
-        "requestsPerMinute": limit(plan.requests_per_minute.into()),
-        "monthlyTokens": limit(plan.monthly_tokens),
-        "storageBytes": limit(plan.storage_bytes),
-        "customCharacters": plan.custom_characters,
-        "contextTokens": service.context_of(plan),
-        "priceCents": plan.price_cents,
-        "currency": service.settings.currency,
-    })
+#[derive(Serialize, ToSchema)]
+struct PlanList {
+    content: Vec<PlanView>,
 }
 
+#[utoipa::path(get, path = "/billing/plans", tag = "billing",
+    responses((status = 200, description = "Every plan, free first.", body = PlanList)))]
 async fn plans(service: web::Data<Service>) -> HttpResponse {
-    let plans: Vec<Value> = service
+    let content = service
         .plans
         .all()
         .iter()
         .map(|(tier, plan)| plan_view(&service, tier, plan))
         .collect();
-    HttpResponse::Ok().json(json!({ "content": plans }))
+    HttpResponse::Ok().json(PlanList { content })
 }
 
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct Period {
+    /// The first day of this calendar month (UTC).
+    start: NaiveDate,
+    resets_at: DateTime<Utc>,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct Usage {
+    /// Replies this month.
+    requests: i64,
+    /// Language-model tokens this month.
+    tokens: i64,
+    /// Media stored now.
+    storage_bytes: u64,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct SubscriptionView {
+    tier: String,
+    /// `active`, `trialing`, `past_due`, `canceled` or `expired`.
+    status: String,
+    valid_until: Option<DateTime<Utc>>,
+    plan: PlanView,
+    period: Period,
+    usage: Usage,
+}
+
+#[utoipa::path(get, path = "/billing/subscription", tag = "billing",
+    security(("bearer" = [])),
+    responses((status = 200, description = "The caller's plan and this month's use.",
+        body = SubscriptionView)))]
 async fn subscription(
     service: web::Data<Service>,
     user: AuthUser,
@@ -58,22 +115,33 @@ async fn subscription(
     )?;
     let plan = service.plans.get(&standing.tier);
     let (start, _) = period_of(Utc::now());
-    Ok(HttpResponse::Ok().json(json!({
-        "tier": standing.tier,
-        "status": standing.status,
-        "validUntil": standing.valid_until,
-        "plan": plan_view(&service, &standing.tier, plan),
-        "period": { "start": start, "resetsAt": resets_at },
-        "usage": {
-            "requests": usage.requests,
-            "tokens": usage.tokens,
-            "storageBytes": storage,
+    Ok(HttpResponse::Ok().json(SubscriptionView {
+        plan: plan_view(&service, &standing.tier, plan),
+        tier: standing.tier,
+        status: standing.status,
+        valid_until: standing.valid_until,
+        period: Period { start, resets_at },
+        usage: Usage {
+            requests: usage.requests,
+            tokens: usage.tokens,
+            storage_bytes: storage,
         },
-    })))
+    }))
+}
+
+#[derive(Serialize, ToSchema)]
+struct Received {
+    received: bool,
+    /// The event was delivered before (it is not applied twice).
+    duplicate: bool,
 }
 
 /// The provider's events. 404 without a configured secret; 400 (and an audit entry) for a
 /// signature that does not hold; 200 once the event is stored and queued, or was before.
+#[utoipa::path(post, path = "/billing/webhook", tag = "billing",
+    params(("Stripe-Signature" = String, Header, description = "`t=…,v1=…`")),
+    request_body(content = Object, description = "The provider's event, as signed."),
+    responses((status = 200, description = "Stored and queued, or seen before.", body = Received)))]
 async fn receive(
     service: web::Data<Service>,
     req: HttpRequest,
@@ -88,5 +156,13 @@ async fn receive(
         .receive(signature, &body, client)
         .await
         .ok_or_else(AppError::not_found)??;
-    Ok(HttpResponse::Ok().json(json!({ "received": true, "duplicate": !fresh })))
+    Ok(HttpResponse::Ok().json(Received {
+        received: true,
+        duplicate: !fresh,
+    }))
 }
+
+/// This module's operations, for the OpenAPI document.
+#[derive(OpenApi)]
+#[openapi(paths(plans, subscription, receive))]
+pub(super) struct Docs;

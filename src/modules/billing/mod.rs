@@ -19,6 +19,7 @@ use uuid::Uuid;
 use crate::modules::media::MediaDirectory;
 use crate::platform::Platform;
 use crate::platform::db::DbError;
+use crate::platform::http::Routes;
 use crate::platform::jobs::JobRegistry;
 use crate::platform::personal::PersonalData;
 
@@ -43,7 +44,7 @@ pub struct AuditNote {
 }
 
 /// A user's subscription as it stands now: a lapsed one already reads as free.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Standing {
     /// `free`, `premium` or `enterprise`.
@@ -135,9 +136,16 @@ impl Billing {
         })
     }
 
-    pub fn routes(&self, cfg: &mut web::ServiceConfig) {
-        cfg.app_data(web::Data::new(self.service.clone()));
-        api::routes(cfg);
+    pub fn routes(&self, routes: &mut Routes) {
+        routes
+            .config()
+            .app_data(web::Data::new(self.service.clone()));
+        api::routes(routes);
+    }
+
+    /// This module's part of the OpenAPI document (paths relative to `/api/v1`).
+    pub fn api_docs() -> utoipa::openapi::OpenApi {
+        <api::Docs as utoipa::OpenApi>::openapi()
     }
 
     /// Webhook events are applied by a job; lapsed subscriptions are written down as free

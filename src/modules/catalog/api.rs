@@ -8,7 +8,8 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
+use utoipa::{IntoParams, OpenApi, ToSchema};
 use uuid::Uuid;
 
 use super::cards::{self, MAX_IMPORT_BYTES};
@@ -18,42 +19,27 @@ use super::rules::{INPUT_FIELDS, Input};
 use super::service::{CardFile, CatalogError, Service, Viewer};
 use super::store::CharacterRow;
 use crate::platform::http::{
-    AppError, AuthUser, ErrorCode, FieldErrors, MaybeUser, Paging, Role, strict_body,
+    AppError, AuthUser, ErrorCode, FieldErrors, MaybeUser, Page, Paging, Role, Routes, strict_body,
 };
 
 pub const MAX_PAGE_SIZE: i64 = 100;
 const MAX_SEARCH: usize = 200;
 
-pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        web::resource("/characters")
-            .route(web::get().to(list))
-            .route(web::post().to(create)),
-    )
-    // Before `/characters/{id}`, which would otherwise take `import` for an id.
-    .service(web::resource("/characters/import").route(web::post().to(import)))
-    .service(
-        web::resource("/characters/{id}")
-            .route(web::get().to(get))
-            .route(web::put().to(replace))
-            .route(web::patch().to(patch))
-            .route(web::delete().to(delete)),
-    )
-    .service(
-        web::resource("/characters/{id}/rating")
-            .route(web::get().to(rating))
-            .route(web::post().to(rate)),
-    )
-    .service(web::resource("/characters/{id}/card.json").route(web::get().to(card_json)))
-    .service(web::resource("/characters/{id}/card.png").route(web::get().to(card_png)))
-    .service(
-        web::resource("/characters/{id}/hide")
-            .route(web::post().to(hide))
-            .route(web::delete().to(unhide)),
-    )
-    .service(web::resource("/categories").route(web::get().to(categories)))
-    .service(web::resource("/admin/characters").route(web::get().to(staff_list)))
-    .service(web::resource("/admin/characters/{id}").route(web::patch().to(staff_patch)));
+pub fn routes(routes: &mut Routes) {
+    routes
+        .resource("/characters", |r| r.get(list).post(create))
+        // Before `/characters/{id}`, which would otherwise take `import` for an id.
+        .resource("/characters/import", |r| r.post(import))
+        .resource("/characters/{id}", |r| {
+            r.get(get).put(replace).patch(patch).delete(delete)
+        })
+        .resource("/characters/{id}/rating", |r| r.get(rating).post(rate))
+        .resource("/characters/{id}/card.json", |r| r.get(card_json))
+        .resource("/characters/{id}/card.png", |r| r.get(card_png))
+        .resource("/characters/{id}/hide", |r| r.post(hide).delete(unhide))
+        .resource("/categories", |r| r.get(categories))
+        .resource("/admin/characters", |r| r.get(staff_list))
+        .resource("/admin/characters/{id}", |r| r.patch(staff_patch));
 }
 
 fn viewer(user: &MaybeUser) -> Viewer {
@@ -73,7 +59,7 @@ impl From<&AuthUser> for Viewer {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct PersonalityView {
     greeting: String,
@@ -83,7 +69,7 @@ struct PersonalityView {
 }
 
 /// DESIGN.md's character plus the card fields. Listings leave out the long card fields.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct CharacterView {
     id: Uuid,
@@ -105,11 +91,12 @@ struct CharacterView {
     hidden: bool,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
+    /// The long card fields: in a character's detail, not in listings.
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
     card: Option<CardFields>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct CardFields {
     scenario: String,
@@ -120,7 +107,10 @@ struct CardFields {
     creator_notes: String,
     creator: String,
     character_version: String,
+    #[schema(value_type = Object)]
     extensions: Value,
+    /// The character book, or `null`.
+    #[schema(value_type = Option<Object>)]
     lorebook: Value,
 }
 
@@ -167,13 +157,21 @@ fn view(row: CharacterRow, full: bool) -> CharacterView {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ListParams {
+    #[param(minimum = 0, maximum = 100000)]
     page: Option<i64>,
+    /// Above 100 is read as 100.
+    #[param(minimum = 1)]
     size: Option<i64>,
+    /// A category id from `GET /categories`.
     category: Option<String>,
+    /// Words of the name, description or tags.
+    #[param(max_length = 200)]
     search: Option<String>,
     tag: Option<String>,
+    /// `popular` (default), `rating` or `new`.
     sort: Option<String>,
 }
 
@@ -181,6 +179,10 @@ fn non_empty(value: Option<String>) -> Option<String> {
     value.map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
 }
 
+#[utoipa::path(get, path = "/characters", tag = "catalog",
+    security((), ("bearer" = [])), params(ListParams),
+    responses((status = 200, description = "Characters the caller may see (public ones, and \
+        their own).", body = Page<CharacterView>)))]
 async fn list(
     service: web::Data<Service>,
     user: MaybeUser,
@@ -225,17 +227,15 @@ async fn list(
         .into_iter()
         .map(|row| view(row, false))
         .collect();
-    Ok(HttpResponse::Ok().json(json!({
-        "content": content,
-        "totalElements": found.total,
-        "totalPages": (found.total + size - 1) / size,
-        "number": page,
-        "size": size,
-    })))
+    Ok(HttpResponse::Ok().json(Paging { page, size }.answer(content, found.total)))
 }
 
 /// The detail is the same for everyone who may see it, so a character anyone may open is
 /// answered from the read cache (`cache.rs`).
+#[utoipa::path(get, path = "/characters/{id}", tag = "catalog",
+    security((), ("bearer" = [])), params(("id" = Uuid, Path, description = "The character.")),
+    responses((status = 200, description = "The character with its card fields.",
+        body = CharacterView)))]
 async fn get(
     service: web::Data<Service>,
     user: MaybeUser,
@@ -260,6 +260,9 @@ async fn get(
     Ok(json(body))
 }
 
+#[utoipa::path(post, path = "/characters", tag = "catalog",
+    security(("bearer" = [])), request_body = Input,
+    responses((status = 201, description = "Created, owned by the caller.", body = CharacterView)))]
 async fn create(
     service: web::Data<Service>,
     user: AuthUser,
@@ -284,6 +287,10 @@ async fn update(
     Ok(HttpResponse::Ok().json(view(row, true)))
 }
 
+#[utoipa::path(put, path = "/characters/{id}", tag = "catalog",
+    security(("bearer" = [])), params(("id" = Uuid, Path, description = "The character.")), request_body = Input,
+    responses((status = 200, description = "Replaced (absent fields are reset).",
+        body = CharacterView)))]
 async fn replace(
     service: web::Data<Service>,
     user: AuthUser,
@@ -293,6 +300,9 @@ async fn replace(
     update(service, user, id.into_inner(), body.into_inner(), true).await
 }
 
+#[utoipa::path(patch, path = "/characters/{id}", tag = "catalog",
+    security(("bearer" = [])), params(("id" = Uuid, Path, description = "The character.")), request_body = Input,
+    responses((status = 200, description = "Changed (absent fields kept).", body = CharacterView)))]
 async fn patch(
     service: web::Data<Service>,
     user: AuthUser,
@@ -302,6 +312,9 @@ async fn patch(
     update(service, user, id.into_inner(), body.into_inner(), false).await
 }
 
+#[utoipa::path(delete, path = "/characters/{id}", tag = "catalog",
+    security(("bearer" = [])), params(("id" = Uuid, Path, description = "The character.")),
+    responses((status = 204, description = "Deleted.")))]
 async fn delete(
     service: web::Data<Service>,
     user: AuthUser,
@@ -313,11 +326,24 @@ async fn delete(
     Ok(HttpResponse::NoContent().finish())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 struct RatingBody {
+    #[schema(minimum = 1, maximum = 5)]
     stars: i64,
 }
 
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct RatingView {
+    rating: f32,
+    rating_count: i32,
+    /// The caller's stars, if they rated it.
+    my_rating: Option<i16>,
+}
+
+#[utoipa::path(post, path = "/characters/{id}/rating", tag = "catalog",
+    security(("bearer" = [])), params(("id" = Uuid, Path, description = "The character.")), request_body = RatingBody,
+    responses((status = 200, description = "The caller's rating is recorded.", body = RatingView)))]
 async fn rate(
     service: web::Data<Service>,
     user: AuthUser,
@@ -336,33 +362,47 @@ async fn rate(
     let (rating, count, stars) = service
         .rate(&Viewer::from(&user), id.into_inner(), stars)
         .await?;
-    Ok(HttpResponse::Ok().json(json!({
-        "rating": (rating * 100.0).round() / 100.0,
-        "ratingCount": count,
-        "myRating": stars,
-    })))
+    Ok(HttpResponse::Ok().json(RatingView {
+        rating: (rating * 100.0).round() / 100.0,
+        rating_count: count,
+        my_rating: Some(stars),
+    }))
 }
 
+#[utoipa::path(get, path = "/characters/{id}/rating", tag = "catalog",
+    security((), ("bearer" = [])), params(("id" = Uuid, Path, description = "The character.")),
+    responses((status = 200, description = "The average, and the caller's own stars.",
+        body = RatingView)))]
 async fn rating(
     service: web::Data<Service>,
     user: MaybeUser,
     id: web::Path<Uuid>,
 ) -> Result<HttpResponse, AppError> {
     let (rating, count, mine) = service.rating(&viewer(&user), id.into_inner()).await?;
-    Ok(HttpResponse::Ok().json(json!({
-        "rating": (rating * 100.0).round() / 100.0,
-        "ratingCount": count,
-        "myRating": mine,
-    })))
+    Ok(HttpResponse::Ok().json(RatingView {
+        rating: (rating * 100.0).round() / 100.0,
+        rating_count: count,
+        my_rating: mine,
+    }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ImportParams {
+    /// `public`, `unlisted` or `private` (default `private`).
     visibility: Option<String>,
 }
 
 /// The card file is the raw body (drag and drop sends it as is), read up to the limit: past
 /// it the answer is 413 at once, without reading the rest.
+#[utoipa::path(post, path = "/characters/import", tag = "catalog",
+    security(("bearer" = [])), params(ImportParams),
+    request_body(description = "A character card: Character Card V1/V2/V3 JSON, a PNG with \
+        the card in its text chunk, or a CHARX archive.",
+        content((Object = "application/json"), (Vec<u8> = "image/png"),
+            (Vec<u8> = "application/zip"), (Vec<u8> = "application/octet-stream"))),
+    responses((status = 201, description = "The imported character (PNG art becomes its avatar).",
+        body = CharacterView)))]
 async fn import(
     service: web::Data<Service>,
     user: AuthUser,
@@ -420,6 +460,10 @@ fn download(file: CardFile, content_type: &'static str) -> HttpResponse {
         .body(file.bytes)
 }
 
+#[utoipa::path(get, path = "/characters/{id}/card.json", tag = "catalog",
+    security((), ("bearer" = [])), params(("id" = Uuid, Path, description = "The character.")),
+    responses((status = 200, description = "A Character Card V3 file.",
+        content_type = "application/json", body = Object)))]
 async fn card_json(
     service: web::Data<Service>,
     user: MaybeUser,
@@ -431,6 +475,10 @@ async fn card_json(
     Ok(download(file, "application/json"))
 }
 
+#[utoipa::path(get, path = "/characters/{id}/card.png", tag = "catalog",
+    security((), ("bearer" = [])), params(("id" = Uuid, Path, description = "The character.")),
+    responses((status = 200, description = "The card inside the avatar (or a plain image).",
+        content_type = "image/png", body = Vec<u8>)))]
 async fn card_png(
     service: web::Data<Service>,
     user: MaybeUser,
@@ -442,11 +490,16 @@ async fn card_png(
     Ok(download(file, "image/png"))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 struct HideBody {
+    #[schema(max_length = 1000)]
     reason: Option<String>,
 }
 
+#[utoipa::path(post, path = "/characters/{id}/hide", tag = "catalog",
+    security(("bearer" = [])), params(("id" = Uuid, Path, description = "The character.")), request_body(content = Option<HideBody>),
+    responses((status = 200, description = "Hidden from listings (moderators).",
+        body = CharacterView)))]
 async fn hide(
     service: web::Data<Service>,
     user: AuthUser,
@@ -468,6 +521,9 @@ async fn hide(
     Ok(HttpResponse::Ok().json(view(row, true)))
 }
 
+#[utoipa::path(delete, path = "/characters/{id}/hide", tag = "catalog",
+    security(("bearer" = [])), params(("id" = Uuid, Path, description = "The character.")),
+    responses((status = 200, description = "Shown again (moderators).", body = CharacterView)))]
 async fn unhide(
     service: web::Data<Service>,
     user: AuthUser,
@@ -479,42 +535,69 @@ async fn unhide(
     Ok(HttpResponse::Ok().json(view(row, true)))
 }
 
+#[utoipa::path(get, path = "/categories", tag = "catalog",
+    responses((status = 200, description = "Categories with how many public characters each has.",
+        body = Vec<CategoryView>)))]
 async fn categories(service: web::Data<Service>) -> Result<HttpResponse, AppError> {
     let categories = service.categories().await?;
-    let body: Vec<Value> = categories
+    let body: Vec<CategoryView> = categories
         .iter()
-        .map(|c| {
-            json!({
-                "id": c.slug,
-                "name": c.name,
-                "description": c.description,
-                "characterCount": c.count,
-            })
+        .map(|c| CategoryView {
+            id: c.slug.clone(),
+            name: c.name.clone(),
+            description: c.description.clone(),
+            character_count: c.count,
         })
         .collect();
     Ok(HttpResponse::Ok().json(body))
 }
 
-#[derive(Deserialize)]
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct CategoryView {
+    id: String,
+    name: String,
+    description: String,
+    character_count: i64,
+}
+
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct StaffListParams {
+    /// Only hidden (`true`) or only shown (`false`) characters.
     hidden: Option<bool>,
     search: Option<String>,
+    #[param(minimum = 0, maximum = 100000)]
     page: Option<i64>,
+    #[param(minimum = 1, maximum = 100)]
     size: Option<i64>,
 }
 
 /// A character as the moderation list shows it: the catalog view plus when and why it
 /// was hidden.
-fn staff_view(row: CharacterRow, reason: Option<String>) -> Result<Value, AppError> {
-    let hidden_at = row.hidden_at;
-    let mut value = serde_json::to_value(view(row, false)).map_err(AppError::internal)?;
-    value["hiddenAt"] = json!(hidden_at);
-    value["hiddenReason"] = json!(reason);
-    Ok(value)
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct StaffView {
+    #[serde(flatten)]
+    character: CharacterView,
+    hidden_at: Option<DateTime<Utc>>,
+    hidden_reason: Option<String>,
+}
+
+fn staff_view(row: CharacterRow, reason: Option<String>) -> StaffView {
+    StaffView {
+        hidden_at: row.hidden_at,
+        character: view(row, false),
+        hidden_reason: reason,
+    }
 }
 
 /// `GET /admin/characters?hidden=&search=&page=&size=` (moderators and admins).
+#[utoipa::path(get, path = "/admin/characters", tag = "administration",
+    security(("bearer" = [])), params(StaffListParams),
+    responses((status = 200, description = "Characters for moderation (moderators and admins).",
+        body = Page<StaffView>)))]
 async fn staff_list(
     service: web::Data<Service>,
     user: AuthUser,
@@ -535,17 +618,23 @@ async fn staff_list(
     let content = rows
         .into_iter()
         .map(|(row, reason)| staff_view(row, reason))
-        .collect::<Result<Vec<_>, _>>()?;
+        .collect::<Vec<_>>();
     Ok(HttpResponse::Ok().json(paging.answer(content, total)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 struct StaffPatch {
     hidden: bool,
+    /// Why (kept with the audit entry), at most 1000 characters.
+    #[schema(max_length = 1000)]
     reason: Option<String>,
 }
 
 /// `PATCH /admin/characters/{id} {hidden, reason?}`: hide or show again, with a reason.
+#[utoipa::path(patch, path = "/admin/characters/{id}", tag = "administration",
+    security(("bearer" = [])), params(("id" = Uuid, Path, description = "The character.")), request_body = StaffPatch,
+    responses((status = 200, description = "Hidden or shown, with the reason recorded.",
+        body = StaffView)))]
 async fn staff_patch(
     service: web::Data<Service>,
     user: AuthUser,
@@ -572,5 +661,30 @@ async fn staff_patch(
         )
         .await?;
     let reason = reason.filter(|_| patch.hidden);
-    Ok(HttpResponse::Ok().json(staff_view(row, reason)?))
+    Ok(HttpResponse::Ok().json(staff_view(row, reason)))
 }
+
+/// This module's operations, for the OpenAPI document.
+#[derive(OpenApi)]
+#[openapi(
+    paths(
+        list,
+        create,
+        import,
+        get,
+        replace,
+        patch,
+        delete,
+        rating,
+        rate,
+        card_json,
+        card_png,
+        hide,
+        unhide,
+        categories,
+        staff_list,
+        staff_patch
+    ),
+    components(schemas(Input))
+)]
+pub(super) struct Docs;

@@ -21,7 +21,7 @@ use crate::modules::identity::AuditLog;
 use crate::modules::media::Media;
 use crate::platform::Platform;
 use crate::platform::db::DbError;
-use crate::platform::http::AppError;
+use crate::platform::http::{AppError, Routes};
 
 /// One lorebook entry, as a prompt builder needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -139,9 +139,16 @@ impl Catalog {
         }
     }
 
-    pub fn routes(&self, cfg: &mut web::ServiceConfig) {
-        cfg.app_data(web::Data::new(self.service.clone()));
-        api::routes(cfg);
+    pub fn routes(&self, routes: &mut Routes) {
+        routes
+            .config()
+            .app_data(web::Data::new(self.service.clone()));
+        api::routes(routes);
+    }
+
+    /// This module's part of the OpenAPI document (paths relative to `/api/v1`).
+    pub fn api_docs() -> utoipa::openapi::OpenApi {
+        <api::Docs as utoipa::OpenApi>::openapi()
     }
 
     /// Media `id` was deleted: characters that had it as avatar have none.

@@ -111,42 +111,69 @@ fn present<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Value>, 
     Value::deserialize(deserializer).map(Some)
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PersonalityInput {
+    #[schema(max_length = 4096)]
     greeting: Option<String>,
+    #[schema(max_length = 100)]
     tone: Option<String>,
+    #[schema(max_items = 20)]
     interests: Option<Vec<String>>,
+    #[schema(max_length = 10000)]
     summary: Option<String>,
 }
 
-/// A create, replace or patch body. Absent fields keep the starting value.
-#[derive(Debug, Default, Deserialize)]
+/// A create, replace or patch body. Absent fields keep the starting value (a create needs
+/// `name`; a replace starts from nothing, a patch from the character as it is).
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Input {
+    #[schema(max_length = 100)]
     name: Option<String>,
+    #[schema(max_length = 10000)]
     description: Option<String>,
+    /// Refused: set `avatarMediaId`.
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
     avatar_url: Option<Value>,
+    /// An image the caller uploaded, or `null` for none.
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<uuid::Uuid>)]
     avatar_media_id: Option<Value>,
     category: Option<String>,
+    #[schema(max_items = 20)]
     traits: Option<Vec<String>>,
     personality: Option<PersonalityInput>,
+    /// `public`, `unlisted` or `private`.
     visibility: Option<String>,
+    /// The older spelling of `visibility` (`true` is `public`).
     is_public: Option<bool>,
     nsfw: Option<bool>,
+    #[schema(max_items = 20)]
     tags: Option<Vec<String>>,
+    #[schema(max_length = 10000)]
     scenario: Option<String>,
+    #[schema(max_length = 10000)]
     example_dialogue: Option<String>,
+    #[schema(max_items = 20)]
     alternate_greetings: Option<Vec<String>>,
+    #[schema(max_length = 10000)]
     system_prompt: Option<String>,
+    #[schema(max_length = 10000)]
     post_history_instructions: Option<String>,
+    #[schema(max_length = 10000)]
     creator_notes: Option<String>,
+    #[schema(max_length = 200)]
     creator: Option<String>,
+    #[schema(max_length = 200)]
     character_version: Option<String>,
+    /// Free-form card extensions, at most 64 KiB.
+    #[schema(value_type = Option<Object>)]
     extensions: Option<Map<String, Value>>,
+    /// A character book (`{entries:[{keys, content, …}]}`), or `null` for none.
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<Object>)]
     lorebook: Option<Value>,
 }
 

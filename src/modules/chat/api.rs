@@ -4,68 +4,38 @@ use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 use bytes::Bytes;
 use futures_util::stream;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use tokio::sync::watch;
+use utoipa::{IntoParams, OpenApi, ToSchema};
 use uuid::Uuid;
 
 use super::follow::{Frame, follow, follow_started};
 use super::service::{MAX_PAGE, MAX_TITLE, Service, Started};
 use super::store::ConversationChanges;
-use super::views::MessageView;
-use crate::platform::http::{AppError, AuthUser, FieldErrors, Paging, strict_body};
+use super::views::{ConversationView, MessageView, SummaryView};
+use crate::platform::http::{AppError, AuthUser, FieldErrors, Page, Paging, Routes, strict_body};
 use crate::platform::realtime::Subscription;
 
-pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        web::resource("/conversations")
-            .route(web::get().to(list))
-            .route(web::post().to(create)),
-    )
-    .service(
-        web::resource("/conversations/{id}")
-            .route(web::get().to(get))
-            .route(web::patch().to(patch))
-            .route(web::delete().to(delete)),
-    )
-    .service(
-        web::resource("/conversations/{id}/messages")
-            .route(web::get().to(history))
-            .route(web::post().to(send)),
-    )
-    .service(
-        web::resource("/conversations/{id}/messages/{message}")
-            .route(web::delete().to(delete_message)),
-    )
-    .service(
-        web::resource("/conversations/{id}/messages/{message}/regenerate")
-            .route(web::post().to(regenerate)),
-    )
-    .service(
-        web::resource("/conversations/{id}/messages/{message}/edit").route(web::post().to(edit)),
-    )
-    .service(
-        web::resource("/conversations/{id}/messages/{message}/select")
-            .route(web::post().to(select)),
-    )
-    .service(
-        web::resource("/conversations/{id}/messages/{message}/continue")
-            .route(web::post().to(continue_reply)),
-    )
-    .service(
-        web::resource("/conversations/{id}/messages/{message}/stop").route(web::post().to(stop)),
-    )
-    .service(
-        web::resource("/conversations/{id}/messages/{message}/siblings")
-            .route(web::get().to(siblings)),
-    )
-    .service(
-        web::resource("/conversations/{id}/messages/{message}/prompt").route(web::get().to(prompt)),
-    )
-    .service(
-        web::resource("/conversations/{id}/messages/{message}/stream")
-            .route(web::get().to(reattach)),
-    );
+pub fn routes(routes: &mut Routes) {
+    const MESSAGE: &str = "/conversations/{id}/messages/{message}";
+    routes
+        .resource("/conversations", |r| r.get(list).post(create))
+        .resource("/conversations/{id}", |r| {
+            r.get(get).patch(patch).delete(delete)
+        })
+        .resource("/conversations/{id}/messages", |r| {
+            r.get(history).post(send)
+        })
+        .resource(MESSAGE, |r| r.delete(delete_message))
+        .resource(&format!("{MESSAGE}/regenerate"), |r| r.post(regenerate))
+        .resource(&format!("{MESSAGE}/edit"), |r| r.post(edit))
+        .resource(&format!("{MESSAGE}/select"), |r| r.post(select))
+        .resource(&format!("{MESSAGE}/continue"), |r| r.post(continue_reply))
+        .resource(&format!("{MESSAGE}/stop"), |r| r.post(stop))
+        .resource(&format!("{MESSAGE}/siblings"), |r| r.get(siblings))
+        .resource(&format!("{MESSAGE}/prompt"), |r| r.get(prompt))
+        .resource(&format!("{MESSAGE}/stream"), |r| r.get(reattach));
 }
 
 /// Whether the client asked for Server-Sent Events.
@@ -117,12 +87,18 @@ async fn reply_answer(
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(rename_all = "camelCase")]
+#[into_params(parameter_in = Query)]
 struct StreamParams {
+    /// The last piece the client has; the stream resumes after it.
     after_seq: Option<i32>,
 }
 
+#[utoipa::path(get, path = "/conversations/{id}/messages/{message}/stream",
+    tag = "chat", security(("bearer" = [])), params(("id" = Uuid, Path, description = "The conversation."), ("message" = Uuid, Path, description = "The message."), StreamParams),
+    responses((status = 200, description = "The reply's pieces after `afterSeq`, live until it \
+        ends, then `message`.", content_type = "text/event-stream", body = String)))]
 async fn reattach(
     service: web::Data<Service>,
     user: AuthUser,
@@ -150,18 +126,42 @@ async fn finished(
     }
 }
 
-async fn answer(started: Started) -> Value {
+async fn answer(started: Started) -> ReplyView {
     let reply = finished(started.done, started.reply).await;
-    json!({ "userMessage": started.user_message, "reply": reply })
+    ReplyView {
+        user_message: started.user_message,
+        reply,
+    }
 }
 
-#[derive(Deserialize)]
+/// A reply once it ended (`complete`, `interrupted` or `failed`), with the user's message
+/// that asked for it (none for a regenerate or continue).
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct ReplyView {
+    user_message: Option<MessageView>,
+    reply: MessageView,
+}
+
+/// A conversation and messages of its active branch, oldest first.
+#[derive(Serialize, ToSchema)]
+struct ConversationWithMessages {
+    conversation: ConversationView,
+    messages: Vec<MessageView>,
+}
+
+#[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct CreateBody {
     character_id: Uuid,
+    /// The first thing the user says; without it the character's greeting opens.
     initial_message: Option<String>,
 }
 
+#[utoipa::path(post, path = "/conversations", tag = "chat", security(("bearer" = [])), request_body = CreateBody,
+    responses((status = 201, description = "The conversation with its first messages: the \
+        greeting (alternates as swipes), or the user's message and the reply.",
+        body = ConversationWithMessages)))]
 async fn create(
     service: web::Data<Service>,
     user: AuthUser,
@@ -178,19 +178,26 @@ async fn create(
         }
         messages.push(finished(started.done, started.reply).await);
     }
-    Ok(HttpResponse::Created().json(json!({
-        "conversation": conversation,
-        "messages": messages,
-    })))
+    Ok(HttpResponse::Created().json(ConversationWithMessages {
+        conversation,
+        messages,
+    }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ListParams {
+    #[param(minimum = 0, maximum = 100000)]
     page: Option<i64>,
+    #[param(minimum = 1, maximum = 100)]
     size: Option<i64>,
+    /// Archived conversations instead of the others.
     archived: Option<bool>,
 }
 
+#[utoipa::path(get, path = "/conversations", tag = "chat", security(("bearer" = [])), params(ListParams),
+    responses((status = 200, description = "The caller's conversations, latest activity first.",
+        body = Page<SummaryView>)))]
 async fn list(
     service: web::Data<Service>,
     user: AuthUser,
@@ -210,22 +217,28 @@ async fn list(
     Ok(HttpResponse::Ok().json(paging.answer(content, total)))
 }
 
+#[utoipa::path(get, path = "/conversations/{id}", tag = "chat", security(("bearer" = [])), params(("id" = Uuid, Path, description = "The conversation.")),
+    responses((status = 200, description = "The conversation.", body = ConversationView)))]
 async fn get(
     service: web::Data<Service>,
     user: AuthUser,
     id: web::Path<Uuid>,
 ) -> Result<HttpResponse, AppError> {
     let conversation = service.conversation(user.user_id, id.into_inner()).await?;
-    Ok(HttpResponse::Ok().json(super::views::ConversationView::from(conversation)))
+    Ok(HttpResponse::Ok().json(ConversationView::from(conversation)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 struct PatchBody {
+    #[schema(min_length = 1, max_length = 200)]
     title: Option<String>,
     pinned: Option<bool>,
     archived: Option<bool>,
 }
 
+#[utoipa::path(patch, path = "/conversations/{id}", tag = "chat", security(("bearer" = [])), params(("id" = Uuid, Path, description = "The conversation.")),
+    request_body = PatchBody,
+    responses((status = 200, description = "The conversation as changed.", body = ConversationView)))]
 async fn patch(
     service: web::Data<Service>,
     user: AuthUser,
@@ -252,6 +265,8 @@ async fn patch(
     Ok(HttpResponse::Ok().json(conversation))
 }
 
+#[utoipa::path(delete, path = "/conversations/{id}", tag = "chat", security(("bearer" = [])), params(("id" = Uuid, Path, description = "The conversation.")),
+    responses((status = 204, description = "Deleted with its messages.")))]
 async fn delete(
     service: web::Data<Service>,
     user: AuthUser,
@@ -261,14 +276,31 @@ async fn delete(
     Ok(HttpResponse::NoContent().finish())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct HistoryParams {
+    /// The `before` of the previous page: messages older than this one.
     before: Option<String>,
+    /// 50 by default; above 200 is read as 200.
+    #[param(minimum = 1)]
     limit: Option<i64>,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct HistoryView {
+    /// Oldest first.
+    messages: Vec<MessageView>,
+    has_more: bool,
+    /// The cursor for the page before this one.
+    before: Option<Uuid>,
 }
 
 /// A page of the active branch: `messages` oldest first; `before` is the cursor for the
 /// page before it (absent on the first message).
+#[utoipa::path(get, path = "/conversations/{id}/messages", tag = "chat", security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "The conversation."), HistoryParams),
+    responses((status = 200, description = "A page of the active branch.", body = HistoryView)))]
 async fn history(
     service: web::Data<Service>,
     user: AuthUser,
@@ -297,16 +329,17 @@ async fn history(
         .await?;
     messages.reverse();
     let cursor = more.then(|| messages.first().map(|m| m.id)).flatten();
-    Ok(HttpResponse::Ok().json(json!({
-        "messages": messages,
-        "hasMore": more,
-        "before": cursor,
-    })))
+    Ok(HttpResponse::Ok().json(HistoryView {
+        messages,
+        has_more: more,
+        before: cursor,
+    }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 struct SendBody {
     content: String,
+    /// `text` (the only kind for now).
     #[serde(rename = "type")]
     kind: Option<String>,
 }
@@ -327,6 +360,11 @@ fn live_for(request: &HttpRequest, service: &Service, user: &AuthUser) -> Option
     wants_events(request).then(|| service.subscribe(user.user_id))
 }
 
+#[utoipa::path(post, path = "/conversations/{id}/messages", tag = "chat", security(("bearer" = [])), params(("id" = Uuid, Path, description = "The conversation.")),
+    request_body = SendBody,
+    responses((status = 201, description = "The message and the reply it got.", body = ReplyView),
+        (status = 200, description = "With `Accept: text/event-stream`: `token` events, then \
+            `message` with the whole reply.", content_type = "text/event-stream", body = String)))]
 async fn send(
     service: web::Data<Service>,
     user: AuthUser,
@@ -349,6 +387,11 @@ async fn send(
     .await)
 }
 
+#[utoipa::path(post, path = "/conversations/{id}/messages/{message}/regenerate",
+    tag = "chat", security(("bearer" = [])), params(("id" = Uuid, Path, description = "The conversation."), ("message" = Uuid, Path, description = "The message.")),
+    responses((status = 201, description = "A new reply beside this one, now active.",
+        body = ReplyView), (status = 200, description = "With `Accept: text/event-stream`: `token` events, then \
+            `message` with the whole reply.", content_type = "text/event-stream", body = String)))]
 async fn regenerate(
     service: web::Data<Service>,
     user: AuthUser,
@@ -368,6 +411,11 @@ async fn regenerate(
     .await)
 }
 
+#[utoipa::path(post, path = "/conversations/{id}/messages/{message}/edit",
+    tag = "chat", security(("bearer" = [])), params(("id" = Uuid, Path, description = "The conversation."), ("message" = Uuid, Path, description = "The message.")), request_body = SendBody,
+    responses((status = 201, description = "The edited message (a new branch) and its reply.",
+        body = ReplyView), (status = 200, description = "With `Accept: text/event-stream`: `token` events, then \
+            `message` with the whole reply.", content_type = "text/event-stream", body = String)))]
 async fn edit(
     service: web::Data<Service>,
     user: AuthUser,
@@ -390,6 +438,10 @@ async fn edit(
     .await)
 }
 
+#[utoipa::path(post, path = "/conversations/{id}/messages/{message}/select",
+    tag = "chat", security(("bearer" = [])), params(("id" = Uuid, Path, description = "The conversation."), ("message" = Uuid, Path, description = "The message.")),
+    responses((status = 200, description = "This swipe is now on the active branch.",
+        body = ConversationWithMessages)))]
 async fn select(
     service: web::Data<Service>,
     user: AuthUser,
@@ -398,12 +450,17 @@ async fn select(
     let (id, message) = path.into_inner();
     let (conversation, mut messages) = service.switch(user.user_id, id, message).await?;
     messages.reverse();
-    Ok(HttpResponse::Ok().json(json!({
-        "conversation": conversation,
-        "messages": messages,
-    })))
+    Ok(HttpResponse::Ok().json(ConversationWithMessages {
+        conversation,
+        messages,
+    }))
 }
 
+#[utoipa::path(post, path = "/conversations/{id}/messages/{message}/continue",
+    tag = "chat", security(("bearer" = [])), params(("id" = Uuid, Path, description = "The conversation."), ("message" = Uuid, Path, description = "The message.")),
+    responses((status = 200, description = "The reply, written further.", body = ReplyView),
+        (status = 200, description = "With `Accept: text/event-stream`: `token` events, then \
+            `message` with the whole reply.", content_type = "text/event-stream", body = String)))]
 async fn continue_reply(
     service: web::Data<Service>,
     user: AuthUser,
@@ -416,6 +473,16 @@ async fn continue_reply(
     Ok(reply_answer(&service, id, started, live, actix_web::http::StatusCode::OK).await)
 }
 
+#[derive(Serialize, ToSchema)]
+struct Stopping {
+    /// The reply that is ending.
+    stopping: Uuid,
+}
+
+#[utoipa::path(post, path = "/conversations/{id}/messages/{message}/stop",
+    tag = "chat", security(("bearer" = [])), params(("id" = Uuid, Path, description = "The conversation."), ("message" = Uuid, Path, description = "The message.")),
+    responses((status = 202, description = "The reply ends as `interrupted` with what it has.",
+        body = Stopping)))]
 async fn stop(
     service: web::Data<Service>,
     user: AuthUser,
@@ -423,9 +490,12 @@ async fn stop(
 ) -> Result<HttpResponse, AppError> {
     let (id, message) = path.into_inner();
     service.stop(user.user_id, id, message).await?;
-    Ok(HttpResponse::Accepted().json(json!({ "stopping": message })))
+    Ok(HttpResponse::Accepted().json(Stopping { stopping: message }))
 }
 
+#[utoipa::path(delete, path = "/conversations/{id}/messages/{message}",
+    tag = "chat", security(("bearer" = [])), params(("id" = Uuid, Path, description = "The conversation."), ("message" = Uuid, Path, description = "The message.")),
+    responses((status = 204, description = "Deleted with everything after it.")))]
 async fn delete_message(
     service: web::Data<Service>,
     user: AuthUser,
@@ -436,6 +506,15 @@ async fn delete_message(
     Ok(HttpResponse::NoContent().finish())
 }
 
+#[derive(Serialize, ToSchema)]
+struct Siblings {
+    /// The message and its alternatives, in order.
+    messages: Vec<MessageView>,
+}
+
+#[utoipa::path(get, path = "/conversations/{id}/messages/{message}/siblings",
+    tag = "chat", security(("bearer" = [])), params(("id" = Uuid, Path, description = "The conversation."), ("message" = Uuid, Path, description = "The message.")),
+    responses((status = 200, description = "The swipes of this message.", body = Siblings)))]
 async fn siblings(
     service: web::Data<Service>,
     user: AuthUser,
@@ -443,9 +522,13 @@ async fn siblings(
 ) -> Result<HttpResponse, AppError> {
     let (id, message) = path.into_inner();
     let messages = service.siblings(user.user_id, id, message).await?;
-    Ok(HttpResponse::Ok().json(json!({ "messages": messages })))
+    Ok(HttpResponse::Ok().json(Siblings { messages }))
 }
 
+#[utoipa::path(get, path = "/conversations/{id}/messages/{message}/prompt",
+    tag = "chat", security(("bearer" = [])), params(("id" = Uuid, Path, description = "The conversation."), ("message" = Uuid, Path, description = "The message.")),
+    responses((status = 200, description = "What the model was given for this reply.",
+        body = Object)))]
 async fn prompt(
     service: web::Data<Service>,
     user: AuthUser,
@@ -455,3 +538,26 @@ async fn prompt(
     let prompt = service.prompt(user.user_id, id, message).await?;
     Ok(HttpResponse::Ok().json(prompt))
 }
+
+/// This module's operations, for the OpenAPI document.
+#[derive(OpenApi)]
+#[openapi(paths(
+    list,
+    create,
+    get,
+    patch,
+    delete,
+    history,
+    send,
+    delete_message,
+    regenerate,
+    edit,
+    select,
+    continue_reply,
+    stop,
+    siblings,
+    prompt,
+    reattach,
+    super::socket::connect
+))]
+pub(super) struct Docs;

@@ -24,6 +24,7 @@ use crate::modules::catalog::CharacterDirectory;
 use crate::modules::identity::{Experience, People};
 use crate::platform::Platform;
 use crate::platform::db::{Db, DbError};
+use crate::platform::http::Routes;
 use crate::platform::jobs::JobRegistry;
 use crate::platform::llm::{self, LlmBuildError};
 
@@ -131,11 +132,18 @@ impl Chat {
         })
     }
 
-    pub fn routes(&self, cfg: &mut web::ServiceConfig) {
-        cfg.app_data(web::Data::new(self.service.clone()))
-            .app_data(web::Data::new(self.sockets.clone()))
-            .route("/ws", web::get().to(socket::connect));
-        api::routes(cfg);
+    pub fn routes(&self, routes: &mut Routes) {
+        routes
+            .config()
+            .app_data(web::Data::new(self.service.clone()))
+            .app_data(web::Data::new(self.sockets.clone()));
+        routes.resource("/ws", |r| r.get(socket::connect));
+        api::routes(routes);
+    }
+
+    /// This module's part of the OpenAPI document (paths relative to `/api/v1`).
+    pub fn api_docs() -> utoipa::openapi::OpenApi {
+        <api::Docs as utoipa::OpenApi>::openapi()
     }
 
     /// Today's messages and failed replies (the operators' board).

@@ -134,6 +134,12 @@ fn protocol_token(request: &HttpRequest) -> Option<String> {
     offered.get(at + 1).map(|t| (*t).to_owned())
 }
 
+/// The WebSocket (DESIGN.md §2): the access token comes as `Authorization`, as the
+/// `Sec-WebSocket-Protocol` pair `bearer, <token>`, or in a first `auth` frame.
+#[utoipa::path(get, path = "/ws", tag = "chat",
+    security((), ("bearer" = [])),
+    responses((status = 101, description = "Upgraded: JSON frames both ways (`send`, `resume`, \
+        `stop`… in; `token`, `message`, `subscription`… out).")))]
 pub async fn connect(
     request: HttpRequest,
     body: web::Payload,

@@ -3,11 +3,12 @@
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::store::{ConversationRow, MessageRow, PlacedMessage, Summary};
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Failure {
     pub code: String,
@@ -16,14 +17,16 @@ pub struct Failure {
 
 /// DESIGN.md's message (`id, conversationId, parentId, role, content, status, timestamp`)
 /// plus its place among its swipes and, for replies, what produced it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct MessageView {
     pub id: Uuid,
     pub conversation_id: Uuid,
     pub parent_id: Option<Uuid>,
+    /// `user`, `assistant` or `system`.
     pub role: String,
     pub content: String,
+    /// `complete`, `streaming`, `interrupted` or `failed`.
     pub status: String,
     pub timestamp: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -39,7 +42,7 @@ pub struct MessageView {
     pub usage: Option<UsageView>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct UsageView {
     pub prompt_tokens: i32,
@@ -84,7 +87,7 @@ impl From<PlacedMessage> for MessageView {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CharacterRef {
     pub id: Uuid,
@@ -92,7 +95,7 @@ pub struct CharacterRef {
     pub avatar_url: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ConversationView {
     pub id: Uuid,
@@ -101,6 +104,7 @@ pub struct ConversationView {
     pub active_leaf_id: Option<Uuid>,
     pub pinned: bool,
     pub archived: bool,
+    /// The reply being written now, if any.
     pub generating: Option<Uuid>,
     pub last_message_at: DateTime<Utc>,
     pub created_at: DateTime<Utc>,
@@ -128,7 +132,7 @@ impl From<ConversationRow> for ConversationView {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SummaryView {
     pub id: Uuid,

@@ -3,7 +3,8 @@
 use actix_web::{HttpResponse, web};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
+use utoipa::{IntoParams, OpenApi, ToSchema};
 use uuid::Uuid;
 
 use super::admin::{AdminChange, AdminUser};
@@ -13,30 +14,27 @@ use super::store::{AuditRow, ProfileChanges, UserRow};
 use crate::modules::billing::{Grant, Standing};
 use crate::modules::media::Media;
 use crate::platform::http::{
-    AppError, AuthUser, ClientInfo, FieldErrors, Paging, Role, strict_body,
+    AppError, AuthUser, ClientInfo, FieldErrors, Page, Paging, Role, Routes, strict_body,
 };
 
-pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(web::resource("/auth/register").route(web::post().to(register)))
-        .service(web::resource("/auth/login").route(web::post().to(login)))
-        .service(web::resource("/auth/refresh").route(web::post().to(refresh)))
-        .service(web::resource("/auth/logout").route(web::post().to(logout)))
-        .service(web::resource("/auth/verify-email").route(web::post().to(verify_email)))
-        .service(web::resource("/auth/forgot-password").route(web::post().to(forgot_password)))
-        .service(web::resource("/auth/reset-password").route(web::post().to(reset_password)))
-        .service(
-            web::resource("/users/profile")
-                .route(web::get().to(get_profile))
-                .route(web::put().to(put_profile)),
-        )
-        .service(web::resource("/users/password").route(web::put().to(change_password)))
-        .service(web::resource("/admin/audit-log").route(web::get().to(audit_log)))
-        .service(web::resource("/admin/users").route(web::get().to(admin_users)))
-        .service(web::resource("/admin/users/{id}").route(web::patch().to(admin_patch_user)));
+pub fn routes(routes: &mut Routes) {
+    routes
+        .resource("/auth/register", |r| r.post(register))
+        .resource("/auth/login", |r| r.post(login))
+        .resource("/auth/refresh", |r| r.post(refresh))
+        .resource("/auth/logout", |r| r.post(logout))
+        .resource("/auth/verify-email", |r| r.post(verify_email))
+        .resource("/auth/forgot-password", |r| r.post(forgot_password))
+        .resource("/auth/reset-password", |r| r.post(reset_password))
+        .resource("/users/profile", |r| r.get(get_profile).put(put_profile))
+        .resource("/users/password", |r| r.put(change_password))
+        .resource("/admin/audit-log", |r| r.get(audit_log))
+        .resource("/admin/users", |r| r.get(admin_users))
+        .resource("/admin/users/{id}", |r| r.patch(admin_patch_user));
 }
 
 /// The `user` object of DESIGN.md §2, plus what the profile page needs.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct UserView {
     id: Uuid,
@@ -51,6 +49,8 @@ struct UserView {
     role: String,
     subscription: Standing,
     email_verified: bool,
+    /// `{language?, theme?, notifications?}`.
+    #[schema(value_type = Object)]
     preferences: Value,
     created_at: DateTime<Utc>,
 }
@@ -77,11 +77,14 @@ impl UserView {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct TokensView {
+    /// The access token (a JWT), sent as `Authorization: Bearer …`.
     token: String,
+    /// Opaque; trade it at `POST /auth/refresh` (once) for new tokens.
     refresh_token: String,
+    /// The access token's lifetime, in seconds.
     expires_in: u64,
     user: UserView,
 }
@@ -107,6 +110,84 @@ pub(super) fn tokens_body(issued: Issued) -> Value {
     serde_json::to_value(TokensView::from(issued)).unwrap_or_default()
 }
 
+// The request bodies, for the OpenAPI document (handlers parse with `credentials`, which
+// names each wrong field).
+
+#[derive(Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[allow(dead_code)]
+struct Registration {
+    #[schema(format = Email, max_length = 254)]
+    email: String,
+    /// 8 to 128 characters, not one of the most common passwords.
+    #[schema(min_length = 8, max_length = 128)]
+    password: String,
+    #[schema(min_length = 1, max_length = 50)]
+    display_name: String,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+struct Credentials {
+    #[schema(max_length = 254)]
+    email: String,
+    #[schema(max_length = 1024)]
+    password: String,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[allow(dead_code)]
+struct RefreshRequest {
+    refresh_token: String,
+}
+
+/// A token from an email (verification).
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+struct EmailToken {
+    token: String,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+struct ForgotPassword {
+    #[schema(max_length = 254)]
+    email: String,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+struct ResetPassword {
+    token: String,
+    #[schema(min_length = 8, max_length = 128)]
+    password: String,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[allow(dead_code)]
+struct PasswordChange {
+    current_password: String,
+    #[schema(min_length = 8, max_length = 128)]
+    new_password: String,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct EmailVerified {
+    email_verified: bool,
+}
+
+#[derive(Serialize, ToSchema)]
+struct Notice {
+    message: &'static str,
+}
+
 /// Parses a body of exactly `fields`, all required strings, in that order. Unknown, missing
 /// and non-string fields are each reported by name.
 fn credentials<const N: usize>(body: Value, fields: [&str; N]) -> Result<[String; N], AppError> {
@@ -126,6 +207,9 @@ fn credentials<const N: usize>(body: Value, fields: [&str; N]) -> Result<[String
     errors.finish(values)
 }
 
+#[utoipa::path(post, path = "/auth/register", tag = "identity",
+    request_body = Registration,
+    responses((status = 201, description = "The account, signed in.", body = TokensView)))]
 async fn register(
     service: web::Data<Service>,
     client: ClientInfo,
@@ -139,6 +223,9 @@ async fn register(
     Ok(HttpResponse::Created().json(TokensView::from(issued)))
 }
 
+#[utoipa::path(post, path = "/auth/login", tag = "identity",
+    request_body = Credentials,
+    responses((status = 200, description = "Signed in.", body = TokensView)))]
 async fn login(
     service: web::Data<Service>,
     client: ClientInfo,
@@ -149,6 +236,11 @@ async fn login(
     Ok(HttpResponse::Ok().json(TokensView::from(issued)))
 }
 
+/// Rotates the refresh token. Presenting one already rotated ends its whole session (401).
+#[utoipa::path(post, path = "/auth/refresh", tag = "identity",
+    request_body = RefreshRequest,
+    responses((status = 200, description = "New tokens; the old refresh token is spent.",
+        body = TokensView)))]
 async fn refresh(
     service: web::Data<Service>,
     client: ClientInfo,
@@ -159,6 +251,9 @@ async fn refresh(
     Ok(HttpResponse::Ok().json(TokensView::from(issued)))
 }
 
+#[utoipa::path(post, path = "/auth/logout", tag = "identity",
+    security(("bearer" = [])),
+    responses((status = 204, description = "The session is over; its tokens stop working.")))]
 async fn logout(
     service: web::Data<Service>,
     user: AuthUser,
@@ -170,6 +265,9 @@ async fn logout(
     Ok(HttpResponse::NoContent().finish())
 }
 
+#[utoipa::path(post, path = "/auth/verify-email", tag = "identity",
+    request_body = EmailToken,
+    responses((status = 200, description = "The address is verified.", body = EmailVerified)))]
 async fn verify_email(
     service: web::Data<Service>,
     client: ClientInfo,
@@ -177,20 +275,30 @@ async fn verify_email(
 ) -> Result<HttpResponse, AppError> {
     let [token] = credentials(body.into_inner(), ["token"])?;
     service.verify_email(&token, client).await?;
-    Ok(HttpResponse::Ok().json(json!({ "emailVerified": true })))
+    Ok(HttpResponse::Ok().json(EmailVerified {
+        email_verified: true,
+    }))
 }
 
+/// The same answer whether or not an account uses the address.
+#[utoipa::path(post, path = "/auth/forgot-password", tag = "identity",
+    request_body = ForgotPassword,
+    responses((status = 202, description = "A reset link is sent if the account exists.",
+        body = Notice)))]
 async fn forgot_password(
     service: web::Data<Service>,
     body: web::Json<Value>,
 ) -> Result<HttpResponse, AppError> {
     let [email] = credentials(body.into_inner(), ["email"])?;
     service.forgot_password(&email).await?;
-    Ok(HttpResponse::Accepted().json(json!({
-        "message": "If an account uses this address, a link to reset its password is on its way."
-    })))
+    Ok(HttpResponse::Accepted().json(Notice {
+        message: "If an account uses this address, a link to reset its password is on its way.",
+    }))
 }
 
+#[utoipa::path(post, path = "/auth/reset-password", tag = "identity",
+    request_body = ResetPassword,
+    responses((status = 204, description = "The password is changed; every session ended.")))]
 async fn reset_password(
     service: web::Data<Service>,
     client: ClientInfo,
@@ -201,6 +309,10 @@ async fn reset_password(
     Ok(HttpResponse::NoContent().finish())
 }
 
+#[utoipa::path(put, path = "/users/password", tag = "identity",
+    security(("bearer" = [])),
+    request_body = PasswordChange,
+    responses((status = 204, description = "Changed; every other session ended.")))]
 async fn change_password(
     service: web::Data<Service>,
     user: AuthUser,
@@ -214,6 +326,9 @@ async fn change_password(
     Ok(HttpResponse::NoContent().finish())
 }
 
+#[utoipa::path(get, path = "/users/profile", tag = "identity",
+    security(("bearer" = [])),
+    responses((status = 200, description = "The caller's profile.", body = ProfileView)))]
 async fn get_profile(
     service: web::Data<Service>,
     user: AuthUser,
@@ -234,23 +349,51 @@ async fn profile_view(
     standing: Standing,
 ) -> Result<HttpResponse, AppError> {
     let (used, quota) = service.storage(user.user_id, &standing.tier).await?;
-    let mut view =
-        serde_json::to_value(UserView::new(row, standing)).map_err(AppError::internal)?;
-    view["storage"] = json!({ "usedBytes": used, "quotaBytes": quota });
-    Ok(HttpResponse::Ok().json(view))
+    Ok(HttpResponse::Ok().json(ProfileView {
+        user: UserView::new(row, standing),
+        storage: Storage {
+            used_bytes: used,
+            quota_bytes: quota,
+        },
+    }))
+}
+
+/// The profile: the `user` object and the storage its media take.
+#[derive(Serialize, ToSchema)]
+struct ProfileView {
+    #[serde(flatten)]
+    user: UserView,
+    storage: Storage,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct Storage {
+    used_bytes: u64,
+    /// `null`: unlimited.
+    quota_bytes: Option<u64>,
 }
 
 /// `null` clears `bio` / `avatarMediaId`; an absent field stays as it is.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct ProfileUpdate {
+    #[schema(min_length = 1, max_length = 50)]
     display_name: Option<String>,
     #[serde(default, with = "serde_with_null")]
+    #[schema(value_type = Option<String>, max_length = 500)]
     bio: Option<Option<String>>,
+    /// Refused: set `avatarMediaId` instead.
     #[serde(default, with = "serde_with_null")]
+    #[schema(value_type = Option<String>)]
     avatar_url: Option<Option<String>>,
+    /// An image the caller uploaded, or `null` for none.
     #[serde(default, with = "serde_with_null")]
+    #[schema(value_type = Option<Uuid>)]
     avatar_media_id: Option<Option<Uuid>>,
+    /// `language` (a tag such as `fr-CA`), `theme` (`light`, `dark`, `system`),
+    /// `notifications` (boolean).
+    #[schema(value_type = Option<Object>)]
     preferences: Option<Map<String, Value>>,
 }
 
@@ -302,6 +445,11 @@ fn check_preferences(prefs: Map<String, Value>, errors: &mut FieldErrors) -> Val
     Value::Object(prefs)
 }
 
+/// Changes only what the body names; any other field is refused (422) by name.
+#[utoipa::path(put, path = "/users/profile", tag = "identity",
+    security(("bearer" = [])),
+    request_body = ProfileUpdate,
+    responses((status = 200, description = "The profile as changed.", body = ProfileView)))]
 async fn put_profile(
     service: web::Data<Service>,
     user: AuthUser,
@@ -350,17 +498,20 @@ async fn put_profile(
     profile_view(&service, &user, row, standing).await
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct AuditQuery {
+    /// Events about this account.
     user_id: Option<Uuid>,
+    /// Events of this action (`auth.login`, `admin.user`…).
     action: Option<String>,
     #[serde(default)]
     page: i64,
     size: Option<i64>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct AuditView {
     id: Uuid,
@@ -370,7 +521,9 @@ struct AuditView {
     action: String,
     resource_type: Option<String>,
     resource_id: Option<String>,
+    #[schema(value_type = Option<Object>)]
     old_value: Option<Value>,
+    #[schema(value_type = Option<Object>)]
     new_value: Option<Value>,
     ip: Option<String>,
     user_agent: Option<String>,
@@ -398,6 +551,10 @@ impl From<AuditRow> for AuditView {
 
 const MAX_PAGE_SIZE: i64 = 100;
 
+#[utoipa::path(get, path = "/admin/audit-log", tag = "administration",
+    security(("bearer" = [])), params(AuditQuery),
+    responses((status = 200, description = "Audit events, newest first (admins only).",
+        body = Page<AuditView>)))]
 async fn audit_log(
     service: web::Data<Service>,
     user: AuthUser,
@@ -416,39 +573,58 @@ async fn audit_log(
         .list(query.user_id, action, page, size)
         .await?;
     let content: Vec<AuditView> = rows.into_iter().map(AuditView::from).collect();
-    Ok(HttpResponse::Ok().json(json!({
-        "content": content,
-        "totalElements": total,
-        "totalPages": (total + size - 1) / size,
-        "number": page,
-        "size": size,
-    })))
+    Ok(HttpResponse::Ok().json(Paging { page, size }.answer(content, total)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct UsersQuery {
+    /// Part of an email or display name.
     search: Option<String>,
+    /// From 0.
+    #[param(minimum = 0, maximum = 100000)]
     page: Option<i64>,
+    #[param(minimum = 1, maximum = 100)]
     size: Option<i64>,
 }
 
 /// An account as the admin page lists it.
-fn admin_user_view(user: &AdminUser) -> Value {
-    json!({
-        "id": user.row.id,
-        "email": user.row.email,
-        "displayName": user.row.display_name,
-        "role": user.row.role,
-        "tier": user.subscription.tier,
-        "subscription": user.subscription,
-        "status": user.status(),
-        "emailVerified": user.row.email_verified_at.is_some(),
-        "createdAt": user.row.created_at,
-        "lastLoginAt": user.row.last_login_at,
-    })
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct AdminUserView {
+    id: Uuid,
+    email: String,
+    display_name: String,
+    role: String,
+    tier: String,
+    subscription: Standing,
+    /// `active`, `disabled` or `pending_deletion`.
+    status: &'static str,
+    email_verified: bool,
+    created_at: DateTime<Utc>,
+    last_login_at: Option<DateTime<Utc>>,
 }
 
+fn admin_user_view(user: &AdminUser) -> AdminUserView {
+    AdminUserView {
+        id: user.row.id,
+        email: user.row.email.clone(),
+        display_name: user.row.display_name.clone(),
+        role: user.row.role.clone(),
+        tier: user.subscription.tier.clone(),
+        subscription: user.subscription.clone(),
+        status: user.status(),
+        email_verified: user.row.email_verified_at.is_some(),
+        created_at: user.row.created_at,
+        last_login_at: user.row.last_login_at,
+    }
+}
+
+#[utoipa::path(get, path = "/admin/users", tag = "administration",
+    security(("bearer" = [])), params(UsersQuery),
+    responses((status = 200, description = "Accounts, newest first (admins only).",
+        body = Page<AdminUserView>)))]
 async fn admin_users(
     service: web::Data<Service>,
     user: AuthUser,
@@ -464,21 +640,30 @@ async fn admin_users(
         .map(|s| s.trim().chars().take(200).collect::<String>())
         .filter(|s| !s.is_empty());
     let (users, total) = service.list_users(search, paging).await?;
-    let content: Vec<Value> = users.iter().map(admin_user_view).collect();
+    let content: Vec<AdminUserView> = users.iter().map(admin_user_view).collect();
     Ok(HttpResponse::Ok().json(paging.answer(content, total)))
 }
 
 /// `tier` and `validUntil` go together: a tier without `validUntil` lasts until changed.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct AdminPatch {
+    /// `user`, `moderator` or `admin`.
     role: Option<String>,
+    /// `free`, `premium` or `enterprise`.
     tier: Option<String>,
     #[serde(default, with = "serde_with_null")]
+    #[schema(value_type = Option<DateTime<Utc>>)]
     valid_until: Option<Option<DateTime<Utc>>>,
     disabled: Option<bool>,
 }
 
+#[utoipa::path(patch, path = "/admin/users/{id}", tag = "administration",
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "The account.")),
+    request_body = AdminPatch,
+    responses((status = 200, description = "The account as changed (admins only).",
+        body = AdminUserView)))]
 async fn admin_patch_user(
     service: web::Data<Service>,
     user: AuthUser,
@@ -517,3 +702,22 @@ async fn admin_patch_user(
         .await?;
     Ok(HttpResponse::Ok().json(admin_user_view(&changed)))
 }
+
+/// This module's operations, for the OpenAPI document.
+#[derive(OpenApi)]
+#[openapi(paths(
+    register,
+    login,
+    refresh,
+    logout,
+    verify_email,
+    forgot_password,
+    reset_password,
+    get_profile,
+    put_profile,
+    change_password,
+    audit_log,
+    admin_users,
+    admin_patch_user
+))]
+pub(super) struct Docs;

@@ -26,7 +26,7 @@ use uuid::Uuid;
 
 use crate::platform::Platform;
 use crate::platform::db::DbError;
-use crate::platform::http::{AppError, ClientInfo, SessionCheck};
+use crate::platform::http::{AppError, ClientInfo, Routes, SessionCheck};
 use crate::platform::jobs::JobRegistry;
 use crate::platform::personal::PersonalData;
 
@@ -245,9 +245,16 @@ impl Identity {
         Ok(())
     }
 
-    pub fn routes(&self, cfg: &mut web::ServiceConfig) {
-        cfg.app_data(web::Data::new(self.service.clone()));
-        api::routes(cfg);
+    pub fn routes(&self, routes: &mut Routes) {
+        routes
+            .config()
+            .app_data(web::Data::new(self.service.clone()));
+        api::routes(routes);
+    }
+
+    /// This module's part of the OpenAPI document (paths relative to `/api/v1`).
+    pub fn api_docs() -> utoipa::openapi::OpenApi {
+        <api::Docs as utoipa::OpenApi>::openapi()
     }
 
     pub fn jobs(&self, registry: &mut JobRegistry) {

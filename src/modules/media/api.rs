@@ -7,31 +7,30 @@ use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 use futures_util::{StreamExt, TryStreamExt};
 use serde_json::{Value, json};
+use utoipa::{IntoParams, OpenApi, ToSchema};
 use uuid::Uuid;
 
 use super::images::{ImageError, MAX_PIXELS};
 use super::service::{MediaError, Received, Service, disposition, object_key, thumbnail_key};
 use super::sniff::Kind;
 use super::store::MediaRow;
-use crate::platform::http::{AppError, AuthUser, ErrorCode, FieldErrors, MaybeUser, Paging};
+use crate::platform::http::{
+    AppError, AuthUser, ErrorCode, FieldErrors, MaybeUser, Page, Paging, Routes,
+};
 
 /// The longest text field of an upload form (`type`, `characterId`).
 const TEXT_FIELD_BYTES: usize = 64;
 
-pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(web::resource("/media").route(web::get().to(list)))
-        .service(web::resource("/media/upload").route(web::post().to(upload)))
-        .service(
-            web::resource("/media/{id}")
-                .route(web::get().to(download))
-                .route(web::head().to(download))
-                .route(web::delete().to(delete)),
-        )
-        .service(
-            web::resource("/media/{id}/thumbnail")
-                .route(web::get().to(download_thumbnail))
-                .route(web::head().to(download_thumbnail)),
-        );
+pub fn routes(routes: &mut Routes) {
+    routes
+        .resource("/media", |r| r.get(list))
+        .resource("/media/upload", |r| r.post(upload))
+        .resource("/media/{id}", |r| {
+            r.get(download).head(download).delete(delete)
+        })
+        .resource("/media/{id}/thumbnail", |r| {
+            r.get(download_thumbnail).head(download_thumbnail)
+        });
 }
 
 impl From<MediaError> for AppError {
@@ -94,30 +93,57 @@ fn multipart_error(error: MultipartError) -> AppError {
     }
 }
 
-/// The JSON of a media object.
+/// A media object as the API shows it.
+#[derive(serde::Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MediaView {
+    id: Uuid,
+    url: String,
+    thumbnail_url: Option<String>,
+    /// `ready`: made during the upload (or since); `pending`: a job is making it; `failed`:
+    /// the image could not be decoded; `null` for audio and video.
+    thumbnail_status: Option<String>,
+    width: Option<i32>,
+    height: Option<i32>,
+    /// `image`, `audio` or `video`.
+    #[serde(rename = "type")]
+    kind: String,
+    size: i64,
+    /// Decided from the file's first bytes, not from what the client claimed.
+    content_type: String,
+    character_id: Option<Uuid>,
+    is_public: bool,
+    created_at: chrono::DateTime<chrono::Utc>,
+}
+
+impl MediaView {
+    pub fn new(row: &MediaRow) -> Self {
+        let url = super::Media::url(row.id);
+        let (thumbnail_url, thumbnail_status) = match row.thumbnail.as_str() {
+            "none" => (None, None),
+            state @ ("ready" | "pending") => (Some(format!("{url}/thumbnail")), Some(state)),
+            state => (None, Some(state)),
+        };
+        Self {
+            id: row.id,
+            thumbnail_url,
+            thumbnail_status: thumbnail_status.map(str::to_owned),
+            url,
+            width: row.width,
+            height: row.height,
+            kind: row.kind.clone(),
+            size: row.size,
+            content_type: row.content_type.clone(),
+            character_id: row.character_id,
+            is_public: row.is_public,
+            created_at: row.created_at,
+        }
+    }
+}
+
+/// The JSON of a media object (an export's `media.json` entry starts from it).
 pub fn view(row: &MediaRow) -> Value {
-    json!({
-        "id": row.id,
-        "url": super::Media::url(row.id),
-        "thumbnailUrl": match row.thumbnail.as_str() {
-            "ready" | "pending" => json!(format!("{}/thumbnail", super::Media::url(row.id))),
-            _ => Value::Null,
-        },
-        // `ready`: made during the upload (or since); `pending`: a job is making it;
-        // `failed`: the image could not be decoded; null for audio and video.
-        "thumbnailStatus": match row.thumbnail.as_str() {
-            "none" => Value::Null,
-            state => json!(state),
-        },
-        "width": row.width,
-        "height": row.height,
-        "type": row.kind,
-        "size": row.size,
-        "contentType": row.content_type,
-        "characterId": row.character_id,
-        "isPublic": row.is_public,
-        "createdAt": row.created_at,
-    })
+    serde_json::to_value(MediaView::new(row)).unwrap_or_default()
 }
 
 /// Reads a short text field whole; longer ones are refused.
@@ -227,6 +253,10 @@ async fn drain(field: &mut actix_multipart::Field) -> Result<(), AppError> {
     Ok(())
 }
 
+#[utoipa::path(post, path = "/media/upload", tag = "media", security(("bearer" = [])),
+    request_body(content = UploadForm, content_type = "multipart/form-data"),
+    responses((status = 201, description = "Stored; an image's thumbnail is made now or by a \
+        job (`thumbnailStatus`).", body = MediaView)))]
 async fn upload(
     service: web::Data<Service>,
     user: AuthUser,
@@ -252,18 +282,41 @@ async fn upload(
     let row = service
         .record(owner, received, form.character, quota)
         .await?;
-    Ok(HttpResponse::Created().json(view(&row)))
+    Ok(HttpResponse::Created().json(MediaView::new(&row)))
 }
 
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ListParams {
+    #[param(minimum = 0, maximum = 100000)]
     page: Option<i64>,
+    #[param(minimum = 1, maximum = 100)]
     size: Option<i64>,
+    /// `image`, `audio` or `video`.
     #[serde(rename = "type")]
     kind: Option<String>,
 }
 
+/// The upload form, for the OpenAPI document (the handler reads the parts as they stream).
+#[derive(ToSchema)]
+#[schema(rename_all = "camelCase")]
+#[allow(dead_code)]
+struct UploadForm {
+    /// The file. Its type is decided from its bytes: JPEG, PNG, WebP, GIF; MP3, OGG, WAV,
+    /// M4A; MP4, WebM.
+    #[schema(value_type = String, format = Binary)]
+    file: Vec<u8>,
+    /// `image`, `audio` or `video`: must match the file.
+    #[schema(rename = "type")]
+    kind: String,
+    /// A character of the caller's that this media belongs to.
+    character_id: Option<Uuid>,
+}
+
 /// The caller's own media, newest first, a page at a time (to see what takes their quota).
+#[utoipa::path(get, path = "/media", tag = "media", security(("bearer" = [])), params(ListParams),
+    responses((status = 200, description = "The caller's media, newest first.",
+        body = Page<MediaView>)))]
 async fn list(
     service: web::Data<Service>,
     user: AuthUser,
@@ -285,7 +338,7 @@ async fn list(
     let (rows, total) = service
         .list(user.user_id, kind, paging.offset(), paging.size)
         .await?;
-    let content: Vec<Value> = rows.iter().map(view).collect();
+    let content: Vec<MediaView> = rows.iter().map(MediaView::new).collect();
     Ok(HttpResponse::Ok().json(paging.answer(content, total)))
 }
 
@@ -298,6 +351,12 @@ struct Served {
     etag: String,
 }
 
+#[utoipa::path(get, path = "/media/{id}", tag = "media", security((), ("bearer" = [])), params(("id" = Uuid, Path, description = "The media.")),
+    responses((status = 200, description = "The bytes (`Range` gives 206 with one part).",
+        content_type = "application/octet-stream", body = Vec<u8>),
+        (status = 206, description = "The range asked for.", content_type = "application/octet-stream", body = Vec<u8>),
+        (status = 302, description = "With presigned downloads on: where to fetch it."),
+        (status = 304, description = "Not modified since the `ETag` sent.")))]
 async fn download(
     service: web::Data<Service>,
     user: MaybeUser,
@@ -316,6 +375,13 @@ async fn download(
     serve(&service, &request, &row, served).await
 }
 
+#[utoipa::path(get, path = "/media/{id}/thumbnail", tag = "media",
+    security((), ("bearer" = [])), params(("id" = Uuid, Path, description = "The media.")),
+    responses((status = 200, description = "The bytes (`Range` gives 206 with one part).",
+        content_type = "application/octet-stream", body = Vec<u8>),
+        (status = 206, description = "The range asked for.", content_type = "application/octet-stream", body = Vec<u8>),
+        (status = 302, description = "With presigned downloads on: where to fetch it."),
+        (status = 304, description = "Not modified since the `ETag` sent.")))]
 async fn download_thumbnail(
     service: web::Data<Service>,
     user: MaybeUser,
@@ -449,6 +515,9 @@ async fn serve(
     Ok(response.no_chunking(length).streaming(body))
 }
 
+#[utoipa::path(delete, path = "/media/{id}", tag = "media", security(("bearer" = [])), params(("id" = Uuid, Path, description = "The media.")),
+    responses((status = 204, description = "Deleted with its thumbnail; avatars using it have \
+        none.")))]
 async fn delete(
     service: web::Data<Service>,
     user: AuthUser,
@@ -457,3 +526,27 @@ async fn delete(
     service.delete(user.user_id, id.into_inner()).await?;
     Ok(HttpResponse::NoContent().finish())
 }
+
+/// `HEAD` of a download: the same headers, no body.
+#[utoipa::path(head, path = "/media/{id}", tag = "media", security((), ("bearer" = [])), params(("id" = Uuid, Path, description = "The media.")),
+    responses((status = 200, description = "The headers a GET would answer.")))]
+#[allow(dead_code)]
+fn head_download() {}
+
+#[utoipa::path(head, path = "/media/{id}/thumbnail", tag = "media", security((), ("bearer" = [])),
+    params(("id" = Uuid, Path, description = "The media.")), responses((status = 200, description = "The headers a GET would answer.")))]
+#[allow(dead_code)]
+fn head_thumbnail() {}
+
+/// This module's operations, for the OpenAPI document.
+#[derive(OpenApi)]
+#[openapi(paths(
+    list,
+    upload,
+    download,
+    head_download,
+    delete,
+    download_thumbnail,
+    head_thumbnail
+))]
+pub(super) struct Docs;

@@ -15,7 +15,7 @@ use futures_util::future::BoxFuture;
 use uuid::Uuid;
 
 use crate::platform::Platform;
-use crate::platform::http::AppError;
+use crate::platform::http::{AppError, Routes};
 
 pub use service::REMOVED_JOB;
 
@@ -118,8 +118,15 @@ impl Media {
         self.service.register_jobs(registry);
     }
 
-    pub fn routes(&self, cfg: &mut web::ServiceConfig) {
-        cfg.app_data(web::Data::new(self.service.clone()));
-        api::routes(cfg);
+    pub fn routes(&self, routes: &mut Routes) {
+        routes
+            .config()
+            .app_data(web::Data::new(self.service.clone()));
+        api::routes(routes);
+    }
+
+    /// This module's part of the OpenAPI document (paths relative to `/api/v1`).
+    pub fn api_docs() -> utoipa::openapi::OpenApi {
+        <api::Docs as utoipa::OpenApi>::openapi()
     }
 }

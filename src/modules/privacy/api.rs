@@ -2,35 +2,61 @@
 
 use actix_web::http::header;
 use actix_web::{HttpResponse, web};
+use chrono::{DateTime, Utc};
 use futures_util::TryStreamExt;
 use object_store::ObjectStoreExt;
 use object_store::path::Path;
-use serde::Deserialize;
-use serde_json::{Map, Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use utoipa::{IntoParams, OpenApi, ToSchema};
 use uuid::Uuid;
 
 use super::service::{PURPOSES, Service, export_file_name};
 use super::store::ExportRow;
-use crate::platform::http::{AppError, AuthUser, ClientInfo, FieldErrors, strict_body};
+use crate::platform::http::{AppError, AuthUser, ClientInfo, FieldErrors, Routes, strict_body};
 
-pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        web::resource("/users/consents")
-            .route(web::get().to(get_consents))
-            .route(web::put().to(put_consents)),
-    )
-    .service(
-        web::resource("/users/data-export")
-            .route(web::get().to(export_now))
-            .route(web::post().to(request_export)),
-    )
-    .service(web::resource("/users/data-exports").route(web::get().to(recent_exports)))
-    .service(web::resource("/users/data-export/{id}").route(web::get().to(export_status)))
-    .service(web::resource("/users/data-export/{id}/download").route(web::get().to(download)))
-    .service(web::resource("/users/account").route(web::delete().to(delete_account)))
-    .service(web::resource("/users/account/restore").route(web::post().to(restore)));
+pub fn routes(routes: &mut Routes) {
+    routes
+        .resource("/users/consents", |r| r.get(get_consents).put(put_consents))
+        .resource("/users/data-export", |r| {
+            r.get(export_now).post(request_export)
+        })
+        .resource("/users/data-exports", |r| r.get(recent_exports))
+        .resource("/users/data-export/{id}", |r| r.get(export_status))
+        .resource("/users/data-export/{id}/download", |r| r.get(download))
+        .resource("/users/account", |r| r.delete(delete_account))
+        .resource("/users/account/restore", |r| r.post(restore));
 }
 
+/// The caller's consents, for the OpenAPI document (the service builds them from
+/// `PURPOSES`).
+#[derive(ToSchema)]
+#[schema(rename_all = "camelCase")]
+#[allow(dead_code)]
+struct ConsentsView {
+    marketing: bool,
+    analytics: bool,
+    tracking: bool,
+    /// When each purpose last changed (`null`: never given).
+    #[schema(value_type = Object)]
+    changed_at: Value,
+    /// Every change, newest first: `{purpose, granted, at}`.
+    #[schema(value_type = Vec<Object>)]
+    history: Value,
+}
+
+/// Purposes to change; absent ones stay as they are.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+struct ConsentsChange {
+    marketing: Option<bool>,
+    analytics: Option<bool>,
+    tracking: Option<bool>,
+}
+
+#[utoipa::path(get, path = "/users/consents", tag = "privacy", security(("bearer" = [])),
+    responses((status = 200, description = "Each purpose's consent and their history.",
+        body = ConsentsView)))]
 async fn get_consents(
     service: web::Data<Service>,
     user: AuthUser,
@@ -39,6 +65,9 @@ async fn get_consents(
 }
 
 /// `{marketing?, analytics?, tracking?}`: booleans; absent purposes stay as they are.
+#[utoipa::path(put, path = "/users/consents", tag = "privacy", security(("bearer" = [])),
+    request_body = ConsentsChange,
+    responses((status = 200, description = "The consents as changed.", body = ConsentsView)))]
 async fn put_consents(
     service: web::Data<Service>,
     user: AuthUser,
@@ -59,11 +88,17 @@ async fn put_consents(
     Ok(HttpResponse::Ok().json(service.set_consents(user.user_id, changes, client).await?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ExportQuery {
+    /// `json` (the only format here; the archive is `POST /users/data-export`).
     format: Option<String>,
 }
 
+#[utoipa::path(get, path = "/users/data-export", tag = "privacy", security(("bearer" = [])), params(ExportQuery),
+    responses((status = 200, description = "Everything we hold about the caller, as one JSON \
+        document (409 `EXPORT_TOO_LARGE` when it is too big: ask for the archive).",
+        body = Object)))]
 async fn export_now(
     service: web::Data<Service>,
     user: AuthUser,
@@ -86,21 +121,47 @@ async fn export_now(
         .json(document))
 }
 
-fn status(row: &ExportRow) -> Value {
-    let ready = row.state == "ready";
-    json!({
-        "jobId": row.id,
-        "status": row.state,
-        "createdAt": row.created_at,
-        "startedAt": row.started_at,
-        "completedAt": row.completed_at,
-        "expiresAt": row.expires_at,
-        "size": row.size_bytes,
-        "error": row.error,
-        "downloadUrl": ready.then(|| format!("/api/v1/users/data-export/{}/download", row.id)),
-    })
+/// An export job.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct ExportView {
+    job_id: Uuid,
+    /// `queued`, `running`, `ready`, `failed` or `expired`.
+    status: String,
+    created_at: DateTime<Utc>,
+    started_at: Option<DateTime<Utc>>,
+    completed_at: Option<DateTime<Utc>>,
+    expires_at: Option<DateTime<Utc>>,
+    size: Option<i64>,
+    error: Option<String>,
+    /// Once `ready`.
+    download_url: Option<String>,
 }
 
+fn status(row: &ExportRow) -> ExportView {
+    let ready = row.state == "ready";
+    ExportView {
+        job_id: row.id,
+        status: row.state.clone(),
+        created_at: row.created_at,
+        started_at: row.started_at,
+        completed_at: row.completed_at,
+        expires_at: row.expires_at,
+        size: row.size_bytes,
+        error: row.error.clone(),
+        download_url: ready.then(|| format!("/api/v1/users/data-export/{}/download", row.id)),
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+struct ExportList {
+    /// Newest first.
+    content: Vec<ExportView>,
+}
+
+#[utoipa::path(post, path = "/users/data-export", tag = "privacy", security(("bearer" = [])),
+    responses((status = 202, description = "An archive (ZIP) is being written; poll `Location`.",
+        body = ExportView)))]
 async fn request_export(
     service: web::Data<Service>,
     user: AuthUser,
@@ -114,14 +175,20 @@ async fn request_export(
         .json(status(&row)))
 }
 
+#[utoipa::path(get, path = "/users/data-exports", tag = "privacy", security(("bearer" = [])),
+    responses((status = 200, description = "The caller's recent export jobs.", body = ExportList)))]
 async fn recent_exports(
     service: web::Data<Service>,
     user: AuthUser,
 ) -> Result<HttpResponse, AppError> {
     let rows = service.recent_exports(user.user_id).await?;
-    Ok(HttpResponse::Ok().json(json!({ "content": rows.iter().map(status).collect::<Vec<_>>() })))
+    Ok(HttpResponse::Ok().json(ExportList {
+        content: rows.iter().map(status).collect(),
+    }))
 }
 
+#[utoipa::path(get, path = "/users/data-export/{id}", tag = "privacy", security(("bearer" = [])), params(("id" = Uuid, Path, description = "The export job.")),
+    responses((status = 200, description = "The job.", body = ExportView)))]
 async fn export_status(
     service: web::Data<Service>,
     user: AuthUser,
@@ -133,6 +200,10 @@ async fn export_status(
 
 /// The archive: a redirect to a short-lived URL when the store signs them, else streamed.
 /// Only the owner, only while it is ready (404 once expired, 409 while being written).
+#[utoipa::path(get, path = "/users/data-export/{id}/download", tag = "privacy", security(("bearer" = [])), params(("id" = Uuid, Path, description = "The export job.")),
+    responses((status = 200, description = "The archive.", content_type = "application/zip",
+        body = Vec<u8>),
+        (status = 307, description = "With presigned downloads on: a short-lived URL.")))]
 async fn download(
     service: web::Data<Service>,
     user: AuthUser,
@@ -175,15 +246,23 @@ async fn download(
         .streaming(body))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 struct Reauth {
+    /// The account's password, again.
     password: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 struct Credentials {
     email: Option<String>,
     password: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct Scheduled {
+    /// When the account and its data are erased, unless restored before.
+    scheduled_for: DateTime<Utc>,
 }
 
 fn required(value: Option<String>, field: &str, errors: &mut FieldErrors) -> String {
@@ -197,6 +276,9 @@ fn required(value: Option<String>, field: &str, errors: &mut FieldErrors) -> Str
 }
 
 /// `{password}` → 202 `{scheduledFor}`.
+#[utoipa::path(delete, path = "/users/account", tag = "privacy", security(("bearer" = [])), request_body = Reauth,
+    responses((status = 202, description = "Signed out everywhere; erased after the grace \
+        period.", body = Scheduled)))]
 async fn delete_account(
     service: web::Data<Service>,
     user: AuthUser,
@@ -210,10 +292,14 @@ async fn delete_account(
     let at = service
         .delete_account(user.user_id, password, client)
         .await?;
-    Ok(HttpResponse::Accepted().json(json!({ "scheduledFor": at })))
+    Ok(HttpResponse::Accepted().json(Scheduled { scheduled_for: at }))
 }
 
 /// `{email, password}` of a closed account → 200 with the login's body.
+#[utoipa::path(post, path = "/users/account/restore", tag = "privacy",
+    request_body = Credentials,
+    responses((status = 200, description = "The account is back, signed in (the body of \
+        `POST /auth/login`).", body = Object)))]
 async fn restore(
     service: web::Data<Service>,
     client: ClientInfo,
@@ -226,3 +312,18 @@ async fn restore(
     errors.finish(())?;
     Ok(HttpResponse::Ok().json(service.restore(email, password, client).await?))
 }
+
+/// This module's operations, for the OpenAPI document.
+#[derive(OpenApi)]
+#[openapi(paths(
+    get_consents,
+    put_consents,
+    export_now,
+    request_export,
+    recent_exports,
+    export_status,
+    download,
+    delete_account,
+    restore
+))]
+pub(super) struct Docs;

@@ -15,6 +15,7 @@ use uuid::Uuid;
 
 use crate::modules::identity::Accounts;
 use crate::platform::Platform;
+use crate::platform::http::Routes;
 use crate::platform::jobs::{Job, JobRegistry};
 use crate::platform::personal::{PersonalData, Retention};
 
@@ -54,9 +55,16 @@ impl Privacy {
         }
     }
 
-    pub fn routes(&self, cfg: &mut web::ServiceConfig) {
-        cfg.app_data(web::Data::new(self.service.clone()));
-        api::routes(cfg);
+    pub fn routes(&self, routes: &mut Routes) {
+        routes
+            .config()
+            .app_data(web::Data::new(self.service.clone()));
+        api::routes(routes);
+    }
+
+    /// This module's part of the OpenAPI document (paths relative to `/api/v1`).
+    pub fn api_docs() -> utoipa::openapi::OpenApi {
+        <api::Docs as utoipa::OpenApi>::openapi()
     }
 
     /// The archive job, its expiry, the erasure job and the daily retention run.

@@ -8,6 +8,8 @@ mod error;
 mod extract;
 mod limit;
 mod middleware;
+mod openapi;
+mod routes;
 mod validate;
 
 pub use assets::WebClient;
@@ -22,4 +24,6 @@ pub use middleware::{
     CompanionRootSpan, REQUEST_ID, RequestId, envelope_errors, record_metrics, request_id,
     security_headers,
 };
+pub use openapi::{BEARER, ErrorEnvelope, Page, document};
+pub use routes::{Resource, RouteEntry, Routes};
 pub use validate::{FieldErrors, Paging, strict_body};
