@@ -250,6 +250,7 @@ impl ApplicationBuilder {
                     .service(
                         web::scope(API_PREFIX)
                             .wrap(from_fn(http::rate_limit))
+                            .wrap(from_fn(http::refuse_nul_query))
                             .configure(|cfg| {
                                 modules.mount(&mut http::Routes::new(
                                     cfg,

@@ -209,6 +209,37 @@ impl<Q: Query> Query for Prepared<Q> {
 
 impl<Q, Conn> RunQueryDsl<Conn> for Prepared<Q> {}
 
+/// Whether `value` holds U+0000 in a string or a key: PostgreSQL's `text` and `jsonb` cannot
+/// store it, so such input is refused (or cleaned) before it reaches a query.
+pub fn holds_nul(value: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    match value {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(items) => items.iter().any(holds_nul),
+        Value::Object(object) => object
+            .iter()
+            .any(|(key, value)| key.contains('\0') || holds_nul(value)),
+        _ => false,
+    }
+}
+
+/// `value` with every U+0000 removed from its strings and keys (for files from elsewhere,
+/// such as imported cards, where refusing would only frustrate).
+pub fn strip_nul(value: serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match value {
+        Value::String(s) if s.contains('\0') => Value::String(s.replace('\0', "")),
+        Value::Array(items) => Value::Array(items.into_iter().map(strip_nul).collect()),
+        Value::Object(object) => Value::Object(
+            object
+                .into_iter()
+                .map(|(key, value)| (key.replace('\0', ""), strip_nul(value)))
+                .collect(),
+        ),
+        other => other,
+    }
+}
+
 /// A `LIKE`/`ILIKE` pattern that finds `text` literally anywhere: `%`, `_` and `\` in it
 /// are escaped (PostgreSQL's default escape character is the backslash).
 pub fn contains_pattern(text: &str) -> String {

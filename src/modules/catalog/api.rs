@@ -91,9 +91,21 @@ struct CharacterView {
     hidden: bool,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
-    /// The long card fields: in a character's detail, not in listings.
+    /// The long card fields: in a character's detail, not in listings (the document
+    /// describes the detail as [`CharacterDetail`]).
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    #[schema(ignore)]
     card: Option<CardFields>,
+}
+
+/// A character's detail: the listing's fields and the card's.
+#[derive(Serialize, ToSchema)]
+#[allow(dead_code)] // A schema only: the detail is a `CharacterView` with its card.
+struct CharacterDetail {
+    #[serde(flatten)]
+    character: CharacterView,
+    #[serde(flatten)]
+    card: CardFields,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -171,7 +183,8 @@ struct ListParams {
     #[param(max_length = 200)]
     search: Option<String>,
     tag: Option<String>,
-    /// `popular` (default), `rating` or `new`.
+    /// `popular` (default, also when empty), `rating` or `new`.
+    #[param(pattern = "^(|popular|rating|new)$")]
     sort: Option<String>,
 }
 
@@ -235,7 +248,7 @@ async fn list(
 #[utoipa::path(get, path = "/characters/{id}", tag = "catalog",
     security((), ("bearer" = [])), params(("id" = Uuid, Path, description = "The character.")),
     responses((status = 200, description = "The character with its card fields.",
-        body = CharacterView)))]
+        body = CharacterDetail)))]
 async fn get(
     service: web::Data<Service>,
     user: MaybeUser,
@@ -260,15 +273,26 @@ async fn get(
     Ok(json(body))
 }
 
+/// A card's free-form parts (`extensions`, `lorebook`) come from other tools as they are:
+/// NUL characters, which PostgreSQL cannot store, are dropped from them rather than refused.
+fn free_form_cleaned(mut body: Value) -> Value {
+    for field in ["extensions", "lorebook"] {
+        if let Some(value) = body.get_mut(field) {
+            *value = crate::platform::db::strip_nul(value.take());
+        }
+    }
+    body
+}
+
 #[utoipa::path(post, path = "/characters", tag = "catalog",
     security(("bearer" = [])), request_body = Input,
-    responses((status = 201, description = "Created, owned by the caller.", body = CharacterView)))]
+    responses((status = 201, description = "Created, owned by the caller.", body = CharacterDetail)))]
 async fn create(
     service: web::Data<Service>,
     user: AuthUser,
     body: web::Json<Value>,
 ) -> Result<HttpResponse, AppError> {
-    let input: Input = strict_body(body.into_inner(), INPUT_FIELDS)?;
+    let input: Input = strict_body(free_form_cleaned(body.into_inner()), INPUT_FIELDS)?;
     let row = service.create(&Viewer::from(&user), input).await?;
     Ok(HttpResponse::Created().json(view(row, true)))
 }
@@ -280,7 +304,7 @@ async fn update(
     body: Value,
     replace: bool,
 ) -> Result<HttpResponse, AppError> {
-    let input: Input = strict_body(body, INPUT_FIELDS)?;
+    let input: Input = strict_body(free_form_cleaned(body), INPUT_FIELDS)?;
     let row = service
         .update(&Viewer::from(&user), id, input, replace)
         .await?;
@@ -290,7 +314,7 @@ async fn update(
 #[utoipa::path(put, path = "/characters/{id}", tag = "catalog",
     security(("bearer" = [])), params(("id" = Uuid, Path, description = "The character.")), request_body = Input,
     responses((status = 200, description = "Replaced (absent fields are reset).",
-        body = CharacterView)))]
+        body = CharacterDetail)))]
 async fn replace(
     service: web::Data<Service>,
     user: AuthUser,
@@ -302,7 +326,7 @@ async fn replace(
 
 #[utoipa::path(patch, path = "/characters/{id}", tag = "catalog",
     security(("bearer" = [])), params(("id" = Uuid, Path, description = "The character.")), request_body = Input,
-    responses((status = 200, description = "Changed (absent fields kept).", body = CharacterView)))]
+    responses((status = 200, description = "Changed (absent fields kept).", body = CharacterDetail)))]
 async fn patch(
     service: web::Data<Service>,
     user: AuthUser,
@@ -327,9 +351,11 @@ async fn delete(
 }
 
 #[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 struct RatingBody {
-    #[schema(minimum = 1, maximum = 5)]
-    stars: i64,
+    /// A whole number (`4` or `4.0`).
+    #[schema(value_type = i64, minimum = 1, maximum = 5)]
+    stars: serde_json::Number,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -351,8 +377,15 @@ async fn rate(
     body: web::Json<Value>,
 ) -> Result<HttpResponse, AppError> {
     let body: RatingBody = strict_body(body.into_inner(), &["stars"])?;
-    let stars = i16::try_from(body.stars)
-        .ok()
+    // JSON has one number type: `4.0` is the whole number 4.
+    let whole = body.stars.as_i64().or_else(|| {
+        body.stars
+            .as_f64()
+            .filter(|f| f.fract() == 0.0 && f.abs() <= 1e6)
+            .map(|f| f as i64)
+    });
+    let stars = whole
+        .and_then(|s| i16::try_from(s).ok())
         .filter(|s| (1..=5).contains(s))
         .ok_or_else(|| {
             let mut errors = FieldErrors::new();
@@ -390,6 +423,7 @@ async fn rating(
 #[into_params(parameter_in = Query)]
 struct ImportParams {
     /// `public`, `unlisted` or `private` (default `private`).
+    #[param(pattern = "^(public|unlisted|private)$")]
     visibility: Option<String>,
 }
 
@@ -398,11 +432,11 @@ struct ImportParams {
 #[utoipa::path(post, path = "/characters/import", tag = "catalog",
     security(("bearer" = [])), params(ImportParams),
     request_body(description = "A character card: Character Card V1/V2/V3 JSON, a PNG with \
-        the card in its text chunk, or a CHARX archive.",
-        content((Object = "application/json"), (Vec<u8> = "image/png"),
-            (Vec<u8> = "application/zip"), (Vec<u8> = "application/octet-stream"))),
+        the card in its text chunk, or a CHARX archive. The format is read from the bytes, \
+        whatever the `Content-Type` (except a multipart form, which is refused).",
+        content = Vec<u8>, content_type = "application/octet-stream"),
     responses((status = 201, description = "The imported character (PNG art becomes its avatar).",
-        body = CharacterView)))]
+        body = CharacterDetail)))]
 async fn import(
     service: web::Data<Service>,
     user: AuthUser,
@@ -491,6 +525,7 @@ async fn card_png(
 }
 
 #[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 struct HideBody {
     #[schema(max_length = 1000)]
     reason: Option<String>,
@@ -499,16 +534,23 @@ struct HideBody {
 #[utoipa::path(post, path = "/characters/{id}/hide", tag = "catalog",
     security(("bearer" = [])), params(("id" = Uuid, Path, description = "The character.")), request_body(content = Option<HideBody>),
     responses((status = 200, description = "Hidden from listings (moderators).",
-        body = CharacterView)))]
+        body = CharacterDetail)))]
 async fn hide(
     service: web::Data<Service>,
     user: AuthUser,
     id: web::Path<Uuid>,
-    body: Option<web::Json<Value>>,
+    body: Bytes,
 ) -> Result<HttpResponse, AppError> {
+    // No body, or `null`: no reason. A body that is not JSON is refused, not ignored.
+    let body: Value = if body.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|_| AppError::bad_request("The body is not valid JSON."))?
+    };
     let reason = match body {
-        Some(body) => strict_body::<HideBody>(body.into_inner(), &["reason"])?.reason,
-        None => None,
+        Value::Null => None,
+        body => strict_body::<HideBody>(body, &["reason"])?.reason,
     };
     if reason.as_ref().is_some_and(|r| r.chars().count() > 1_000) {
         let mut errors = FieldErrors::new();
@@ -523,7 +565,7 @@ async fn hide(
 
 #[utoipa::path(delete, path = "/characters/{id}/hide", tag = "catalog",
     security(("bearer" = [])), params(("id" = Uuid, Path, description = "The character.")),
-    responses((status = 200, description = "Shown again (moderators).", body = CharacterView)))]
+    responses((status = 200, description = "Shown again (moderators).", body = CharacterDetail)))]
 async fn unhide(
     service: web::Data<Service>,
     user: AuthUser,
@@ -623,6 +665,7 @@ async fn staff_list(
 }
 
 #[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 struct StaffPatch {
     hidden: bool,
     /// Why (kept with the audit entry), at most 1000 characters.
@@ -662,6 +705,32 @@ async fn staff_patch(
         .await?;
     let reason = reason.filter(|_| patch.hidden);
     Ok(HttpResponse::Ok().json(staff_view(row, reason)))
+}
+
+/// This module's part of the document: a create and a replace need `name`, which a patch
+/// may leave out (one `Input` schema serves the three).
+pub(super) fn docs() -> utoipa::openapi::OpenApi {
+    use utoipa::openapi::schema::{AllOfBuilder, ObjectBuilder};
+    use utoipa::openapi::{Ref, RefOr};
+    let mut doc = Docs::openapi();
+    let named = AllOfBuilder::new()
+        .item(Ref::from_schema_name("Input"))
+        .item(ObjectBuilder::new().required("name"))
+        .build();
+    for (path, item) in doc.paths.paths.iter_mut() {
+        let operation = match path.as_str() {
+            "/characters" => item.post.as_mut(),
+            "/characters/{id}" => item.put.as_mut(),
+            _ => None,
+        };
+        let contents = operation
+            .and_then(|op| op.request_body.as_mut())
+            .map(|body| body.content.values_mut());
+        for content in contents.into_iter().flatten() {
+            content.schema = Some(RefOr::T(named.clone().into()));
+        }
+    }
+    doc
 }
 
 /// This module's operations, for the OpenAPI document.

@@ -148,7 +148,7 @@ impl Catalog {
 
     /// This module's part of the OpenAPI document (paths relative to `/api/v1`).
     pub fn api_docs() -> utoipa::openapi::OpenApi {
-        <api::Docs as utoipa::OpenApi>::openapi()
+        api::docs()
     }
 
     /// Media `id` was deleted: characters that had it as avatar have none.

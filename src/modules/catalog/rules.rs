@@ -127,15 +127,20 @@ pub struct PersonalityInput {
 /// A create, replace or patch body. Absent fields keep the starting value (a create needs
 /// `name`; a replace starts from nothing, a patch from the character as it is).
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Input {
-    #[schema(max_length = 100)]
+    /// Required to create or replace; not blank.
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = "^[^\\u0000]*[^\\s\\u0000][^\\u0000]*$"
+    )]
     name: Option<String>,
     #[schema(max_length = 10000)]
     description: Option<String>,
-    /// Refused: set `avatarMediaId`.
+    /// Refused (set `avatarMediaId`), so not in the document.
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<String>)]
+    #[schema(ignore)]
     avatar_url: Option<Value>,
     /// An image the caller uploaded, or `null` for none.
     #[serde(default, deserialize_with = "present")]
@@ -146,6 +151,7 @@ pub struct Input {
     traits: Option<Vec<String>>,
     personality: Option<PersonalityInput>,
     /// `public`, `unlisted` or `private`.
+    #[schema(pattern = "^(public|unlisted|private)$")]
     visibility: Option<String>,
     /// The older spelling of `visibility` (`true` is `public`).
     is_public: Option<bool>,
@@ -171,10 +177,44 @@ pub struct Input {
     /// Free-form card extensions, at most 64 KiB.
     #[schema(value_type = Option<Object>)]
     extensions: Option<Map<String, Value>>,
-    /// A character book (`{entries:[{keys, content, …}]}`), or `null` for none.
+    /// A character book, or `null` for none (at most 1 MiB of JSON).
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<LorebookDoc>)]
     lorebook: Option<Value>,
+}
+
+/// A character book as clients send it (`lorebook.rs` reads it; other keys are kept).
+#[derive(utoipa::ToSchema)]
+#[schema(rename_all = "camelCase")]
+#[allow(dead_code)]
+pub struct LorebookDoc {
+    #[schema(max_items = 500)]
+    entries: Vec<LoreEntryDoc>,
+}
+
+#[derive(utoipa::ToSchema)]
+#[schema(rename_all = "camelCase")]
+#[allow(dead_code)]
+pub struct LoreEntryDoc {
+    /// Words that bring the entry into the prompt (at most 50, each at most 200 characters).
+    #[schema(max_items = 50)]
+    keys: Vec<String>,
+    #[schema(max_length = 10000)]
+    content: String,
+    #[schema(max_items = 50)]
+    secondary_keys: Option<Vec<String>>,
+    enabled: Option<bool>,
+    constant: Option<bool>,
+    selective: Option<bool>,
+    case_sensitive: Option<bool>,
+    use_regex: Option<bool>,
+    #[schema(required = false)]
+    insertion_order: f64,
+    /// `before_char` or `after_char`.
+    #[schema(pattern = "^(before_char|after_char)$")]
+    position: Option<String>,
+    #[schema(required = false, value_type = Object)]
+    extensions: Value,
 }
 
 /// The body fields [`Input`] accepts; anything else is refused by name.

@@ -151,10 +151,16 @@ struct ConversationWithMessages {
 }
 
 #[derive(Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct CreateBody {
     character_id: Uuid,
-    /// The first thing the user says; without it the character's greeting opens.
+    /// The first thing the user says (not blank, at most 32 KiB); without it the
+    /// character's greeting opens.
+    #[schema(
+        min_length = 1,
+        max_length = 8192,
+        pattern = "^[^\\u0000]*[^\\s\\u0000][^\\u0000]*$"
+    )]
     initial_message: Option<String>,
 }
 
@@ -229,8 +235,14 @@ async fn get(
 }
 
 #[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 struct PatchBody {
-    #[schema(min_length = 1, max_length = 200)]
+    /// Not blank.
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = "^[^\\u0000]*[^\\s\\u0000][^\\u0000]*$"
+    )]
     title: Option<String>,
     pinned: Option<bool>,
     archived: Option<bool>,
@@ -280,6 +292,7 @@ async fn delete(
 #[into_params(parameter_in = Query)]
 struct HistoryParams {
     /// The `before` of the previous page: messages older than this one.
+    #[param(value_type = Option<Uuid>)]
     before: Option<String>,
     /// 50 by default; above 200 is read as 200.
     #[param(minimum = 1)]
@@ -337,10 +350,18 @@ async fn history(
 }
 
 #[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 struct SendBody {
+    /// The message: not blank, at most 32 KiB of UTF-8.
+    #[schema(
+        min_length = 1,
+        max_length = 8192,
+        pattern = "^[^\\u0000]*[^\\s\\u0000][^\\u0000]*$"
+    )]
     content: String,
     /// `text` (the only kind for now).
     #[serde(rename = "type")]
+    #[schema(value_type = Option<String>, pattern = "^text$")]
     kind: Option<String>,
 }
 

@@ -122,7 +122,12 @@ struct Registration {
     /// 8 to 128 characters, not one of the most common passwords.
     #[schema(min_length = 8, max_length = 128)]
     password: String,
-    #[schema(min_length = 1, max_length = 50)]
+    /// 1 to 50 characters once trimmed, no control characters.
+    #[schema(
+        min_length = 1,
+        max_length = 50,
+        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*[^\\s\\u0000-\\u001f\\u007f-\\u009f][^\\u0000-\\u001f\\u007f-\\u009f]*$"
+    )]
     display_name: String,
 }
 
@@ -148,6 +153,7 @@ struct RefreshRequest {
 #[serde(deny_unknown_fields)]
 #[allow(dead_code)]
 struct EmailToken {
+    #[schema(min_length = 1, max_length = 256)]
     token: String,
 }
 
@@ -155,7 +161,7 @@ struct EmailToken {
 #[serde(deny_unknown_fields)]
 #[allow(dead_code)]
 struct ForgotPassword {
-    #[schema(max_length = 254)]
+    #[schema(format = Email, max_length = 254)]
     email: String,
 }
 
@@ -163,6 +169,7 @@ struct ForgotPassword {
 #[serde(deny_unknown_fields)]
 #[allow(dead_code)]
 struct ResetPassword {
+    #[schema(min_length = 1, max_length = 256)]
     token: String,
     #[schema(min_length = 8, max_length = 128)]
     password: String,
@@ -376,24 +383,26 @@ struct Storage {
 
 /// `null` clears `bio` / `avatarMediaId`; an absent field stays as it is.
 #[derive(Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct ProfileUpdate {
-    #[schema(min_length = 1, max_length = 50)]
+    #[schema(
+        min_length = 1,
+        max_length = 50,
+        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*[^\\s\\u0000-\\u001f\\u007f-\\u009f][^\\u0000-\\u001f\\u007f-\\u009f]*$"
+    )]
     display_name: Option<String>,
     #[serde(default, with = "serde_with_null")]
     #[schema(value_type = Option<String>, max_length = 500)]
     bio: Option<Option<String>>,
-    /// Refused: set `avatarMediaId` instead.
+    /// Refused (set `avatarMediaId`), so not in the document.
     #[serde(default, with = "serde_with_null")]
-    #[schema(value_type = Option<String>)]
+    #[schema(ignore)]
     avatar_url: Option<Option<String>>,
     /// An image the caller uploaded, or `null` for none.
     #[serde(default, with = "serde_with_null")]
     #[schema(value_type = Option<Uuid>)]
     avatar_media_id: Option<Option<Uuid>>,
-    /// `language` (a tag such as `fr-CA`), `theme` (`light`, `dark`, `system`),
-    /// `notifications` (boolean).
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<Preferences>)]
     preferences: Option<Map<String, Value>>,
 }
 
@@ -408,6 +417,20 @@ mod serde_with_null {
     {
         Option::<T>::deserialize(deserializer).map(Some)
     }
+}
+
+/// What `preferences` may hold (each optional); `check_preferences` reads them.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+struct Preferences {
+    /// A language tag such as `en` or `fr-CA`.
+    #[schema(required = false, pattern = "^[A-Za-z0-9-]{2,16}$")]
+    language: String,
+    #[schema(required = false, pattern = "^(light|dark|system)$")]
+    theme: String,
+    #[schema(required = false)]
+    notifications: bool,
 }
 
 const PROFILE_FIELDS: &[&str] = &[
@@ -521,9 +544,8 @@ struct AuditView {
     action: String,
     resource_type: Option<String>,
     resource_id: Option<String>,
-    #[schema(value_type = Option<Object>)]
+    /// Any JSON: the changed value before and after.
     old_value: Option<Value>,
-    #[schema(value_type = Option<Object>)]
     new_value: Option<Value>,
     ip: Option<String>,
     user_agent: Option<String>,
@@ -646,11 +668,13 @@ async fn admin_users(
 
 /// `tier` and `validUntil` go together: a tier without `validUntil` lasts until changed.
 #[derive(Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct AdminPatch {
     /// `user`, `moderator` or `admin`.
+    #[schema(pattern = "^(user|moderator|admin)$")]
     role: Option<String>,
     /// `free`, `premium` or `enterprise`.
+    #[schema(pattern = "^(free|premium|enterprise)$")]
     tier: Option<String>,
     #[serde(default, with = "serde_with_null")]
     #[schema(value_type = Option<DateTime<Utc>>)]

@@ -294,11 +294,13 @@ struct ListParams {
     size: Option<i64>,
     /// `image`, `audio` or `video`.
     #[serde(rename = "type")]
+    #[param(pattern = "^(image|audio|video)$")]
     kind: Option<String>,
 }
 
 /// The upload form, for the OpenAPI document (the handler reads the parts as they stream).
-#[derive(ToSchema)]
+#[derive(serde::Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 #[schema(rename_all = "camelCase")]
 #[allow(dead_code)]
 struct UploadForm {
@@ -307,10 +309,11 @@ struct UploadForm {
     #[schema(value_type = String, format = Binary)]
     file: Vec<u8>,
     /// `image`, `audio` or `video`: must match the file.
-    #[schema(rename = "type")]
+    #[schema(rename = "type", pattern = "^(image|audio|video)$")]
     kind: String,
     /// A character of the caller's that this media belongs to.
-    character_id: Option<Uuid>,
+    #[schema(required = false)]
+    character_id: Uuid,
 }
 
 /// The caller's own media, newest first, a page at a time (to see what takes their quota).
@@ -352,9 +355,11 @@ struct Served {
 }
 
 #[utoipa::path(get, path = "/media/{id}", tag = "media", security((), ("bearer" = [])), params(("id" = Uuid, Path, description = "The media.")),
-    responses((status = 200, description = "The bytes (`Range` gives 206 with one part).",
-        content_type = "application/octet-stream", body = Vec<u8>),
-        (status = 206, description = "The range asked for.", content_type = "application/octet-stream", body = Vec<u8>),
+    responses((status = 200, description = "The bytes, with the type sniffed at upload (`Range` gives \
+        206 with one part).",
+        content((Vec<u8> = "image/*"), (Vec<u8> = "audio/*"), (Vec<u8> = "video/*"))),
+        (status = 206, description = "The range asked for.",
+        content((Vec<u8> = "image/*"), (Vec<u8> = "audio/*"), (Vec<u8> = "video/*"))),
         (status = 302, description = "With presigned downloads on: where to fetch it."),
         (status = 304, description = "Not modified since the `ETag` sent.")))]
 async fn download(
@@ -377,9 +382,11 @@ async fn download(
 
 #[utoipa::path(get, path = "/media/{id}/thumbnail", tag = "media",
     security((), ("bearer" = [])), params(("id" = Uuid, Path, description = "The media.")),
-    responses((status = 200, description = "The bytes (`Range` gives 206 with one part).",
-        content_type = "application/octet-stream", body = Vec<u8>),
-        (status = 206, description = "The range asked for.", content_type = "application/octet-stream", body = Vec<u8>),
+    responses((status = 200, description = "The bytes, with the type sniffed at upload (`Range` gives \
+        206 with one part).",
+        content((Vec<u8> = "image/*"), (Vec<u8> = "audio/*"), (Vec<u8> = "video/*"))),
+        (status = 206, description = "The range asked for.",
+        content((Vec<u8> = "image/*"), (Vec<u8> = "audio/*"), (Vec<u8> = "video/*"))),
         (status = 302, description = "With presigned downloads on: where to fetch it."),
         (status = 304, description = "Not modified since the `ETag` sent.")))]
 async fn download_thumbnail(

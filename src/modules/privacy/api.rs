@@ -46,12 +46,16 @@ struct ConsentsView {
 }
 
 /// Purposes to change; absent ones stay as they are.
-#[derive(ToSchema)]
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 #[allow(dead_code)]
 struct ConsentsChange {
-    marketing: Option<bool>,
-    analytics: Option<bool>,
-    tracking: Option<bool>,
+    #[schema(required = false)]
+    marketing: bool,
+    #[schema(required = false)]
+    analytics: bool,
+    #[schema(required = false)]
+    tracking: bool,
 }
 
 #[utoipa::path(get, path = "/users/consents", tag = "privacy", security(("bearer" = [])),
@@ -92,6 +96,7 @@ async fn put_consents(
 #[into_params(parameter_in = Query)]
 struct ExportQuery {
     /// `json` (the only format here; the archive is `POST /users/data-export`).
+    #[param(pattern = "^json$")]
     format: Option<String>,
 }
 
@@ -247,14 +252,20 @@ async fn download(
 }
 
 #[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 struct Reauth {
     /// The account's password, again.
+    #[schema(value_type = String, min_length = 1, max_length = 1024)]
     password: Option<String>,
 }
 
 #[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = RestoreRequest)]
 struct Credentials {
+    #[schema(value_type = String, min_length = 1, max_length = 254)]
     email: Option<String>,
+    #[schema(value_type = String, min_length = 1, max_length = 1024)]
     password: Option<String>,
 }
 

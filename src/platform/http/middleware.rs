@@ -55,6 +55,24 @@ const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; \
     frame-ancestors 'none'; form-action 'self'";
 
 /// Security headers on every response (DESIGN.md §2, Errors).
+/// Refuses a query string holding a NUL (`%00`): no parameter of ours can contain one, and
+/// PostgreSQL could not store or compare it.
+pub async fn refuse_nul_query(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<actix_web::body::EitherBody<impl MessageBody>>, Error> {
+    let query = req.query_string();
+    if query.contains('\0') || query.to_ascii_lowercase().contains("%00") {
+        let response = actix_web::ResponseError::error_response(&super::AppError::bad_request(
+            "The query string must not contain NUL characters.",
+        ));
+        return Ok(req.into_response(response).map_into_right_body());
+    }
+    next.call(req)
+        .await
+        .map(ServiceResponse::map_into_left_body)
+}
+
 pub async fn security_headers(
     req: ServiceRequest,
     next: Next<impl MessageBody>,

@@ -66,6 +66,12 @@ pub fn strict_body<T: DeserializeOwned>(body: Value, allowed: &[&str]) -> Result
     for key in object.keys().filter(|k| !allowed.contains(&k.as_str())) {
         errors.add(key.clone(), "is not accepted here");
     }
+    // PostgreSQL cannot store U+0000: text holding it is refused by name.
+    for (key, value) in &object {
+        if crate::platform::db::holds_nul(value) {
+            errors.add(key.clone(), "must not contain NUL characters");
+        }
+    }
     if !errors.is_empty() {
         return Err(errors.into_error());
     }

@@ -125,7 +125,7 @@ pub fn import(bytes: &[u8]) -> Result<Imported, CardError> {
             e.column()
         ))
     })?;
-    let (draft, mut card_extra, spec) = from_card(value)?;
+    let (draft, mut card_extra, spec) = from_card(crate::platform::db::strip_nul(value))?;
     let avatar = avatar.map(|(avatar, others)| {
         if !others.is_empty() {
             let texts: Vec<Value> = others
