@@ -215,8 +215,11 @@ impl ApplicationBuilder {
                 modules.mount(&mut http::Routes::new(cfg, API_PREFIX, &mut route_table));
             }));
         route_table.sort_by(|a, b| (&a.path, a.method.as_str()).cmp(&(&b.path, b.method.as_str())));
-        let api_docs = settings.http.api_docs_enabled(settings.environment);
-        let api_document = api_document();
+        // Built once, and only where it is served.
+        let api_document = settings
+            .http
+            .api_docs_enabled(settings.environment)
+            .then(api_document);
 
         let server = {
             let platform = platform.clone();
@@ -265,7 +268,7 @@ impl ApplicationBuilder {
                             })
                             .default_service(web::to(http::not_found)),
                     );
-                let app = if api_docs {
+                let app = if let Some(api_document) = &api_document {
                     app.service(
                         web::resource("/docs").route(web::get().to(|| async { docs_redirect() })),
                     )

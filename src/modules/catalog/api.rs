@@ -19,7 +19,8 @@ use super::rules::{INPUT_FIELDS, Input};
 use super::service::{CardFile, CatalogError, Service, Viewer};
 use super::store::CharacterRow;
 use crate::platform::http::{
-    AppError, AuthUser, ErrorCode, FieldErrors, MaybeUser, Page, Paging, Role, Routes, strict_body,
+    AppError, AuthUser, ErrorCode, FieldErrors, MaybeUser, Page, Paging, Role, Routes, search_text,
+    strict_body,
 };
 
 pub const MAX_PAGE_SIZE: i64 = 100;
@@ -650,10 +651,7 @@ async fn staff_list(
     let mut errors = FieldErrors::new();
     let paging = Paging::checked(params.page, params.size, &mut errors);
     errors.finish(())?;
-    let search = params
-        .search
-        .map(|s| s.trim().chars().take(MAX_SEARCH).collect::<String>())
-        .filter(|s| !s.is_empty());
+    let search = search_text(params.search, MAX_SEARCH);
     let (rows, total) = service
         .staff_list(&Viewer::from(&user), params.hidden, search, paging)
         .await?;

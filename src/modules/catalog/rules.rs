@@ -187,7 +187,7 @@ pub struct Input {
 #[derive(utoipa::ToSchema)]
 #[schema(rename_all = "camelCase")]
 #[allow(dead_code)]
-pub struct LorebookDoc {
+struct LorebookDoc {
     #[schema(max_items = 500)]
     entries: Vec<LoreEntryDoc>,
 }
@@ -195,7 +195,7 @@ pub struct LorebookDoc {
 #[derive(utoipa::ToSchema)]
 #[schema(rename_all = "camelCase")]
 #[allow(dead_code)]
-pub struct LoreEntryDoc {
+struct LoreEntryDoc {
     /// Words that bring the entry into the prompt (at most 50, each at most 200 characters).
     #[schema(max_items = 50)]
     keys: Vec<String>,

@@ -14,7 +14,8 @@ use super::store::{AuditRow, ProfileChanges, UserRow};
 use crate::modules::billing::{Grant, Standing};
 use crate::modules::media::Media;
 use crate::platform::http::{
-    AppError, AuthUser, ClientInfo, FieldErrors, Page, Paging, Role, Routes, strict_body,
+    AppError, AuthUser, ClientInfo, FieldErrors, Page, Paging, Role, Routes, search_text,
+    strict_body,
 };
 
 pub fn routes(routes: &mut Routes) {
@@ -657,10 +658,7 @@ async fn admin_users(
     let mut errors = FieldErrors::new();
     let paging = Paging::checked(query.page, query.size, &mut errors);
     errors.finish(())?;
-    let search = query
-        .search
-        .map(|s| s.trim().chars().take(200).collect::<String>())
-        .filter(|s| !s.is_empty());
+    let search = search_text(query.search, 200);
     let (users, total) = service.list_users(search, paging).await?;
     let content: Vec<AdminUserView> = users.iter().map(admin_user_view).collect();
     Ok(HttpResponse::Ok().json(paging.answer(content, total)))

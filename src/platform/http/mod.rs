@@ -26,4 +26,4 @@ pub use middleware::{
 };
 pub use openapi::{BEARER, ErrorEnvelope, Page, document};
 pub use routes::{Resource, RouteEntry, Routes};
-pub use validate::{FieldErrors, Paging, strict_body};
+pub use validate::{FieldErrors, Paging, search_text, strict_body};

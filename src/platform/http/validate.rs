@@ -94,6 +94,12 @@ pub fn strict_body<T: DeserializeOwned>(body: Value, allowed: &[&str]) -> Result
     })
 }
 
+/// A list's `?search=` text: trimmed, cut to `max` characters, `None` when empty.
+pub fn search_text(raw: Option<String>, max: usize) -> Option<String> {
+    raw.map(|s| s.trim().chars().take(max).collect::<String>())
+        .filter(|s| !s.is_empty())
+}
+
 /// A page of a list, as `?page=&size=` ask for it: `page` from 0 (at most 100000), `size`
 /// from 1 to 100 (20 when not given).
 #[derive(Debug, Clone, Copy)]
