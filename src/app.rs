@@ -3,6 +3,7 @@
 
 use std::net::TcpListener;
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::middleware::{ErrorHandlers, from_fn};
@@ -231,6 +232,10 @@ impl ApplicationBuilder {
                     settings.privacy.deletion_grace_days.to_string(),
                 )],
             )?;
+            let body_limits = http::BodyTimeouts {
+                idle: Duration::from_millis(settings.server.body_idle_timeout_ms.max(1)),
+                total: Duration::from_secs(settings.server.body_timeout_secs.max(1)),
+            };
             let mut server = HttpServer::new(move || {
                 let api_routes = api_routes.clone();
                 let modules = modules.clone();
@@ -243,6 +248,9 @@ impl ApplicationBuilder {
                     .app_data(http::json_config(platform.settings.http.json_limit_bytes))
                     .app_data(http::path_config())
                     .app_data(http::query_config())
+                    .wrap(from_fn(move |req, next| {
+                        http::body_timeout(body_limits, req, next)
+                    }))
                     .wrap(ErrorHandlers::new().default_handler(http::envelope_errors))
                     .wrap(from_fn(http::record_metrics))
                     .wrap(cors(&platform.settings))
@@ -284,6 +292,9 @@ impl ApplicationBuilder {
             })
             // Streamed replies are many small writes: send each at once (no Nagle delay).
             .tcp_nodelay(true)
+            .client_request_timeout(Duration::from_millis(
+                settings.server.request_head_timeout_ms.max(1),
+            ))
             .listen(listener)?
             .disable_signals()
             .shutdown_timeout(settings.server.shutdown_timeout_secs);

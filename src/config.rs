@@ -55,6 +55,20 @@ pub enum ConfigError {
     Invalid(String),
 }
 
+/// Whether `value` is a web origin: `http` or `https`, `://`, a host and an optional port.
+fn is_origin(value: &str) -> bool {
+    let Some(rest) = value
+        .strip_prefix("https://")
+        .or_else(|| value.strip_prefix("http://"))
+    else {
+        return false;
+    };
+    !rest.is_empty()
+        && rest
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'))
+}
+
 #[derive(Debug, Clone, Deserialize)]
 pub struct Settings {
     #[serde(skip, default = "default_environment")]
@@ -95,6 +109,12 @@ pub struct ServerSettings {
     pub public_url: String,
     /// The browser client's directory (`index.html` and `assets/`).
     pub static_dir: std::path::PathBuf,
+    /// A client must send a request's line and headers within this (else 408, closed).
+    pub request_head_timeout_ms: u64,
+    /// A request body that pauses this long is abandoned (408, connection closed).
+    pub body_idle_timeout_ms: u64,
+    /// A request body must have arrived whole within this.
+    pub body_timeout_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -255,6 +275,13 @@ pub struct WebSocketSettings {
     pub max_frame_bytes: usize,
     /// Frames waiting for a slow client before it is disconnected.
     pub send_queue: usize,
+    /// Open connections one account may hold on this instance; 0 means no cap.
+    pub max_per_user: usize,
+    /// Frames a client may send per second, on average; 0 means no limit.
+    pub frames_per_second: u32,
+    /// Frames a client may send in a burst above that rate. Past it frames are refused with
+    /// `RATE_LIMITED`, and a client that keeps sending as many again is disconnected (1008).
+    pub frame_burst: u32,
 }
 
 /// Export, erasure and retention (GDPR articles 15, 17 and 20).
@@ -472,6 +499,12 @@ impl Settings {
         let invalid = |msg: &str| Err(ConfigError::Invalid(msg.to_owned()));
         if self.http.json_limit_bytes == 0 {
             return invalid("http.json_limit_bytes must be greater than 0");
+        }
+        if let Some(origin) = self.http.cors_origins.iter().find(|o| !is_origin(o)) {
+            return Err(ConfigError::Invalid(format!(
+                "http.cors_origins: {origin:?} is not an origin like https://app.example.com \
+                 (scheme and host, an optional port, nothing after)"
+            )));
         }
         if self.media.image_max_bytes == 0
             || self.media.audio_max_bytes == 0

@@ -164,3 +164,29 @@ fn the_offline_engine_is_the_default_and_a_remote_model_needs_its_address() {
     .unwrap();
     assert!(!format!("{settings:?}").contains("sk-secret-value"));
 }
+
+#[test]
+fn cors_origins_must_be_origins() {
+    for bad in [
+        "[\"https://app.example\"]",
+        "https://app.example/",
+        "https://app.example/path",
+        "app.example",
+        "*",
+        "https://",
+    ] {
+        let err = load(&[("COMPANION__HTTP__CORS_ORIGINS", bad)]).unwrap_err();
+        assert!(
+            err.to_string().contains("http.cors_origins"),
+            "{bad}: {err}"
+        );
+    }
+    for good in [
+        "https://app.example",
+        "http://localhost:5173",
+        "http://[::1]:8080",
+    ] {
+        let settings = load(&[("COMPANION__HTTP__CORS_ORIGINS", good)]).unwrap();
+        assert_eq!(settings.http.cors_origins, [good]);
+    }
+}

@@ -1,10 +1,12 @@
 //! Hostile text: characters PostgreSQL cannot store, SQL and LIKE metacharacters in searches,
-//! bodies that are not what they claim. Each is refused with the envelope or taken literally;
-//! none reaches the database as a query or answers 500.
+//! bodies that are not what they claim, paths that climb out of their route or directory,
+//! file names made to break headers. Each is refused with the envelope or taken literally;
+//! none reaches the database as a query, a file outside its place, or answers 500.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
 
+use futures_util::TryStreamExt;
 use reqwest::Method;
 use serde_json::{Value, json};
 use support::{TestApp, assert_error};
@@ -165,4 +167,110 @@ async fn a_hide_body_that_is_not_json_is_refused() {
         .await
         .unwrap();
     assert_eq!(detail["hidden"], false, "nothing changed");
+}
+
+/// Path parameters that try to climb out of their route, on every route that has one, and
+/// paths that try to climb out of the browser client's directory.
+#[tokio::test]
+async fn path_traversal_reaches_nothing() {
+    let app = TestApp::spawn().await;
+    let user = app.premium("climber@example.com").await;
+    let climbs = [
+        "..",
+        "..%2F..%2F..%2Fetc%2Fpasswd",
+        "%2e%2e%2f%2e%2e%2fCargo.toml",
+        "..%5C..%5Cwindows",
+        "%00",
+        "....%2F%2F",
+    ];
+    let mut tried = 0;
+    for route in app.routes.iter().filter(|r| r.path.contains('{')) {
+        let method = support::method_of(route);
+        for climb in climbs {
+            let path = support::fill_path(&route.path, |_| climb.to_owned());
+            let response = app
+                .send_auth(method.clone(), &path, &user.token, &json!({}))
+                .await;
+            let status = response.status().as_u16();
+            let body = response.text().await.unwrap();
+            assert!(
+                matches!(status, 400 | 404),
+                "{method} {path}: {status} {body}"
+            );
+            assert!(!body.contains("root:") && !body.contains("[package]"));
+            tried += 1;
+        }
+    }
+    assert!(tried > 100, "{tried}");
+
+    for path in [
+        "/assets/../Cargo.toml",
+        "/assets/%2e%2e/%2e%2e/Cargo.toml",
+        "/assets/x/..%2F..%2FCargo.toml",
+        "/%2e%2e/Cargo.toml",
+        "/..%2FCargo.toml",
+        "/assets/x/%2e%2e%2f%2e%2e%2fsrc%2fmain.rs",
+        "/static/../Cargo.toml",
+        "/docs/../../Cargo.toml",
+        "/docs/%2e%2e%2f%2e%2e%2fCargo.toml",
+    ] {
+        let response = app.get(path).await;
+        let status = response.status().as_u16();
+        let body = response.text().await.unwrap();
+        assert!(
+            !body.contains("[package]") && !body.contains("fn main"),
+            "{path} served a file from outside: {status}"
+        );
+        assert!(matches!(status, 400 | 404), "{path}: {status}");
+    }
+}
+
+/// A client's file name never reaches a header or the store: files are named by their id.
+#[tokio::test]
+async fn hostile_file_names_reach_no_header() {
+    let app = TestApp::spawn().await;
+    let user = app.register("names@example.com").await;
+    let upload = |name: &'static str| {
+        let form = reqwest::multipart::Form::new().text("type", "image").part(
+            "file",
+            reqwest::multipart::Part::bytes(support::images::png(32, 0))
+                .file_name(name)
+                .mime_str("image/png")
+                .unwrap(),
+        );
+        app.upload(&user, form)
+    };
+    // Line breaks in a part's headers make the form unreadable: a clear 400.
+    let broken = upload("x.png\r\nX-Injected: yes\r\n").await;
+    let error = assert_error(broken, 400, "BAD_REQUEST").await;
+    assert!(!error.to_string().contains("X-Injected"), "{error}");
+    // A name that climbs and quotes is accepted and ignored.
+    let response = upload("../../..\\x\"; filename*=UTF-8''evil.html").await;
+    assert_eq!(response.status(), 201);
+    let media: Value = response.json().await.unwrap();
+    let id = media["id"].as_str().unwrap();
+    let download = app
+        .get_auth(&format!("/api/v1/media/{id}"), &user.token)
+        .await;
+    assert_eq!(download.status(), 200);
+    assert!(!download.headers().contains_key("x-injected"));
+    assert_eq!(
+        download.headers()["content-disposition"],
+        format!("inline; filename=\"{id}.png\"").as_str()
+    );
+    let keys: Vec<String> = app
+        .platform
+        .storage
+        .store()
+        .list(None)
+        .map_ok(|meta| meta.location.to_string())
+        .try_collect()
+        .await
+        .unwrap();
+    assert!(!keys.is_empty());
+    assert!(
+        keys.iter()
+            .all(|key| key.contains(id) && !key.contains("..")),
+        "{keys:?}"
+    );
 }

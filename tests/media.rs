@@ -33,18 +33,8 @@ fn form(kind: &str, file: Vec<u8>, name: &str, claimed: &str) -> Form {
     )
 }
 
-async fn upload(app: &TestApp, user: &TestUser, form: Form) -> reqwest::Response {
-    app.client
-        .post(app.url("/api/v1/media/upload"))
-        .bearer_auth(&user.token)
-        .multipart(form)
-        .send()
-        .await
-        .unwrap()
-}
-
 async fn uploaded(app: &TestApp, user: &TestUser, form: Form) -> Value {
-    let response = upload(app, user, form).await;
+    let response = app.upload(user, form).await;
     assert_eq!(response.status(), 201);
     response.json().await.unwrap()
 }
@@ -209,17 +199,21 @@ async fn files_that_are_not_what_they_claim_are_refused_and_leave_nothing() {
 
     // A PDF named and labelled as a PNG.
     let pdf = b"%PDF-1.7\n1 0 obj << /Type /Catalog >> endobj\n".repeat(20);
-    let spoofed = upload(&app, &ann, form("image", pdf, "cat.png", "image/png")).await;
+    let spoofed = app
+        .upload(&ann, form("image", pdf, "cat.png", "image/png"))
+        .await;
     assert_error(spoofed, 415, "UNSUPPORTED_MEDIA_TYPE").await;
 
     // A real MP3 declared as an image, with `type` before the file and after it.
-    let mismatch = upload(&app, &ann, form("image", mp3(), "a.png", "image/png")).await;
+    let mismatch = app
+        .upload(&ann, form("image", mp3(), "a.png", "image/png"))
+        .await;
     assert_error(mismatch, 415, "UNSUPPORTED_MEDIA_TYPE").await;
     let type_last = Form::new()
         .part("file", Part::bytes(mp3()).file_name("a.mp3"))
         .text("type", "video");
     assert_error(
-        upload(&app, &ann, type_last).await,
+        app.upload(&ann, type_last).await,
         415,
         "UNSUPPORTED_MEDIA_TYPE",
     )
@@ -230,20 +224,22 @@ async fn files_that_are_not_what_they_claim_are_refused_and_leave_nothing() {
     polyglot.truncate(33);
     polyglot.extend_from_slice(b"<html><body><script>alert(document.cookie)</script>");
     polyglot.extend(std::iter::repeat_n(0u8, 500));
-    let refused = upload(&app, &ann, form("image", polyglot, "p.png", "image/png")).await;
+    let refused = app
+        .upload(&ann, form("image", polyglot, "p.png", "image/png"))
+        .await;
     assert_error(refused, 415, "UNSUPPORTED_MEDIA_TYPE").await;
 
     // Malformed forms: no file, no type, an unknown type, a stray field, not multipart.
     let no_file = Form::new().text("type", "image");
-    let error = assert_error(upload(&app, &ann, no_file).await, 422, "VALIDATION_ERROR").await;
+    let error = assert_error(app.upload(&ann, no_file).await, 422, "VALIDATION_ERROR").await;
     assert!(error["details"]["fields"]["file"].is_string(), "{error}");
     let no_type = Form::new().part("file", Part::bytes(png(2, 0)).file_name("a.png"));
-    let error = assert_error(upload(&app, &ann, no_type).await, 422, "VALIDATION_ERROR").await;
+    let error = assert_error(app.upload(&ann, no_type).await, 422, "VALIDATION_ERROR").await;
     assert!(error["details"]["fields"]["type"].is_string(), "{error}");
     let odd_type = form("document", png(2, 0), "a.png", "image/png");
-    assert_error(upload(&app, &ann, odd_type).await, 422, "VALIDATION_ERROR").await;
+    assert_error(app.upload(&ann, odd_type).await, 422, "VALIDATION_ERROR").await;
     let stray = form("image", png(2, 0), "a.png", "image/png").text("ownerId", "someone");
-    let error = assert_error(upload(&app, &ann, stray).await, 422, "VALIDATION_ERROR").await;
+    let error = assert_error(app.upload(&ann, stray).await, 422, "VALIDATION_ERROR").await;
     assert!(error["details"]["fields"]["ownerId"].is_string(), "{error}");
     let json = app
         .client
@@ -286,7 +282,7 @@ async fn an_upload_over_its_limit_is_cut_off_while_streaming_and_nothing_is_left
     let streamed = Form::new()
         .text("type", "image")
         .part("file", Part::stream(body).file_name("big.png"));
-    let error = assert_error(upload(&app, &ann, streamed).await, 413, "PAYLOAD_TOO_LARGE").await;
+    let error = assert_error(app.upload(&ann, streamed).await, 413, "PAYLOAD_TOO_LARGE").await;
     assert_eq!(error["details"]["limitBytes"], 200_000);
     assert!(objects(&app).await.is_empty(), "{:?}", objects(&app).await);
     assert_eq!(rows(&app), "0");
@@ -501,7 +497,8 @@ async fn decompression_bombs_and_unreadable_images_are_refused_and_leave_nothing
     let crc = crc32fast::hash(&bomb[12..29]);
     bomb[29..33].copy_from_slice(&crc.to_be_bytes());
     let error = assert_error(
-        upload(&app, &ann, form("image", bomb, "b.png", "image/png")).await,
+        app.upload(&ann, form("image", bomb, "b.png", "image/png"))
+            .await,
         413,
         "PAYLOAD_TOO_LARGE",
     )
@@ -516,7 +513,8 @@ async fn decompression_bombs_and_unreadable_images_are_refused_and_leave_nothing
         *byte = 0x5a;
     }
     assert_error(
-        upload(&app, &ann, form("image", broken, "x.png", "image/png")).await,
+        app.upload(&ann, form("image", broken, "x.png", "image/png"))
+            .await,
         415,
         "UNSUPPORTED_MEDIA_TYPE",
     )
@@ -561,7 +559,8 @@ async fn storage_is_limited_by_a_quota_per_tier() {
 
     // The second would pass the quota: cut off while streaming, nothing kept.
     let error = assert_error(
-        upload(&app, &ann, form("audio", mp3(), "b.mp3", "audio/mpeg")).await,
+        app.upload(&ann, form("audio", mp3(), "b.mp3", "audio/mpeg"))
+            .await,
         413,
         "STORAGE_QUOTA_EXCEEDED",
     )
@@ -925,7 +924,7 @@ async fn an_s3_store_keeps_nothing_of_a_refused_or_deleted_upload() {
     let streamed = Form::new()
         .text("type", "audio")
         .part("file", Part::stream(body).file_name("long.mp3"));
-    let error = assert_error(upload(&app, &ann, streamed).await, 413, "PAYLOAD_TOO_LARGE").await;
+    let error = assert_error(app.upload(&ann, streamed).await, 413, "PAYLOAD_TOO_LARGE").await;
     assert_eq!(error["details"]["limitBytes"], 7_000_000);
     assert!(objects(&app).await.is_empty(), "{:?}", objects(&app).await);
     assert!(s3.files().is_empty(), "{:?}", s3.files());

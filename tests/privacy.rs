@@ -58,14 +58,7 @@ async fn seeded(
             .mime_str("image/png")
             .unwrap(),
     );
-    let uploaded = app
-        .client
-        .post(app.url("/api/v1/media/upload"))
-        .bearer_auth(&user.token)
-        .multipart(form)
-        .send()
-        .await
-        .unwrap();
+    let uploaded = app.upload(&user, form).await;
     assert_eq!(uploaded.status(), 201);
     let media = body(uploaded).await["id"].as_str().unwrap().to_owned();
     let profile = app

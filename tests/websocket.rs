@@ -7,94 +7,18 @@ mod support;
 
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::SinkExt;
 use serde_json::{Value, json};
+use support::TestApp;
 use support::chat::{LUNA, paced_model, spawn_with_model, start, words};
 use support::fake_llm::{End, FakeModel, Reply, openai_events};
-use support::{TestApp, TestUser};
+use support::ws::{Socket, closed, connect, next, open, refused, send, ws_request};
+use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::http::{HeaderValue, Request};
+use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::{Error as WsError, Message};
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
-
-type Socket = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
 
 const WAIT: Duration = Duration::from_secs(10);
-
-fn ws_request(app: &TestApp) -> Request<()> {
-    format!("ws://127.0.0.1:{}/api/v1/ws", app.port)
-        .into_client_request()
-        .unwrap()
-}
-
-/// A socket authenticated by the `Authorization` header.
-async fn connect(app: &TestApp, user: &TestUser) -> Socket {
-    let mut request = ws_request(app);
-    request.headers_mut().insert(
-        "authorization",
-        HeaderValue::from_str(&format!("Bearer {}", user.token)).unwrap(),
-    );
-    open(request).await
-}
-
-async fn open(request: Request<()>) -> Socket {
-    let (socket, response) = tokio_tungstenite::connect_async(request).await.unwrap();
-    assert_eq!(response.status(), 101);
-    socket
-}
-
-/// The handshake's HTTP status when it is refused.
-async fn refused(request: Request<()>) -> (u16, Value) {
-    match tokio_tungstenite::connect_async(request).await {
-        Err(WsError::Http(response)) => {
-            let body = response.body().clone().unwrap_or_default();
-            (
-                response.status().as_u16(),
-                serde_json::from_slice(&body).unwrap(),
-            )
-        }
-        Err(other) => panic!("expected an HTTP refusal, got {other}"),
-        Ok(_) => panic!("the handshake was accepted"),
-    }
-}
-
-async fn send(socket: &mut Socket, frame: Value) {
-    socket
-        .send(Message::Text(frame.to_string().into()))
-        .await
-        .unwrap();
-}
-
-/// The next JSON frame (pings are answered by the client library as it reads).
-async fn next(socket: &mut Socket) -> Value {
-    loop {
-        let message = tokio::time::timeout(WAIT, socket.next())
-            .await
-            .expect("a frame in time")
-            .expect("the connection is open")
-            .unwrap();
-        match message {
-            Message::Text(text) => return serde_json::from_str(&text).unwrap(),
-            Message::Ping(_) | Message::Pong(_) => {}
-            other => panic!("unexpected {other:?}"),
-        }
-    }
-}
-
-/// The close frame that ends the connection.
-async fn closed(socket: &mut Socket) -> (CloseCode, String) {
-    loop {
-        match tokio::time::timeout(WAIT, socket.next()).await.unwrap() {
-            Some(Ok(Message::Close(Some(frame)))) => {
-                return (frame.code, frame.reason.to_string());
-            }
-            Some(Ok(Message::Close(None))) | None => panic!("closed without a code"),
-            Some(Ok(_)) => {}
-            Some(Err(error)) => panic!("connection failed: {error}"),
-        }
-    }
-}
 
 /// Frames until the final `message` of `reply` (any reply, when `None`).
 async fn until_final(socket: &mut Socket, reply: Option<&str>) -> Vec<Value> {

@@ -13,6 +13,7 @@ pub mod images;
 pub mod personal;
 pub mod proxy;
 pub mod s3;
+pub mod ws;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -143,6 +144,22 @@ impl TestDb {
     /// Test settings pointing at this database.
     pub fn settings(&self) -> Settings {
         test_settings(&self.url, &[])
+    }
+}
+
+impl TestDb {
+    /// Runs `work` with a client of this database (on a thread of its own: the synchronous
+    /// client runs a runtime, which cannot start inside the test's).
+    pub fn with_client<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&mut postgres::Client) -> T + Send + 'static,
+    ) -> T {
+        let url = self.url.clone();
+        std::thread::spawn(move || {
+            work(&mut postgres::Client::connect(&url, postgres::NoTls).unwrap())
+        })
+        .join()
+        .unwrap()
     }
 }
 
@@ -415,6 +432,36 @@ impl TestApp {
             .unwrap()
     }
 
+    /// `POST /api/v1/media/upload` of `form` as `user`.
+    pub async fn upload(
+        &self,
+        user: &TestUser,
+        form: reqwest::multipart::Form,
+    ) -> reqwest::Response {
+        self.client
+            .post(self.url("/api/v1/media/upload"))
+            .bearer_auth(&user.token)
+            .multipart(form)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Uploads a small PNG as `user` and returns its media id.
+    pub async fn upload_png(&self, user: &TestUser) -> String {
+        let form = reqwest::multipart::Form::new().text("type", "image").part(
+            "file",
+            reqwest::multipart::Part::bytes(images::png(64, 0))
+                .file_name("me.png")
+                .mime_str("image/png")
+                .unwrap(),
+        );
+        let response = self.upload(user, form).await;
+        assert_eq!(response.status(), 201);
+        let body: Value = response.json().await.unwrap();
+        body["id"].as_str().unwrap().to_owned()
+    }
+
     /// Logs in again and returns the account with fresh tokens.
     pub async fn relogin(&self, user: &TestUser) -> TestUser {
         let response = self.login(&user.email, &user.password).await;
@@ -500,12 +547,7 @@ impl TestApp {
         &self,
         work: impl FnOnce(&mut postgres::Client) -> T + Send + 'static,
     ) -> T {
-        let url = self.db.as_ref().expect("a test database").url.clone();
-        std::thread::spawn(move || {
-            work(&mut postgres::Client::connect(&url, postgres::NoTls).unwrap())
-        })
-        .join()
-        .unwrap()
+        self.db.as_ref().expect("a test database").with_client(work)
     }
 
     /// Runs `sql` on the test database and returns the first column of the first row as text.
@@ -537,4 +579,29 @@ impl TestApp {
         let sql = sql.to_owned();
         self.on_test_db(move |client| client.execute(&sql, &[]).unwrap())
     }
+}
+
+/// A route of the table, with its method as the HTTP client names it.
+pub fn method_of(route: &companion::platform::http::RouteEntry) -> reqwest::Method {
+    reqwest::Method::from_bytes(route.method.as_str().as_bytes()).unwrap()
+}
+
+/// `template` (`/a/{id}/b/{message}`) with each parameter replaced by `id(segment before it)`.
+pub fn fill_path(template: &str, mut id: impl FnMut(&str) -> String) -> String {
+    let mut out = Vec::new();
+    let mut previous = "";
+    for segment in template.split('/') {
+        out.push(if segment.starts_with('{') {
+            id(previous)
+        } else {
+            segment.to_owned()
+        });
+        previous = segment;
+    }
+    out.join("/")
+}
+
+/// `template` with fresh ids that name nothing.
+pub fn nobodys_path(template: &str) -> String {
+    fill_path(template, |_| uuid::Uuid::now_v7().to_string())
 }

@@ -542,6 +542,8 @@ async fn hide(
     id: web::Path<Uuid>,
     body: Bytes,
 ) -> Result<HttpResponse, AppError> {
+    // The service checks the role too, but the body is read first: refuse before reading it.
+    user.require(Role::Moderator)?;
     // No body, or `null`: no reason. A body that is not JSON is refused, not ignored.
     let body: Value = if body.is_empty() {
         Value::Null

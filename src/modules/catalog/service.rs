@@ -563,12 +563,13 @@ impl Service {
         hidden: bool,
         reason: Option<String>,
     ) -> Result<CharacterRow, CatalogError> {
-        let row = self.get(viewer, id).await?;
+        // The role before the character: a user learns nothing about which ids exist.
         if !viewer.moderates() {
             return Err(CatalogError::Forbidden(
                 "Only moderators can hide characters.",
             ));
         }
+        let row = self.get(viewer, id).await?;
         let stored_reason = reason.clone();
         let updated = self
             .db

@@ -390,4 +390,105 @@ mod tests {
                 .contains("Never break the fourth wall.")
         );
     }
+
+    /// Properties of `build` over any history, any lorebook and any window: proptest
+    /// generates the inputs and shrinks a failure to its smallest case.
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        fn role() -> impl Strategy<Value = Role> {
+            prop_oneof![Just(Role::User), Just(Role::Assistant)]
+        }
+
+        fn history() -> impl Strategy<Value = Vec<Turn>> {
+            prop::collection::vec(
+                (role(), "\\PC{0,200}").prop_map(|(role, content)| Turn { role, content }),
+                0..30,
+            )
+        }
+
+        fn lorebook() -> impl Strategy<Value = Vec<LoreEntry>> {
+            let entry = (
+                prop::collection::vec("[a-zA-Z]{0,6}", 0..3),
+                prop::collection::vec("[a-zA-Z]{0,6}", 0..2),
+                "\\PC{0,80}",
+                any::<[bool; 5]>(),
+                -5i64..5,
+            )
+                .prop_map(
+                    |(keys, secondary_keys, content, flags, insertion_order)| LoreEntry {
+                        keys,
+                        secondary_keys,
+                        content,
+                        enabled: flags[0],
+                        constant: flags[1],
+                        selective: flags[2],
+                        case_sensitive: flags[3],
+                        insertion_order,
+                        after_char: flags[4],
+                    },
+                );
+            prop::collection::vec(entry, 0..8)
+        }
+
+        proptest! {
+            #[test]
+            fn the_newest_history_that_fits_goes_in_whole_and_in_order(
+                history in history(),
+                lorebook in lorebook(),
+                user in "\\PC{0,30}",
+                context in 0u32..3000,
+                max_tokens in 0u32..600,
+            ) {
+                let persona = Persona { lorebook, ..persona() };
+                let p = build(&Input {
+                    persona: &persona,
+                    user_name: &user,
+                    history: &history,
+                    context_tokens: context,
+                    max_tokens,
+                });
+                prop_assert_eq!(p.messages[0].role, Role::System);
+                // The message being answered always goes in.
+                prop_assert!(p.history_used <= history.len());
+                prop_assert_eq!(p.history_used == 0, history.is_empty());
+                // The kept turns are the newest ones, unchanged and in order.
+                let kept = &history[history.len() - p.history_used..];
+                let sent: Vec<&str> = p.messages[1..=p.history_used]
+                    .iter()
+                    .map(|m| m.content.as_str())
+                    .collect();
+                let expected: Vec<&str> = kept.iter().map(|t| t.content.as_str()).collect();
+                prop_assert_eq!(sent, expected);
+                // The estimate is what was sent.
+                let total: u32 = p
+                    .messages
+                    .iter()
+                    .map(|m| estimate_tokens(&m.content) + PER_MESSAGE)
+                    .sum();
+                prop_assert_eq!(p.estimated_tokens, total);
+                // Within the window (beyond it only by the one message that must go in)…
+                let room = context.saturating_sub(max_tokens);
+                let cost = |t: &Turn| estimate_tokens(&t.content) + PER_MESSAGE;
+                if p.history_used > 1 {
+                    prop_assert!(p.estimated_tokens <= room, "{} > {room}", p.estimated_tokens);
+                }
+                // …and as full as it can be: the next older turn would not have fitted.
+                if p.history_used >= 1 && p.history_used < history.len() {
+                    let next = &history[history.len() - p.history_used - 1];
+                    prop_assert!(p.estimated_tokens + cost(next) > room);
+                }
+                // Lorebook entries used exist, are enabled and are listed once each.
+                let mut seen = p.lore_used.clone();
+                seen.sort_unstable();
+                seen.dedup();
+                prop_assert_eq!(seen.len(), p.lore_used.len());
+                for i in &p.lore_used {
+                    prop_assert!(persona.lorebook[*i].enabled);
+                }
+            }
+        }
+    }
 }

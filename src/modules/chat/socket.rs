@@ -26,11 +26,19 @@
 //!   and resume), so a slow reader never grows the server's memory. At each ping the session
 //!   is checked again: a logged-out session's sockets close (1008). When the account is
 //!   closed, identity publishes `session.ended` to the user and the check runs at once.
+//! - **Limits.** One account holds at most `websocket.max_per_user` connections on an
+//!   instance: past it the handshake answers 429 (or, when the token comes in an `auth`
+//!   frame, that frame gets a `RATE_LIMITED` error and the connection closes with 1008). The
+//!   cap is per instance, so a user spread over N instances may hold N times as many; a
+//!   shared count would outlive crashed instances. A client may send
+//!   `websocket.frames_per_second` frames on average, in bursts of `websocket.frame_burst`;
+//!   frames past that are not read but answered `RATE_LIMITED`, and a client that sends a
+//!   whole burst more without slowing down is closed (1008).
 //! - **Shutdown** closes every connection with 1001 once the replies running here are
 //!   stored.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use actix_web::http::header;
@@ -65,12 +73,35 @@ const MAX_REF: usize = 64;
 /// How long a closing connection may take to send its close frame.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
-/// The open connections of this instance, so shutdown can close them.
+/// Open connections by account, on this instance.
+type OpenCounts = Arc<Mutex<HashMap<Uuid, usize>>>;
+
+/// The open connections of this instance, so shutdown can close them and each account's
+/// count stays under `websocket.max_per_user`.
 #[derive(Clone)]
 pub struct Sockets {
     settings: WebSocketSettings,
     closing: CancellationToken,
     tasks: TaskTracker,
+    open: OpenCounts,
+}
+
+/// A connection's place in its account's count, given back when the connection ends.
+struct Slot {
+    open: OpenCounts,
+    user: Uuid,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(count) = open.get_mut(&self.user) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.user);
+            }
+        }
+    }
 }
 
 impl Sockets {
@@ -79,7 +110,23 @@ impl Sockets {
             settings,
             closing: CancellationToken::new(),
             tasks: TaskTracker::new(),
+            open: Arc::default(),
         }
+    }
+
+    /// A place for one more connection of `user`, unless they hold the most allowed.
+    fn claim(&self, user: Uuid) -> Option<Slot> {
+        let cap = self.settings.max_per_user;
+        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        let count = open.entry(user).or_insert(0);
+        if cap > 0 && *count >= cap {
+            return None;
+        }
+        *count += 1;
+        Some(Slot {
+            open: self.open.clone(),
+            user,
+        })
     }
 
     /// Closes every connection (1001) and waits for them to go, up to `grace`.
@@ -162,6 +209,14 @@ pub async fn connect(
         Some(token) => Some(AuthUser::from_token(&keys, &**sessions, &token).await?),
         None => None,
     };
+    let slot = match &user {
+        Some(user) => Some(
+            sockets
+                .claim(user.user_id)
+                .ok_or_else(too_many_connections)?,
+        ),
+        None => None,
+    };
     let protocols: &[&str] = if in_protocol.is_some() {
         &[BEARER_PROTOCOL]
     } else {
@@ -188,6 +243,9 @@ pub async fn connect(
         followers: None,
         seen: HashMap::new(),
         missed_pongs: 0,
+        budget: FrameBudget::new(&sockets.settings),
+        sockets: sockets.get_ref().clone(),
+        slot,
         _open: service.metrics().socket(),
     };
     let writer = actix_web::rt::spawn(write(session, outgoing));
@@ -196,6 +254,67 @@ pub async fn connect(
         connection.run(user, stream, closing, writer).await;
     }));
     Ok(response)
+}
+
+/// The answer to one connection too many.
+fn too_many_connections() -> AppError {
+    AppError::new(
+        ErrorCode::RateLimited,
+        "This account has too many connections open; close one first.",
+    )
+    .retry_after(5)
+}
+
+/// The frames a client may still send now: a token bucket.
+struct FrameBudget {
+    /// Frames per second added back; 0 means no limit.
+    rate: f64,
+    burst: f64,
+    tokens: f64,
+    at: Instant,
+    /// Frames refused since the last one accepted.
+    refused: u32,
+}
+
+/// What the budget says about one more frame.
+enum Verdict {
+    Read,
+    Refuse,
+    Disconnect,
+}
+
+impl FrameBudget {
+    fn new(settings: &WebSocketSettings) -> Self {
+        let burst = f64::from(settings.frame_burst.max(1));
+        Self {
+            rate: f64::from(settings.frames_per_second),
+            burst,
+            tokens: burst,
+            at: Instant::now(),
+            refused: 0,
+        }
+    }
+
+    fn take(&mut self) -> Verdict {
+        if self.rate == 0.0 {
+            return Verdict::Read;
+        }
+        let now = Instant::now();
+        let elapsed = now.duration_since(self.at).as_secs_f64();
+        self.at = now;
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            self.refused = 0;
+            return Verdict::Read;
+        }
+        self.refused += 1;
+        if f64::from(self.refused) > self.burst {
+            Verdict::Disconnect
+        } else {
+            Verdict::Refuse
+        }
+    }
 }
 
 /// What the writer sends.
@@ -311,6 +430,10 @@ struct Connection {
     /// Replies seen announced, and how far they were sent.
     seen: HashMap<Uuid, Seen>,
     missed_pongs: u32,
+    budget: FrameBudget,
+    sockets: Sockets,
+    /// This connection's place in its account's count, once it knows the account.
+    slot: Option<Slot>,
     _open: GaugeGuard,
 }
 
@@ -458,6 +581,27 @@ impl Connection {
     }
 
     async fn received(&mut self, message: AggregatedMessage) -> Result<(), End> {
+        // What the client sends counts against its budget; its pongs and close do not.
+        if !matches!(
+            message,
+            AggregatedMessage::Pong(_) | AggregatedMessage::Close(_)
+        ) {
+            match self.budget.take() {
+                Verdict::Read => {}
+                // A refused ping gets no pong and no error: it was not read.
+                Verdict::Refuse if matches!(message, AggregatedMessage::Ping(_)) => return Ok(()),
+                Verdict::Refuse => {
+                    return self.error(
+                        ErrorCode::RateLimited,
+                        "Too many frames; slow down. This one was not read.",
+                        None,
+                    );
+                }
+                Verdict::Disconnect => {
+                    return Err(End::Close(CloseCode::Policy, "too many frames"));
+                }
+            }
+        }
         match message {
             AggregatedMessage::Text(text) => {
                 self.missed_pongs = 0;
@@ -517,6 +661,11 @@ impl Connection {
             };
             return match AuthUser::from_token(&self.keys, &*self.sessions, &auth.token).await {
                 Ok(user) => {
+                    let Some(slot) = self.sockets.claim(user.user_id) else {
+                        self.app_error(&too_many_connections(), reference)?;
+                        return Err(End::Close(CloseCode::Policy, "too many connections"));
+                    };
+                    self.slot = Some(slot);
                     self.authenticated(user);
                     Ok(())
                 }

@@ -34,6 +34,9 @@ pub enum ErrorCode {
     AccountDisabled,
     NotFound,
     MethodNotAllowed,
+    /// 408: the request body stopped arriving (`server.body_idle_timeout_ms`) or took too
+    /// long in all (`server.body_timeout_secs`).
+    RequestTimeout,
     Conflict,
     /// 409: the account holds too much for the synchronous export; ask for the archive.
     ExportTooLarge,
@@ -62,6 +65,7 @@ impl ErrorCode {
             | Self::AccountDisabled => StatusCode::FORBIDDEN,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::Conflict | Self::ExportTooLarge => StatusCode::CONFLICT,
             Self::PayloadTooLarge | Self::StorageQuotaExceeded => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -80,6 +84,7 @@ impl ErrorCode {
             403 => Self::Forbidden,
             404 => Self::NotFound,
             405 => Self::MethodNotAllowed,
+            408 => Self::RequestTimeout,
             409 => Self::Conflict,
             413 => Self::PayloadTooLarge,
             415 => Self::UnsupportedMediaType,
@@ -105,6 +110,7 @@ impl ErrorCode {
             Self::AccountDisabled => "This account has been disabled; contact support.",
             Self::NotFound => "Not found.",
             Self::MethodNotAllowed => "This method is not allowed here.",
+            Self::RequestTimeout => "The request took too long to arrive.",
             Self::Conflict => "The request conflicts with the current state.",
             Self::ExportTooLarge => "This account is too large for an immediate export.",
             Self::PayloadTooLarge => "The request body is too large.",

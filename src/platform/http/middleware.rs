@@ -1,7 +1,13 @@
 //! Middleware every response passes through. Order (outermost first), set in `app.rs`:
 //! request id → tracing span → security headers → CORS → metrics → error envelope.
 
-use std::time::Instant;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use actix_web::dev::Payload;
+use actix_web::error::PayloadError;
+use futures_util::StreamExt;
 
 use actix_web::body::{BoxBody, EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
@@ -54,7 +60,6 @@ const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; \
     connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'none'; \
     frame-ancestors 'none'; form-action 'self'";
 
-/// Security headers on every response (DESIGN.md §2, Errors).
 /// Refuses a query string holding a NUL (`%00`): no parameter of ours can contain one, and
 /// PostgreSQL could not store or compare it.
 pub async fn refuse_nul_query(
@@ -73,6 +78,7 @@ pub async fn refuse_nul_query(
         .map(ServiceResponse::map_into_left_body)
 }
 
+/// Security headers on every response (DESIGN.md §2, Errors).
 pub async fn security_headers(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
@@ -176,4 +182,69 @@ impl RootSpanBuilder for CompanionRootSpan {
             tracing::info!("request finished");
         }
     }
+}
+
+/// How long a request body may take: at most `idle` between two pieces, `total` in all.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyTimeouts {
+    pub idle: Duration,
+    pub total: Duration,
+}
+
+/// Makes a request body that stalls or drags fail the handler reading it, and answers 408 with
+/// the connection closed, whatever the handler made of the failure. A WebSocket's stream is
+/// left alone: it lives as long as the connection and has its own liveness checks.
+pub async fn body_timeout(
+    limits: BodyTimeouts,
+    mut req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, Error> {
+    let upgrade = req.headers().contains_key(header::UPGRADE);
+    let has_body = req.headers().contains_key(header::TRANSFER_ENCODING)
+        || req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .is_some_and(|length| length.as_bytes() != b"0");
+    if upgrade || !has_body {
+        return next
+            .call(req)
+            .await
+            .map(ServiceResponse::map_into_left_body);
+    }
+    let timed_out = Arc::new(AtomicBool::new(false));
+    let deadline = tokio::time::Instant::now() + limits.total;
+    let state = (req.take_payload(), timed_out.clone());
+    let body = futures_util::stream::unfold(Some(state), move |state| async move {
+        let (mut payload, timed_out) = state?;
+        let until = deadline.min(tokio::time::Instant::now() + limits.idle);
+        match tokio::time::timeout_at(until, payload.next()).await {
+            Ok(Some(piece)) => Some((piece, Some((payload, timed_out)))),
+            Ok(None) => None,
+            Err(_) => {
+                timed_out.store(true, Ordering::Relaxed);
+                let error = std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "the request body took too long",
+                );
+                Some((Err(PayloadError::Io(error)), None))
+            }
+        }
+    })
+    // Readers (multipart) may poll again after the end: it stays the end.
+    .fuse();
+    req.set_payload(Payload::Stream {
+        payload: Box::pin(body),
+    });
+    let res = next.call(req).await?;
+    if !timed_out.load(Ordering::Relaxed) {
+        return Ok(res.map_into_left_body());
+    }
+    let mut response = actix_web::ResponseError::error_response(&AppError::new(
+        super::ErrorCode::RequestTimeout,
+        "The request body took too long to arrive.",
+    ));
+    response
+        .head_mut()
+        .set_connection_type(actix_web::http::ConnectionType::Close);
+    Ok(res.into_response(response).map_into_right_body())
 }

@@ -21,8 +21,8 @@ pub use error::{AppError, ErrorCode};
 pub use extract::{json_config, not_found, path_config, query_config};
 pub use limit::{ceil_secs, charge_user, rate_limit, refusal, tier_quota, user_key};
 pub use middleware::{
-    CompanionRootSpan, REQUEST_ID, RequestId, envelope_errors, record_metrics, refuse_nul_query,
-    request_id, security_headers,
+    BodyTimeouts, CompanionRootSpan, REQUEST_ID, RequestId, body_timeout, envelope_errors,
+    record_metrics, refuse_nul_query, request_id, security_headers,
 };
 pub use openapi::{BEARER, ErrorEnvelope, Page, document};
 pub use routes::{Resource, RouteEntry, Routes};
