@@ -4,7 +4,9 @@
 //! - The connection is taken from the pool *inside* the blocking closure, so an async worker
 //!   never waits on the pool.
 //! - A semaphore sized to the pool makes extra requests queue in async land instead of
-//!   piling up blocking threads that would each wait for a connection.
+//!   piling up blocking threads that would each wait for a connection. The connect timeout
+//!   bounds the whole wait, queue and connection together: while PostgreSQL is away a
+//!   request is answered 503 within it, however many others wait too.
 //! - A connection is tested (`SELECT 1`) on checkout when it sat idle for more than
 //!   [`TRUST_RECENT_FOR`] or when the last work on it failed, so after a PostgreSQL restart
 //!   broken connections are replaced and service resumes by itself. A connection that came
@@ -74,6 +76,10 @@ pub enum DbError {
     Unavailable(#[source] PoolError),
     #[error(transparent)]
     Query(#[from] diesel::result::Error),
+    /// No connection came free within the connect timeout: every one was in use (or being
+    /// tried against a database that does not answer).
+    #[error("database unavailable: no connection came free in time")]
+    Saturated,
     /// The blocking task panicked or was cancelled.
     #[error("database task failed")]
     TaskFailed,
@@ -84,7 +90,7 @@ impl DbError {
     pub fn is_unavailable(&self) -> bool {
         use diesel::result::{DatabaseErrorKind, Error};
         match self {
-            Self::Unavailable(_) => true,
+            Self::Unavailable(_) | Self::Saturated => true,
             Self::Query(Error::DatabaseError(DatabaseErrorKind::ClosedConnection, _)) => true,
             Self::Query(Error::DatabaseError(DatabaseErrorKind::UnableToSendCommand, _)) => true,
             Self::Query(Error::BrokenTransactionManager) => true,
@@ -105,6 +111,7 @@ pub struct PoolStats {
 pub struct Db {
     pool: PgPool,
     permits: Arc<Semaphore>,
+    connect_timeout: Duration,
 }
 
 impl Db {
@@ -122,6 +129,7 @@ impl Db {
         Self {
             permits: Arc::new(Semaphore::new(settings.pool_size as usize)),
             pool,
+            connect_timeout: settings.connect_timeout(),
         }
     }
 
@@ -132,17 +140,19 @@ impl Db {
         T: Send + 'static,
         E: From<DbError> + Send + 'static,
     {
-        let _permit = self
-            .permits
-            .clone()
-            .acquire_owned()
+        let deadline = tokio::time::Instant::now() + self.connect_timeout;
+        let _permit = tokio::time::timeout_at(deadline, self.permits.clone().acquire_owned())
             .await
+            .map_err(|_| DbError::Saturated)?
             .map_err(|_| DbError::TaskFailed)?;
         let pool = self.pool.clone();
         let span = tracing::Span::current();
         tokio::task::spawn_blocking(move || {
             span.in_scope(|| {
-                let mut pooled = pool.get().map_err(DbError::Unavailable)?;
+                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                let mut pooled = pool
+                    .get_timeout(left.max(Duration::from_millis(1)))
+                    .map_err(DbError::Unavailable)?;
                 let result = work(&mut pooled.conn);
                 pooled.suspect = result.is_err();
                 result

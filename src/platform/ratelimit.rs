@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use futures_util::future::BoxFuture;
 
 use super::metrics::Metrics;
-use super::redis::{RedisError, RedisPool};
+use super::redis::{Outage, RedisError, RedisPool};
 
 /// `limit` requests per `period`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -226,6 +226,7 @@ pub struct Limits {
     metrics: Arc<Metrics>,
     /// Redis and the key prefix, to forget keys (an erased person's).
     redis: Option<(RedisPool, String)>,
+    outage: Arc<Outage>,
 }
 
 impl Limits {
@@ -241,6 +242,7 @@ impl Limits {
             local,
             metrics,
             redis: redis.map(|pool| (pool, prefix.to_owned())),
+            outage: Arc::new(Outage::new("the shared rate limiter")),
         }
     }
 
@@ -262,10 +264,16 @@ impl Limits {
     /// `None` when the limiter could not answer: the request goes through.
     pub async fn lenient(&self, key: &str, quota: Quota) -> Option<Decision> {
         match self.shared.check(key, quota).await {
-            Ok(decision) => Some(decision),
+            Ok(decision) => {
+                self.outage.succeeded();
+                Some(decision)
+            }
             Err(error) => {
                 self.metrics.rate_limit_event("fail_open");
-                tracing::warn!(%error, "rate limiter unavailable; letting the request through");
+                self.outage.failed(
+                    &error,
+                    "general traffic goes unlimited, login and password reset are limited here",
+                );
                 None
             }
         }
@@ -274,10 +282,16 @@ impl Limits {
     /// Always a verdict: the in-process limiter decides when the shared one fails.
     pub async fn strict(&self, key: &str, quota: Quota) -> Decision {
         match self.shared.check(key, quota).await {
-            Ok(decision) => decision,
+            Ok(decision) => {
+                self.outage.succeeded();
+                decision
+            }
             Err(error) => {
                 self.metrics.rate_limit_event("fallback_local");
-                tracing::warn!(%error, "rate limiter unavailable; using the in-process limiter");
+                self.outage.failed(
+                    &error,
+                    "general traffic goes unlimited, login and password reset are limited here",
+                );
                 self.local.decide(key, quota, Instant::now())
             }
         }

@@ -10,7 +10,8 @@
 //!   `<user id>\n<event>`; every instance listens on it (one connection each, reconnecting
 //!   with backoff) and hands the event to its local subscribers of that user. An instance
 //!   hears its own publishes the same way, so every instance sees one order. If Redis
-//!   refuses a publish, the event is still delivered on this instance.
+//!   refuses a publish, or this instance is not (yet, again) subscribed, the event is
+//!   delivered on this instance directly.
 //! - Events are not stored here. A connection that misses some (Redis blipped, the client
 //!   was offline) catches up from the database, which holds everything that was sent.
 //! - Each subscription buffers at most [`BUFFER`] events; events that find it full are
@@ -27,7 +28,7 @@ use futures_util::StreamExt;
 use tokio::sync::{mpsc, watch};
 use uuid::Uuid;
 
-use super::redis::RedisPool;
+use super::redis::{Outage, RedisPool};
 
 pub const CHANNEL: &str = "companion:realtime";
 /// Events a subscription may have waiting before it counts as lagging.
@@ -57,6 +58,7 @@ struct Inner {
     redis: Option<RedisPool>,
     /// True while this instance is subscribed to the Redis channel.
     listening: watch::Sender<bool>,
+    publishing: Outage,
 }
 
 /// The hub. Cheap to clone.
@@ -93,6 +95,7 @@ impl Realtime {
                 next_id: AtomicU64::new(0),
                 redis,
                 listening: watch::channel(false).0,
+                publishing: Outage::new("publishing through Redis"),
             }),
         }
     }
@@ -130,19 +133,35 @@ impl Realtime {
     pub async fn publish(&self, user: Uuid, event: impl Into<Event>) {
         let event = event.into();
         if let Some(pool) = &self.inner.redis {
+            // Read before publishing: if this instance subscribes in between, its sockets
+            // may see the event twice (they drop pieces they have), never not at all.
+            let heard_here = *self.inner.listening.borrow();
             let message = format!("{user}\n{event}");
             let sent = async {
-                let mut conn = pool.get().await.ok()?;
+                let mut conn = pool.get().await.map_err(|e| e.to_string())?;
                 redis::cmd("PUBLISH")
                     .arg(CHANNEL)
                     .arg(message)
                     .query_async::<i64>(&mut conn)
                     .await
-                    .ok()
+                    .map_err(|e| e.to_string())
             };
-            match tokio::time::timeout(Duration::from_millis(500), sent).await {
-                Ok(Some(_)) => return,
-                _ => tracing::warn!(%user, "could not publish through Redis; delivering here only"),
+            let sent = tokio::time::timeout(Duration::from_millis(500), sent)
+                .await
+                .unwrap_or_else(|_| Err("no answer within 500 ms".to_owned()));
+            match sent {
+                Ok(_) => {
+                    self.inner.publishing.succeeded();
+                    if heard_here {
+                        return;
+                    }
+                    // Redis is back but this instance's subscription is not yet: other
+                    // instances hear it from Redis, this one's sockets from here.
+                }
+                Err(error) => self
+                    .inner
+                    .publishing
+                    .failed(&error, "live events reach this instance's connections only"),
             }
         }
         deliver(&self.inner, user, event);
@@ -293,5 +312,49 @@ mod tests {
             hub.publish(ann, i.to_string()).await;
         }
         assert_eq!(slow.recv().await, Err(Missed::Lagged(10)));
+    }
+
+    /// Real Redis (`REDIS_URL`, else the local default), as the integration tests use.
+    fn redis_url() -> String {
+        std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
+    }
+
+    #[tokio::test]
+    async fn an_instance_not_yet_subscribed_delivers_its_own_events_and_still_publishes() {
+        let url = redis_url();
+        let client = redis::Client::open(url.as_str()).unwrap();
+        let mut others = client.get_async_pubsub().await.unwrap();
+        others.subscribe(CHANNEL).await.unwrap();
+        let mut others = others.into_on_message();
+
+        // No listener runs for this hub: it is never subscribed, as after Redis came back
+        // and before its listener reconnected.
+        let hub = Realtime::build(Some(super::super::redis::pool(&url).unwrap()));
+        let ann = Uuid::now_v7();
+        let mut tab = hub.subscribe(ann);
+        hub.publish(ann, "while reconnecting").await;
+        let here = tokio::time::timeout(Duration::from_secs(2), tab.recv()).await;
+        assert_eq!(&*here.unwrap().unwrap(), "while reconnecting");
+        let expected = format!("{ann}\nwhile reconnecting");
+        let heard = tokio::time::timeout(Duration::from_secs(2), async {
+            while let Some(message) = others.next().await {
+                if message.get_payload_bytes() == expected.as_bytes() {
+                    return true;
+                }
+            }
+            false
+        })
+        .await;
+        assert_eq!(heard, Ok(true), "other instances heard it through Redis");
+
+        // Once subscribed, an event arrives once: through Redis only.
+        let hub = Realtime::with_redis(&url, super::super::redis::pool(&url).unwrap()).unwrap();
+        hub.listening().await;
+        let mut tab = hub.subscribe(ann);
+        hub.publish(ann, "subscribed").await;
+        let first = tokio::time::timeout(Duration::from_secs(2), tab.recv()).await;
+        assert_eq!(&*first.unwrap().unwrap(), "subscribed");
+        let again = tokio::time::timeout(Duration::from_millis(200), tab.recv()).await;
+        assert!(again.is_err(), "delivered twice: {again:?}");
     }
 }

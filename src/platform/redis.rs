@@ -1,6 +1,8 @@
 //! Optional Redis connection pool. Without `REDIS_URL` the server runs on in-process
 //! substitutes (rate limits, realtime fan-out); with it, instances share that state.
 
+use std::fmt::Display;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use deadpool_redis::{Config, Pool, Runtime};
@@ -17,6 +19,38 @@ pub enum RedisError {
     Command(#[from] deadpool_redis::redis::RedisError),
     #[error("redis did not answer in time")]
     Timeout,
+}
+
+/// Logs a failing dependency once per outage, not once per call: during an outage every
+/// request would otherwise add a warning (the metrics count each one). The first failure
+/// after a success warns, later ones are debug lines, the first success after it says so.
+pub struct Outage {
+    what: &'static str,
+    down: AtomicBool,
+}
+
+impl Outage {
+    pub const fn new(what: &'static str) -> Self {
+        Self {
+            what,
+            down: AtomicBool::new(false),
+        }
+    }
+
+    /// A call failed with `error`; `meanwhile` says what the caller does instead.
+    pub fn failed(&self, error: &dyn Display, meanwhile: &str) {
+        if self.down.swap(true, Ordering::Relaxed) {
+            tracing::debug!(%error, "{} still unavailable; {meanwhile}", self.what);
+        } else {
+            tracing::warn!(%error, "{} unavailable; {meanwhile} until it is back", self.what);
+        }
+    }
+
+    pub fn succeeded(&self) {
+        if self.down.load(Ordering::Relaxed) && self.down.swap(false, Ordering::Relaxed) {
+            tracing::info!("{} is back", self.what);
+        }
+    }
 }
 
 pub fn pool(url: &str) -> Result<RedisPool, RedisError> {
