@@ -109,6 +109,21 @@ ensure_redis() {
     export REDIS_URL=$url
 }
 
+# What tests/faults.rs needs to run private PostgreSQL and Redis servers it can stop and
+# start: PostgreSQL's server tools (named in COMPANION_PG_BINDIR), a `postgres` system user
+# to run them when we are root, and redis-server.
+ensure_fault_tools() {
+    local bindir
+    bindir=$(pg_bindir)
+    if [ -z "$bindir" ]; then install_packages postgresql; bindir=$(pg_bindir); fi
+    [ -n "$bindir" ] || die "PostgreSQL server tools (initdb, pg_ctl) not found"
+    export COMPANION_PG_BINDIR=$bindir
+    if [ "$(id -u)" = 0 ] && ! id postgres >/dev/null 2>&1; then
+        useradd --system --no-create-home postgres
+    fi
+    command -v redis-server >/dev/null 2>&1 || install_packages redis-server
+}
+
 ensure_cargo() {
     command -v cargo >/dev/null 2>&1 && return
     [ -x "$HOME/.cargo/bin/cargo" ] && { export PATH="$HOME/.cargo/bin:$PATH"; return; }

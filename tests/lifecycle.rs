@@ -3,39 +3,14 @@
 
 mod support;
 
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actix_web::{HttpResponse, web};
 use companion::Application;
+use support::process::{companion, free_port};
 use support::{TestApp, TestDb, eventually};
 use tokio::process::Command;
-
-fn companion() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_companion"));
-    command
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env(
-            "COMPANION_CONFIG_DIR",
-            concat!(env!("CARGO_MANIFEST_DIR"), "/config"),
-        )
-        .env("COMPANION__STORAGE__URL", "memory://")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    command
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 #[tokio::test]
 async fn help_explains_serve_and_migrate() {

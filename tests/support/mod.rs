@@ -11,6 +11,7 @@ pub mod chat;
 pub mod fake_llm;
 pub mod images;
 pub mod personal;
+pub mod process;
 pub mod proxy;
 pub mod s3;
 pub mod ws;
