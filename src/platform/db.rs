@@ -7,6 +7,12 @@
 //!   piling up blocking threads that would each wait for a connection. The connect timeout
 //!   bounds the whole wait, queue and connection together: while PostgreSQL is away a
 //!   request is answered 503 within it, however many others wait too.
+//! - Once a connection could not be had (the database is down, not merely busy: the semaphore
+//!   leaves every caller a connection to take or to open), callers wait at most
+//!   [`WAIT_WHILE_DOWN`] until one is had again. During an outage requests get their 503 in a
+//!   fraction of the timeout, and one that meets the outage in two calls does not wait twice;
+//!   the pool keeps opening connections in the background, so the first caller after the
+//!   database returns finds one.
 //! - A connection is tested (`SELECT 1`) on checkout when it sat idle for more than
 //!   [`TRUST_RECENT_FOR`] or when the last work on it failed, so after a PostgreSQL restart
 //!   broken connections are replaced and service resumes by itself. A connection that came
@@ -15,6 +21,7 @@
 //! - The caller's tracing span is carried into the blocking thread.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use diesel::pg::Pg;
@@ -24,6 +31,9 @@ use diesel::{PgConnection, RunQueryDsl};
 use tokio::sync::Semaphore;
 
 use crate::config::DatabaseSettings;
+
+/// The longest wait for a connection while the last attempt to get one failed.
+pub const WAIT_WHILE_DOWN: Duration = Duration::from_millis(200);
 
 /// How long a connection that came back without error is trusted without a test.
 pub const TRUST_RECENT_FOR: Duration = Duration::from_millis(250);
@@ -112,6 +122,8 @@ pub struct Db {
     pool: PgPool,
     permits: Arc<Semaphore>,
     connect_timeout: Duration,
+    /// The last attempt to get a connection failed.
+    down: Arc<AtomicBool>,
 }
 
 impl Db {
@@ -130,6 +142,7 @@ impl Db {
             permits: Arc::new(Semaphore::new(settings.pool_size as usize)),
             pool,
             connect_timeout: settings.connect_timeout(),
+            down: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -140,7 +153,13 @@ impl Db {
         T: Send + 'static,
         E: From<DbError> + Send + 'static,
     {
-        let deadline = tokio::time::Instant::now() + self.connect_timeout;
+        let wait = if self.down.load(Ordering::Relaxed) {
+            self.connect_timeout.min(WAIT_WHILE_DOWN)
+        } else {
+            self.connect_timeout
+        };
+        let deadline = tokio::time::Instant::now() + wait;
+        let down = self.down.clone();
         let _permit = tokio::time::timeout_at(deadline, self.permits.clone().acquire_owned())
             .await
             .map_err(|_| DbError::Saturated)?
@@ -150,9 +169,9 @@ impl Db {
         tokio::task::spawn_blocking(move || {
             span.in_scope(|| {
                 let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-                let mut pooled = pool
-                    .get_timeout(left.max(Duration::from_millis(1)))
-                    .map_err(DbError::Unavailable)?;
+                let got = pool.get_timeout(left.max(Duration::from_millis(1)));
+                down.store(got.is_err(), Ordering::Relaxed);
+                let mut pooled = got.map_err(DbError::Unavailable)?;
                 let result = work(&mut pooled.conn);
                 pooled.suspect = result.is_err();
                 result
