@@ -330,7 +330,7 @@ async fn without_redis_the_api_answers_login_stays_limited_and_all_returns_with_
         (redis_subscribers(&redis).await == 1).then_some(())
     })
     .await;
-    let token = register(&server, "ann@example.com").await;
+    let (token, id, mut socket) = ready_to_talk(&server, "ann@example.com").await;
     let profile = || {
         server
             .client
@@ -338,22 +338,6 @@ async fn without_redis_the_api_answers_login_stays_limited_and_all_returns_with_
             .bearer_auth(&token)
             .send()
     };
-    let created = server
-        .client
-        .post(server.url("/api/v1/conversations"))
-        .bearer_auth(&token)
-        .json(&json!({"characterId": LUNA}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(created.status(), 201);
-    let id = created.json::<Value>().await.unwrap()["conversation"]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let (mut socket, _) = tokio_tungstenite::connect_async(authorized_to(server.port, &token))
-        .await
-        .unwrap();
 
     redis.stop().await;
     let error = envelope(
@@ -418,23 +402,28 @@ async fn without_redis_the_api_answers_login_stays_limited_and_all_returns_with_
 /// A user with a conversation and an open socket on `server`.
 async fn ready_to_talk(server: &Server, email: &str) -> (String, String, Socket) {
     let token = register(server, email).await;
+    let id = conversation(server, &token).await;
+    let (socket, _) = tokio_tungstenite::connect_async(authorized_to(server.port, &token))
+        .await
+        .unwrap();
+    (token, id, socket)
+}
+
+/// A new conversation with Luna; its id.
+async fn conversation(server: &Server, token: &str) -> String {
     let created = server
         .client
         .post(server.url("/api/v1/conversations"))
-        .bearer_auth(&token)
+        .bearer_auth(token)
         .json(&json!({"characterId": LUNA}))
         .send()
         .await
         .unwrap();
     assert_eq!(created.status(), 201);
-    let id = created.json::<Value>().await.unwrap()["conversation"]["id"]
+    created.json::<Value>().await.unwrap()["conversation"]["id"]
         .as_str()
         .unwrap()
-        .to_owned();
-    let (socket, _) = tokio_tungstenite::connect_async(authorized_to(server.port, &token))
-        .await
-        .unwrap();
-    (token, id, socket)
+        .to_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -612,19 +601,7 @@ async fn sigterm_finishes_requests_keeps_replies_closes_sockets_and_exits_zero()
     // Replies streaming: three waited for as JSON, one as server-sent events.
     let mut conversations = Vec::new();
     for token in &tokens {
-        let created = server
-            .client
-            .post(server.url("/api/v1/conversations"))
-            .bearer_auth(token)
-            .json(&json!({"characterId": LUNA}))
-            .send()
-            .await
-            .unwrap();
-        let id = created.json::<Value>().await.unwrap()["conversation"]["id"]
-            .as_str()
-            .unwrap()
-            .to_owned();
-        conversations.push((token.clone(), id));
+        conversations.push((token.clone(), conversation(&server, token).await));
     }
     let replies: Vec<_> = conversations
         .iter()

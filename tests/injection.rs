@@ -6,7 +6,6 @@
 
 mod support;
 
-use futures_util::TryStreamExt;
 use reqwest::Method;
 use serde_json::{Value, json};
 use support::{TestApp, assert_error};
@@ -258,15 +257,7 @@ async fn hostile_file_names_reach_no_header() {
         download.headers()["content-disposition"],
         format!("inline; filename=\"{id}.png\"").as_str()
     );
-    let keys: Vec<String> = app
-        .platform
-        .storage
-        .store()
-        .list(None)
-        .map_ok(|meta| meta.location.to_string())
-        .try_collect()
-        .await
-        .unwrap();
+    let keys = app.object_keys().await;
     assert!(!keys.is_empty());
     assert!(
         keys.iter()

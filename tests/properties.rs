@@ -11,7 +11,6 @@ mod support;
 use std::collections::BTreeMap;
 
 use companion::modules::catalog::check_card;
-use futures_util::TryStreamExt;
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use proptest::test_runner::{Config, TestRunner};
@@ -296,17 +295,8 @@ async fn any_multipart_body_is_stored_whole_or_refused_leaving_nothing() {
         .parse()
         .unwrap();
     assert_eq!(rows, stored);
-    let objects: Vec<_> = app
-        .platform
-        .storage
-        .store()
-        .list(None)
-        .try_collect()
-        .await
-        .unwrap();
     let ids: Vec<String> = app.query_column("SELECT id::text FROM media.objects");
-    for object in &objects {
-        let key = object.location.to_string();
+    for key in app.object_keys().await {
         assert!(
             ids.iter().any(|id| key.contains(id.as_str())),
             "{key} belongs to no stored upload"

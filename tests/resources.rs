@@ -8,7 +8,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use futures_util::{SinkExt, StreamExt, TryStreamExt};
+use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use support::chat::{LUNA, start};
 use support::ws::{Socket, authorized, closed, connect, next, open, refused, send, ws_request};
@@ -235,14 +235,7 @@ async fn an_upload_that_stalls_gets_408_and_leaves_no_object() {
     let (answer, closed) = read_until_closed(&mut stream, Duration::from_secs(5)).await;
     assert!(closed);
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer:?}");
-    let objects: Vec<_> = app
-        .platform
-        .storage
-        .store()
-        .list(None)
-        .try_collect()
-        .await
-        .unwrap();
+    let objects = app.object_keys().await;
     assert!(objects.is_empty(), "no partial object: {objects:?}");
     let rows = app.query_one("SELECT count(*) FROM media.objects").unwrap();
     assert_eq!(rows, "0");

@@ -551,6 +551,19 @@ impl TestApp {
         self.db.as_ref().expect("a test database").with_client(work)
     }
 
+    /// The key of every object in the store.
+    pub async fn object_keys(&self) -> Vec<String> {
+        use futures_util::TryStreamExt;
+        self.platform
+            .storage
+            .store()
+            .list(None)
+            .map_ok(|meta| meta.location.to_string())
+            .try_collect()
+            .await
+            .unwrap()
+    }
+
     /// Runs `sql` on the test database and returns the first column of the first row as text.
     pub fn query_one(&self, sql: &str) -> Option<String> {
         let sql = format!("SELECT ({sql})::text");
