@@ -124,6 +124,12 @@ ensure_fault_tools() {
     command -v redis-server >/dev/null 2>&1 || install_packages redis-server
 }
 
+# promtool, which checks and unit-tests the Prometheus rules (scripts/monitoring).
+ensure_promtool() {
+    command -v promtool >/dev/null 2>&1 || install_packages --no-install-recommends prometheus
+    command -v promtool >/dev/null 2>&1 || die "promtool not found (Debian package prometheus)"
+}
+
 ensure_cargo() {
     command -v cargo >/dev/null 2>&1 && return
     [ -x "$HOME/.cargo/bin/cargo" ] && { export PATH="$HOME/.cargo/bin:$PATH"; return; }

@@ -9,6 +9,7 @@ use prometheus::{
 };
 
 use crate::platform::db::PoolStats;
+use crate::platform::jobs::Depth;
 
 pub struct Metrics {
     registry: Registry,
@@ -16,7 +17,11 @@ pub struct Metrics {
     http_duration: HistogramVec,
     db_pool: IntGaugeVec,
     rate_limit: IntCounterVec,
+    jobs: IntGaugeVec,
 }
+
+/// What `rate_limit_events_total` counts: refusals, and what happened when Redis failed.
+const RATE_LIMIT_EVENTS: [&str; 3] = ["rejected", "fail_open", "fallback_local"];
 
 /// Label for requests no route matched, so unknown paths cannot blow up cardinality.
 const UNMATCHED_ROUTE: &str = "unmatched";
@@ -50,16 +55,29 @@ impl Metrics {
             ),
             &["event"],
         )?;
+        for event in RATE_LIMIT_EVENTS {
+            rate_limit.with_label_values(&[event]);
+        }
+        let jobs = IntGaugeVec::new(
+            Opts::new(
+                "job_queue_jobs",
+                "Background jobs by state: queued (due now), running, dead (out of attempts); \
+                 the whole queue, shared by every instance",
+            ),
+            &["state"],
+        )?;
         registry.register(Box::new(http_requests.clone()))?;
         registry.register(Box::new(http_duration.clone()))?;
         registry.register(Box::new(db_pool.clone()))?;
         registry.register(Box::new(rate_limit.clone()))?;
+        registry.register(Box::new(jobs.clone()))?;
         Ok(Self {
             registry,
             http_requests,
             http_duration,
             db_pool,
             rate_limit,
+            jobs,
         })
     }
 
@@ -92,8 +110,22 @@ impl Metrics {
         self.rate_limit.with_label_values(&[event]).inc();
     }
 
-    /// The text exposition, with pool gauges read at scrape time.
-    pub fn render(&self, pool: PoolStats) -> Result<String, prometheus::Error> {
+    /// The text exposition, with pool gauges read at scrape time, and the job queue's depth
+    /// when it could be read (else the gauges keep their last values).
+    pub fn render(
+        &self,
+        pool: PoolStats,
+        jobs: Option<Depth>,
+    ) -> Result<String, prometheus::Error> {
+        if let Some(depth) = jobs {
+            for (state, count) in [
+                ("queued", depth.queued),
+                ("running", depth.running),
+                ("dead", depth.dead),
+            ] {
+                self.jobs.with_label_values(&[state]).set(count);
+            }
+        }
         self.db_pool
             .with_label_values(&["in_use"])
             .set(pool.in_use.into());

@@ -15,6 +15,7 @@ use super::http::{AppError, ErrorCode, Routes};
 use super::{migrate, redis};
 
 const CHECK_TIMEOUT: Duration = Duration::from_secs(3);
+const JOBS_TIMEOUT: Duration = Duration::from_millis(500);
 
 pub fn routes(routes: &mut Routes) {
     routes
@@ -175,9 +176,14 @@ async fn metrics(
             ));
         }
     }
+    // The queue's depth is one count over the jobs table; a scrape does not wait long for it.
+    let jobs = tokio::time::timeout(JOBS_TIMEOUT, platform.jobs.depth())
+        .await
+        .ok()
+        .and_then(Result::ok);
     let body = platform
         .metrics
-        .render(platform.db.stats())
+        .render(platform.db.stats(), jobs)
         .map_err(AppError::internal)?;
     Ok(HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")

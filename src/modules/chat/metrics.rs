@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts};
 
+use crate::config::Plans;
+use crate::platform::llm::LlmError;
 use crate::platform::metrics::Metrics;
 
 #[derive(Clone)]
@@ -65,7 +67,15 @@ impl ChatMetrics {
         })
     }
 
+    /// Adds these metrics to the instance's registry, every known label at zero so that rates
+    /// and alerts see a series before the first event.
     pub fn register(&self, metrics: &Metrics) -> prometheus::Result<()> {
+        for tier in Plans::TIERS {
+            self.messages_sent.with_label_values(&[tier]);
+        }
+        for code in LlmError::CODES {
+            self.upstream_errors.with_label_values(&[code]);
+        }
         metrics.register(Box::new(self.messages_sent.clone()))?;
         metrics.register(Box::new(self.generation.clone()))?;
         metrics.register(Box::new(self.first_token.clone()))?;
@@ -77,10 +87,11 @@ impl ChatMetrics {
     }
 
     pub fn message_sent(&self, tier: &str) {
-        let tier = match tier {
-            "premium" | "enterprise" => tier,
-            _ => "free",
-        };
+        // The label's values are the known tiers; anything else counts as free.
+        let tier = Plans::TIERS
+            .into_iter()
+            .find(|known| *known == tier)
+            .unwrap_or("free");
         self.messages_sent.with_label_values(&[tier]).inc();
     }
 

@@ -110,6 +110,17 @@ pub enum LlmError {
 }
 
 impl LlmError {
+    /// Every code [`LlmError::code`] can return (metrics start each at zero).
+    pub const CODES: [&'static str; 7] = [
+        "llm_unreachable",
+        "llm_first_token_timeout",
+        "llm_idle_timeout",
+        "llm_total_timeout",
+        "llm_refused",
+        "llm_garbled",
+        "llm_cut",
+    ];
+
     /// A stable code for the failed message's reason.
     pub fn code(&self) -> &'static str {
         match self {
