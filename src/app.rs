@@ -146,7 +146,7 @@ impl ApplicationBuilder {
         let mut registry = self.registry;
         crate::platform::mail::register_jobs(&mut registry, platform.mailer.clone());
         identity.jobs(&mut registry);
-        chat.jobs(&mut registry, platform.db.clone());
+        chat.jobs(&mut registry, platform.db.clone(), &platform.settings.llm);
         media.jobs(&mut registry);
         billing.jobs(&mut registry);
         // Billing announces what belongs in the audit log; identity keeps the log.
@@ -193,7 +193,7 @@ impl ApplicationBuilder {
         );
         privacy.jobs(&mut registry);
         let personal_data = privacy.personal_data();
-        chat.repair_at_start(platform.db.clone());
+        chat.repair_at_start(platform.db.clone(), &platform.settings.llm);
         let grace = settings.shutdown_timeout();
         let runner = JobRunner::start(platform.db.clone(), registry, &settings.jobs, grace);
         let jobs_stop = runner.stop_token();

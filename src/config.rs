@@ -239,6 +239,9 @@ pub enum LlmProvider {
     Ollama,
 }
 
+/// Twice the heartbeat of a streaming reply: a live reply is never taken for an orphan.
+const ORPHANED_REPLY_MIN_SECS: u64 = 10;
+
 /// The language model replies come from.
 #[derive(Debug, Clone, Deserialize)]
 pub struct LlmSettings {
@@ -262,6 +265,9 @@ pub struct LlmSettings {
     pub context_tokens: u32,
     /// The offline engine's pause between words, so its replies stream like a model's.
     pub offline_word_delay_ms: u64,
+    /// A streaming reply whose heartbeat is this old lost its instance and is marked
+    /// `interrupted`; the check runs this often, on one instance.
+    pub orphaned_reply_secs: u64,
 }
 
 /// The live connection at `/api/v1/ws`.
@@ -497,6 +503,11 @@ impl Settings {
     /// Each error is one line naming the setting to fix.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |msg: &str| Err(ConfigError::Invalid(msg.to_owned()));
+        if self.llm.orphaned_reply_secs < ORPHANED_REPLY_MIN_SECS {
+            return invalid(
+                "llm.orphaned_reply_secs must be at least 10 (twice the streaming heartbeat)",
+            );
+        }
         if self.http.json_limit_bytes == 0 {
             return invalid("http.json_limit_bytes must be greater than 0");
         }

@@ -25,7 +25,7 @@ use support::chat::{LUNA, fake_settings, paced_model, words};
 use support::fake_llm::{End, FakeModel, Reply};
 use support::process::{PrivatePostgres, PrivateRedis, Server, free_port};
 use support::ws::{Socket, authorized_to, closed, next, send};
-use support::{PASSWORD, TestDb, eventually};
+use support::{TestDb, eventually};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_util::sync::CancellationToken;
 
@@ -33,19 +33,6 @@ static TURNS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// The database pool's connect timeout in the test environment (config/test.toml).
 const DB_CONNECT_TIMEOUT: Duration = Duration::from_millis(1000);
-
-async fn register(server: &Server, email: &str) -> String {
-    let response = server
-        .client
-        .post(server.url("/api/v1/auth/register"))
-        .json(&json!({"email": email, "password": PASSWORD, "displayName": "Tester"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 201, "registered {email}");
-    let body: Value = response.json().await.unwrap();
-    body["token"].as_str().unwrap().to_owned()
-}
 
 async fn status_of(server: &Server, path: &str) -> u16 {
     server
@@ -158,7 +145,7 @@ async fn postgres_crashing_under_load_costs_503s_never_a_hang_nor_an_acknowledge
     .await;
     let mut tokens = Vec::new();
     for i in 0..6 {
-        tokens.push(register(&server, &format!("load{i}@example.com")).await);
+        tokens.push(server.register(&format!("load{i}@example.com")).await);
     }
 
     let stop = CancellationToken::new();
@@ -297,20 +284,6 @@ async fn converse(socket: &mut Socket, id: &str, content: &str) -> Vec<Value> {
     }
 }
 
-async fn redis_subscribers(redis: &PrivateRedis) -> i64 {
-    let client = redis::Client::open(redis.url()).unwrap();
-    let Ok(mut conn) = client.get_multiplexed_async_connection().await else {
-        return 0;
-    };
-    let counts: Vec<(String, i64)> = redis::cmd("PUBSUB")
-        .arg("NUMSUB")
-        .arg(companion::platform::realtime::CHANNEL)
-        .query_async(&mut conn)
-        .await
-        .unwrap_or_default();
-    counts.first().map_or(0, |(_, n)| *n)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_redis_the_api_answers_login_stays_limited_and_all_returns_with_it() {
     let _turn = TURNS.lock().await;
@@ -327,7 +300,7 @@ async fn without_redis_the_api_answers_login_stays_limited_and_all_returns_with_
     ])
     .await;
     eventually(Duration::from_secs(10), || async {
-        (redis_subscribers(&redis).await == 1).then_some(())
+        (redis.subscribers().await == 1).then_some(())
     })
     .await;
     let (token, id, mut socket) = ready_to_talk(&server, "ann@example.com").await;
@@ -381,7 +354,7 @@ async fn without_redis_the_api_answers_login_stays_limited_and_all_returns_with_
     })
     .await;
     eventually(Duration::from_secs(10), || async {
-        (redis_subscribers(&redis).await == 1).then_some(())
+        (redis.subscribers().await == 1).then_some(())
     })
     .await;
     // Replies reach the socket through Redis again.
@@ -401,29 +374,12 @@ async fn without_redis_the_api_answers_login_stays_limited_and_all_returns_with_
 
 /// A user with a conversation and an open socket on `server`.
 async fn ready_to_talk(server: &Server, email: &str) -> (String, String, Socket) {
-    let token = register(server, email).await;
-    let id = conversation(server, &token).await;
+    let token = server.register(email).await;
+    let id = server.conversation(&token).await;
     let (socket, _) = tokio_tungstenite::connect_async(authorized_to(server.port, &token))
         .await
         .unwrap();
     (token, id, socket)
-}
-
-/// A new conversation with Luna; its id.
-async fn conversation(server: &Server, token: &str) -> String {
-    let created = server
-        .client
-        .post(server.url("/api/v1/conversations"))
-        .bearer_auth(token)
-        .json(&json!({"characterId": LUNA}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(created.status(), 201);
-    created.json::<Value>().await.unwrap()["conversation"]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -575,7 +531,7 @@ async fn sigterm_finishes_requests_keeps_replies_closes_sockets_and_exits_zero()
     let mut server = Server::start(&vars).await;
     let mut tokens = Vec::new();
     for i in 0..USERS {
-        tokens.push(register(&server, &format!("u{i}@example.com")).await);
+        tokens.push(server.register(&format!("u{i}@example.com")).await);
     }
 
     // 1,000 sockets, each shown to be live by a round trip.
@@ -601,7 +557,7 @@ async fn sigterm_finishes_requests_keeps_replies_closes_sockets_and_exits_zero()
     // Replies streaming: three waited for as JSON, one as server-sent events.
     let mut conversations = Vec::new();
     for token in &tokens {
-        conversations.push((token.clone(), conversation(&server, token).await));
+        conversations.push((token.clone(), server.conversation(token).await));
     }
     let replies: Vec<_> = conversations
         .iter()

@@ -14,7 +14,10 @@ use std::time::Duration;
 
 use tokio::process::{Child, Command};
 
-use super::eventually;
+use serde_json::{Value, json};
+
+use super::chat::LUNA;
+use super::{PASSWORD, eventually};
 
 /// `companion` with a clean environment: the repository's configuration, an in-memory store.
 pub fn companion() -> Command {
@@ -109,6 +112,37 @@ impl Server {
         format!("http://127.0.0.1:{}{path}", self.port)
     }
 
+    /// Registers `email`; the access token.
+    pub async fn register(&self, email: &str) -> String {
+        let response = self
+            .client
+            .post(self.url("/api/v1/auth/register"))
+            .json(&json!({"email": email, "password": PASSWORD, "displayName": "Tester"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201, "registered {email}");
+        let body: Value = response.json().await.unwrap();
+        body["token"].as_str().unwrap().to_owned()
+    }
+
+    /// A new conversation with Luna; its id.
+    pub async fn conversation(&self, token: &str) -> String {
+        let created = self
+            .client
+            .post(self.url("/api/v1/conversations"))
+            .bearer_auth(token)
+            .json(&json!({"characterId": LUNA}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(created.status(), 201);
+        created.json::<Value>().await.unwrap()["conversation"]["id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
     /// What the server printed so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.scratch.0.join("server.log")).unwrap_or_default()
@@ -123,6 +157,11 @@ impl Server {
             .await
             .unwrap();
         assert!(sent.success());
+    }
+
+    /// Kills the process at once (SIGKILL), as a crash or an out-of-memory kill would.
+    pub async fn kill(&mut self) {
+        self.child.kill().await.unwrap();
     }
 
     /// The exit status, which must come within `within`.
@@ -367,5 +406,21 @@ impl PrivateRedis {
         if let Some(mut child) = self.child.take() {
             child.kill().await.unwrap();
         }
+    }
+
+    /// Connections subscribed to the realtime channel: one per instance listening (0 while
+    /// the server is down).
+    pub async fn subscribers(&self) -> i64 {
+        let client = redis::Client::open(self.url()).unwrap();
+        let Ok(mut conn) = client.get_multiplexed_async_connection().await else {
+            return 0;
+        };
+        let counts: Vec<(String, i64)> = redis::cmd("PUBSUB")
+            .arg("NUMSUB")
+            .arg(companion::platform::realtime::CHANNEL)
+            .query_async(&mut conn)
+            .await
+            .unwrap_or_default();
+        counts.first().map_or(0, |(_, n)| *n)
     }
 }

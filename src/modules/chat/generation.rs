@@ -15,8 +15,9 @@
 //!   reply sees it at its next write wherever the stop was asked; asked here, it also
 //!   cancels at once. Stopping drops the model's stream, which closes the upstream request.
 //! - While streaming, the row's `heartbeat_at` moves at least every [`HEARTBEAT`]; a reply
-//!   whose heartbeat is older than [`STALE_SECS`] lost its process and is repaired to
-//!   `interrupted` by a recurring job on any instance (and at start-up).
+//!   whose heartbeat is older than `llm.orphaned_reply_secs` (30 s by default, at least twice
+//!   the heartbeat) lost its process and is repaired to `interrupted` by a recurring job on
+//!   any instance (and at start-up).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -42,7 +43,6 @@ use crate::platform::realtime::Realtime;
 pub const FLUSH_EVERY: Duration = Duration::from_millis(250);
 pub const FLUSH_PIECES: i32 = 32;
 pub const HEARTBEAT: Duration = Duration::from_secs(5);
-pub const STALE_SECS: i64 = 30;
 /// Experience for each completed reply.
 pub const REPLY_EXPERIENCE: u32 = 10;
 

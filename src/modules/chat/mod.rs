@@ -19,6 +19,7 @@ use actix_web::web;
 use futures_util::future::BoxFuture;
 use uuid::Uuid;
 
+use crate::config::LlmSettings;
 use crate::modules::billing::TokenQuota;
 use crate::modules::catalog::CharacterDirectory;
 use crate::modules::identity::{Experience, People};
@@ -39,10 +40,15 @@ pub enum ChatSetupError {
 
 const REPAIR_JOB: &str = "chat.repair_interrupted";
 
-/// Marks replies whose generator died as `interrupted` and frees their conversations.
-async fn repair(db: &Db) -> Result<(), DbError> {
+fn orphan_age(settings: &LlmSettings) -> i64 {
+    i64::try_from(settings.orphaned_reply_secs).unwrap_or(i64::MAX)
+}
+
+/// Marks replies whose generator died (no heartbeat for `stale_secs`) as `interrupted` and
+/// frees their conversations.
+async fn repair(db: &Db, stale_secs: i64) -> Result<(), DbError> {
     let repaired = db
-        .run(|conn| store::repair_stale(conn, generation::STALE_SECS).map_err(DbError::from))
+        .run(move |conn| store::repair_stale(conn, stale_secs).map_err(DbError::from))
         .await?;
     if !repaired.is_empty() {
         tracing::warn!(count = repaired.len(), "replies marked interrupted");
@@ -161,22 +167,29 @@ impl Chat {
         Arc::new(self.service.clone())
     }
 
-    /// The recurring repair of replies whose process died (every 30 s on one instance).
-    pub fn jobs(&self, registry: &mut JobRegistry, db: Db) {
+    /// The recurring repair of replies whose process died (every `llm.orphaned_reply_secs`,
+    /// on one instance).
+    pub fn jobs(&self, registry: &mut JobRegistry, db: Db, settings: &LlmSettings) {
+        let stale_secs = orphan_age(settings);
         registry.register(REPAIR_JOB, move |_job| {
             let db = db.clone();
             async move {
-                repair(&db).await?;
+                repair(&db, stale_secs).await?;
                 Ok(())
             }
         });
-        registry.schedule(REPAIR_JOB, REPAIR_JOB, Duration::from_secs(30));
+        registry.schedule(
+            REPAIR_JOB,
+            REPAIR_JOB,
+            Duration::from_secs(settings.orphaned_reply_secs),
+        );
     }
 
     /// The same repair once now, at start-up, without waiting for the schedule.
-    pub fn repair_at_start(&self, db: Db) {
+    pub fn repair_at_start(&self, db: Db, settings: &LlmSettings) {
+        let stale_secs = orphan_age(settings);
         tokio::spawn(async move {
-            if let Err(error) = repair(&db).await {
+            if let Err(error) = repair(&db, stale_secs).await {
                 tracing::warn!(%error, "could not repair interrupted replies at start-up");
             }
         });
