@@ -23,8 +23,13 @@ RUN touch src/main.rs src/lib.rs \
  && cargo build --release --locked --bin companion
 
 FROM debian:bookworm-slim AS runtime
+# The PostgreSQL client tools (pg_dump, pg_restore, psql) are for `companion admin backup`
+# and `restore`. pg_dump must be at least the server's major version, so they come from the
+# PostgreSQL project's own apt repository (set up by Debian's postgresql-common), newest.
 RUN apt-get update \
- && apt-get install -y --no-install-recommends libpq5 ca-certificates curl \
+ && apt-get install -y --no-install-recommends libpq5 ca-certificates curl postgresql-common \
+ && /usr/share/postgresql-common/pgdg/apt.postgresql.org.sh -y \
+ && apt-get install -y --no-install-recommends postgresql-client-17 \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --uid 10001 --home-dir /app --shell /usr/sbin/nologin companion
 WORKDIR /app

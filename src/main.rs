@@ -41,6 +41,22 @@ enum Command {
 
 #[derive(Subcommand)]
 enum AdminCommand {
+    /// Back up the database (one consistent pg_dump) and every file of the object store to
+    /// a folder or an object-store URL (s3://bucket/prefix, file:///path). Needs the
+    /// PostgreSQL client tools. The location must not hold a backup already.
+    Backup {
+        /// Where to write the backup: a folder or an object-store URL.
+        #[arg(long)]
+        to: String,
+    },
+    /// Replace the database and the object store's files with a backup, apply pending
+    /// migrations, then erase again every restored account that was erased since (the
+    /// erasure ledger stays with the database). Stop the server instances first.
+    Restore {
+        /// The backup: a folder or an object-store URL.
+        #[arg(long)]
+        from: String,
+    },
     /// Set an account's role and/or subscription tier. A role change ends the account's
     /// sessions. Recorded in the audit log.
     SetUser {
@@ -148,6 +164,20 @@ async fn migrate(settings: Settings) -> anyhow::Result<()> {
 
 async fn admin(settings: Settings, command: AdminCommand) -> anyhow::Result<()> {
     match command {
+        AdminCommand::Backup { to } => {
+            let media = platform::storage::Storage::from_settings(&settings.storage)?;
+            let to = platform::backup::location(&to)?;
+            let manifest = platform::backup::backup(settings.database_url(), &media, &to).await?;
+            println!(
+                "backed up schema version {}: database {} bytes, {} files ({} bytes)",
+                manifest.schema_version,
+                manifest.database_bytes,
+                manifest.objects,
+                manifest.object_bytes
+            );
+            Ok(())
+        }
+        AdminCommand::Restore { from } => restore(settings, &from).await,
         AdminCommand::SearchSql { search, size } => {
             println!(
                 "{}",
@@ -205,6 +235,29 @@ async fn admin(settings: Settings, command: AdminCommand) -> anyhow::Result<()> 
             Ok(())
         }
     }
+}
+
+/// Restores the data, applies migrations, then erases again the accounts of the erasure
+/// ledger (the application's modules do it, as the erasure job would).
+async fn restore(mut settings: Settings, from: &str) -> anyhow::Result<()> {
+    let media = platform::storage::Storage::from_settings(&settings.storage)?;
+    let source = platform::backup::location(from)?;
+    let manifest = platform::backup::restore(settings.database_url(), &media, &source).await?;
+    println!(
+        "restored the backup of {} (schema version {}, {} files)",
+        manifest.created_at, manifest.schema_version, manifest.objects
+    );
+    // Migrations run as the application is built; it listens on a port of its own and is
+    // stopped once the erasures are done.
+    settings.server.port = 0;
+    settings.database.migrate_on_start = true;
+    let app = Application::build(settings).await?;
+    let erased = app.privacy().reapply_erasures().await;
+    let stop = app.stop_handle();
+    tokio::spawn(async move { stop.stop().await });
+    app.run_until_stopped().await?;
+    println!("erased again: {} account(s) of the erasure ledger", erased?);
+    Ok(())
 }
 
 async fn shutdown_signal() {

@@ -782,8 +782,21 @@ async fn an_erasure_leaves_nothing_of_the_person_and_touches_no_one_else() {
     })
     .await;
 
-    // Zero rows: every table about people, by every column that can name Ann.
-    for table in tables_about_people(&app) {
+    // The erasure ledger keeps Ann's bare id and when, nothing more: it is what erases her
+    // again if an older backup is restored (tests/backup.rs).
+    let ledger = app.query_column("SELECT user_id FROM privacy_ledger.erased_accounts");
+    assert_eq!(ledger, [ann.id.clone()]);
+    let ledger_columns = app.query_column(
+        "SELECT column_name FROM information_schema.columns \
+         WHERE table_schema = 'privacy_ledger' ORDER BY column_name",
+    );
+    assert_eq!(ledger_columns, ["erased_at", "user_id"]);
+
+    // Zero rows: every other table about people, by every column that can name Ann.
+    for table in tables_about_people(&app)
+        .into_iter()
+        .filter(|t| t != "privacy_ledger.erased_accounts")
+    {
         let columns = app.query_column(&format!(
             "SELECT column_name FROM information_schema.columns \
              WHERE table_schema || '.' || table_name = '{table}' AND data_type = 'uuid'"

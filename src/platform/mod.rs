@@ -1,6 +1,7 @@
 //! The shared kernel: infrastructure every module uses, and no business rules.
 //! `platform` knows nothing of modules; modules depend on it, never the reverse.
 
+pub mod backup;
 pub mod db;
 pub mod http;
 pub mod jobs;

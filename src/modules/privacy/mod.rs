@@ -110,6 +110,12 @@ impl Privacy {
         self.service.shares()
     }
 
+    /// After a restore: erases again every restored account the erasure ledger names
+    /// (`companion admin restore`); returns how many.
+    pub async fn reapply_erasures(&self) -> anyhow::Result<usize> {
+        self.service.reapply_erasures().await
+    }
+
     /// Runs the retention job's work now (operators, tests); returns what it did.
     pub async fn retention_run(&self) -> anyhow::Result<serde_json::Value> {
         self.service.retention_run().await

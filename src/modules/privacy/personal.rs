@@ -29,6 +29,9 @@ impl PersonalData for Own {
                 "privacy.consent_events",
                 "privacy.exports",
                 "privacy.erasures",
+                // The erasure ledger keeps an erased account's bare id, by design: it is how
+                // a restore of an older backup erases the person again (V14's comment).
+                "privacy_ledger.erased_accounts",
             ],
             prefixes: &["exports/{user}/"],
         }

@@ -421,6 +421,29 @@ impl Service {
         Ok(())
     }
 
+    /// After a restore: erases again, at once, every account of the erasure ledger that the
+    /// restored data brought back. Returns how many there were.
+    pub async fn reapply_erasures(&self) -> anyhow::Result<usize> {
+        let ledger = self
+            .db
+            .run(|conn| store::erased_accounts(conn).map_err(DbError::from))
+            .await?;
+        let mut erased = 0;
+        for user in ledger {
+            if self.accounts.contact(user).await?.is_none() {
+                continue;
+            }
+            let row = self
+                .db
+                .run(move |conn| store::erasure_due_now(conn, user).map_err(DbError::from))
+                .await?;
+            self.run_erasure(row.id).await?;
+            tracing::info!(erasure = %row.id, "erased again after a restore");
+            erased += 1;
+        }
+        Ok(erased)
+    }
+
     // ---- retention
 
     /// The daily job: expired archives, erasures that are due (catch-up), old free-tier

@@ -262,6 +262,24 @@ pub fn schedule_erasure(
         .first(conn)
 }
 
+/// An erasure of `user` due now: a new one, or the one a restored backup held (scheduled
+/// for later, or halfway through), brought forward.
+pub fn erasure_due_now(conn: &mut PgConnection, user: Uuid) -> QueryResult<ErasureRow> {
+    diesel::insert_into(erasures::table)
+        .values((
+            erasures::id.eq(Uuid::now_v7()),
+            erasures::user_id.eq(user),
+            erasures::pseudonym.eq(Uuid::new_v4()),
+            erasures::state.eq("scheduled"),
+            erasures::scheduled_for.eq(now),
+        ))
+        .on_conflict(erasures::user_id)
+        .do_update()
+        .set(erasures::scheduled_for.eq(now))
+        .returning(ErasureRow::as_returning())
+        .get_result(conn)
+}
+
 pub fn find_erasure(conn: &mut PgConnection, id: Uuid) -> QueryResult<Option<ErasureRow>> {
     erasures::table
         .find(id)
@@ -315,16 +333,41 @@ pub fn erasure_step_done(conn: &mut PgConnection, id: Uuid, step: &str) -> Query
     .execute(conn)
 }
 
-/// The end: the marker goes, the record stays.
+/// The end: the account's id enters the erasure ledger, the marker goes, the record stays.
+/// One transaction.
 pub fn finish_erasure(conn: &mut PgConnection, id: Uuid) -> QueryResult<usize> {
-    diesel::update(erasures::table.find(id))
-        .filter(erasures::state.eq("running"))
-        .set((
-            erasures::state.eq("done"),
-            erasures::user_id.eq(None::<Uuid>),
-            erasures::completed_at.eq(now),
-        ))
-        .execute(conn)
+    conn.transaction(|conn| {
+        diesel::sql_query(
+            "INSERT INTO privacy_ledger.erased_accounts (user_id) \
+             SELECT user_id FROM privacy.erasures \
+             WHERE id = $1 AND state = 'running' AND user_id IS NOT NULL \
+             ON CONFLICT (user_id) DO NOTHING",
+        )
+        .bind::<diesel::sql_types::Uuid, _>(id)
+        .execute(conn)?;
+        diesel::update(erasures::table.find(id))
+            .filter(erasures::state.eq("running"))
+            .set((
+                erasures::state.eq("done"),
+                erasures::user_id.eq(None::<Uuid>),
+                erasures::completed_at.eq(now),
+            ))
+            .execute(conn)
+    })
+}
+
+/// The erasure ledger, oldest first: every account ever erased here.
+pub fn erased_accounts(conn: &mut PgConnection) -> QueryResult<Vec<Uuid>> {
+    #[derive(QueryableByName)]
+    struct Erased {
+        #[diesel(sql_type = diesel::sql_types::Uuid)]
+        user_id: Uuid,
+    }
+    let rows: Vec<Erased> = diesel::sql_query(
+        "SELECT user_id FROM privacy_ledger.erased_accounts ORDER BY erased_at, user_id",
+    )
+    .load(conn)?;
+    Ok(rows.into_iter().map(|r| r.user_id).collect())
 }
 
 /// Erasures due by now that have not ended (the daily catch-up).
