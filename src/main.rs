@@ -74,6 +74,23 @@ enum AdminCommand {
         #[arg(long)]
         valid_until: Option<chrono::DateTime<chrono::Utc>>,
     },
+    /// Fill the database with demo data for load tests: accounts `demo<N>@example.com`
+    /// (password `demo-password-2026`), public characters, and conversations of alternating
+    /// messages, written set-wise by PostgreSQL. Running it again adds only what is missing.
+    SeedDemo {
+        /// Demo accounts.
+        #[arg(long, default_value_t = 10_000)]
+        users: i64,
+        /// Demo characters.
+        #[arg(long, default_value_t = 1_000)]
+        characters: i64,
+        /// Messages in all, spread evenly over the conversations.
+        #[arg(long, default_value_t = 1_000_000)]
+        messages: i64,
+        /// Conversations per account.
+        #[arg(long, default_value_t = 2)]
+        conversations: i64,
+    },
     /// Print the SQL an anonymous `GET /api/v1/characters?search=…` runs for its page, with
     /// the values inlined: for `EXPLAIN` and for benchmarking the same query with pgbench.
     SearchSql {
@@ -178,6 +195,12 @@ async fn admin(settings: Settings, command: AdminCommand) -> anyhow::Result<()> 
             Ok(())
         }
         AdminCommand::Restore { from } => restore(settings, &from).await,
+        AdminCommand::SeedDemo {
+            users,
+            characters,
+            messages,
+            conversations,
+        } => seed_demo(settings, users, characters, messages, conversations).await,
         AdminCommand::SearchSql { search, size } => {
             println!(
                 "{}",
@@ -235,6 +258,37 @@ async fn admin(settings: Settings, command: AdminCommand) -> anyhow::Result<()> 
             Ok(())
         }
     }
+}
+
+/// Demo data for load tests, each module writing its own tables.
+async fn seed_demo(
+    settings: Settings,
+    users: i64,
+    characters: i64,
+    messages: i64,
+    conversations: i64,
+) -> anyhow::Result<()> {
+    use companion::modules::{catalog, chat, identity};
+    if users < 1 || characters < 1 || conversations < 1 || messages < 0 {
+        anyhow::bail!("give at least one user, one character and one conversation per user");
+    }
+    let url = settings.database_url().to_owned();
+    tokio::task::spawn_blocking(move || platform::migrate::run(&url)).await??;
+    let db = platform::db::Db::new(settings.database_url(), &settings.database);
+    let started = std::time::Instant::now();
+    let people = identity::seed_demo_users(&db, users).await?;
+    println!("{} demo users ({:.1?})", people.len(), started.elapsed());
+    let cast = catalog::seed_demo_characters(&db, characters, people.clone()).await?;
+    println!("{} demo characters ({:.1?})", cast.len(), started.elapsed());
+    let cast: Vec<_> = cast.into_iter().map(|c| (c.id, c.name)).collect();
+    let length = (messages / (users * conversations)).max(1);
+    let written = chat::seed_demo_conversations(&db, &people, &cast, conversations, length).await?;
+    println!(
+        "{} new messages: {conversations} conversations of {length} per user ({:.1?})",
+        written,
+        started.elapsed()
+    );
+    Ok(())
 }
 
 /// Restores the data, applies migrations, then erases again the accounts of the erasure

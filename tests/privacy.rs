@@ -785,7 +785,7 @@ async fn an_erasure_leaves_nothing_of_the_person_and_touches_no_one_else() {
     // The erasure ledger keeps Ann's bare id and when, nothing more: it is what erases her
     // again if an older backup is restored (tests/backup.rs).
     let ledger = app.query_column("SELECT user_id FROM privacy_ledger.erased_accounts");
-    assert_eq!(ledger, [ann.id.clone()]);
+    assert_eq!(ledger, std::slice::from_ref(&ann.id));
     let ledger_columns = app.query_column(
         "SELECT column_name FROM information_schema.columns \
          WHERE table_schema = 'privacy_ledger' ORDER BY column_name",

@@ -3,6 +3,7 @@
 mod api;
 mod cache;
 mod cards;
+mod demo;
 mod listing;
 mod lorebook;
 mod personal;
@@ -22,6 +23,7 @@ use crate::modules::media::Media;
 use crate::platform::Platform;
 use crate::platform::db::DbError;
 use crate::platform::http::{AppError, Routes};
+pub use demo::{DemoCharacter, seed as seed_demo_characters};
 
 /// One lorebook entry, as a prompt builder needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]

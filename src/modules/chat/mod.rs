@@ -1,6 +1,7 @@
 #![doc = include_str!("README.md")]
 
 mod api;
+mod demo;
 mod follow;
 mod generation;
 mod metrics;
@@ -28,6 +29,7 @@ use crate::platform::db::{Db, DbError};
 use crate::platform::http::Routes;
 use crate::platform::jobs::JobRegistry;
 use crate::platform::llm::{self, LlmBuildError};
+pub use demo::seed as seed_demo_conversations;
 
 /// Why chat could not be set up.
 #[derive(Debug, thiserror::Error)]

@@ -5,6 +5,7 @@ mod admin;
 mod api;
 mod audit;
 mod deletion;
+mod demo;
 mod emails;
 mod password;
 mod personal;
@@ -30,6 +31,7 @@ use crate::platform::http::{AppError, ClientInfo, Routes, SessionCheck};
 use crate::platform::jobs::JobRegistry;
 use crate::platform::personal::PersonalData;
 
+pub use demo::{DEMO_PASSWORD, seed as seed_demo_users};
 pub use rules::{level_for_experience, next_level_at};
 pub use service::IdentityError;
 

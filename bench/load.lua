@@ -1,0 +1,102 @@
+-- wrk script for bench/load.sh: the mix of a companion product's traffic, spread over many
+-- signed-in demo users (browse characters 40%, read history 30%, send a message 15%,
+-- profile 10%, log in 5%).
+--
+-- Arguments after `--`: the users file (lines "token email conversation conversation…",
+-- written by bench/load.sh) and, optionally, a target rate in requests per second for the
+-- whole run (each connection then pauses between its requests; without it, as fast as the
+-- server answers).
+-- At the end it prints the latency percentiles, the rate, and the answers by status.
+
+local threads = {}
+
+function setup(thread)
+  thread:set("id", #threads + 1)
+  table.insert(threads, thread)
+end
+
+local users = {}
+local pause_ms = 0
+local statuses = {}
+
+function init(args)
+  local file = assert(io.open(args[1], "r"), "users file")
+  for line in file:lines() do
+    local words = {}
+    for word in line:gmatch("%S+") do table.insert(words, word) end
+    if #words >= 3 then
+      table.insert(users, { token = words[1], email = words[2], conversations = { select(3, unpack(words)) } })
+    end
+  end
+  file:close()
+  assert(#users > 0, "no users in " .. args[1])
+  math.randomseed(os.time() * 1000 + id)
+  local rate = tonumber(args[2])
+  if rate and rate > 0 then
+    -- wrk.connections is not visible here; bench/load.sh passes connections per thread.
+    local per_thread = tonumber(args[3]) or 1
+    local threads_n = tonumber(args[4]) or 1
+    pause_ms = 1000 * per_thread * threads_n / rate
+  end
+  statuses = {}
+end
+
+function delay()
+  return pause_ms
+end
+
+local function authorized(user, method, path, body)
+  local headers = { ["Authorization"] = "Bearer " .. user.token }
+  if body then headers["Content-Type"] = "application/json" end
+  return wrk.format(method, path, headers, body)
+end
+
+function request()
+  local user = users[math.random(#users)]
+  local draw = math.random(100)
+  if draw <= 40 then
+    return authorized(user, "GET", "/api/v1/characters?page=" .. math.random(0, 49) .. "&size=20")
+  elseif draw <= 70 then
+    local conversation = user.conversations[math.random(#user.conversations)]
+    return authorized(user, "GET", "/api/v1/conversations/" .. conversation .. "/messages?limit=50")
+  elseif draw <= 85 then
+    local conversation = user.conversations[math.random(#user.conversations)]
+    return authorized(user, "POST", "/api/v1/conversations/" .. conversation .. "/messages",
+      '{"content":"I went for a walk today and thought about the stars.","type":"text"}')
+  elseif draw <= 95 then
+    return authorized(user, "GET", "/api/v1/users/profile")
+  else
+    return wrk.format("POST", "/api/v1/auth/login", { ["Content-Type"] = "application/json" },
+      '{"email":"' .. user.email .. '","password":"demo-password-2026"}')
+  end
+end
+
+function response(status)
+  statuses[status] = (statuses[status] or 0) + 1
+end
+
+function done(summary, latency, requests)
+  local by_status = {}
+  for _, thread in ipairs(threads) do
+    local counts = thread:get("statuses")
+    for status, n in pairs(counts) do
+      by_status[status] = (by_status[status] or 0) + n
+    end
+  end
+  local seconds = summary.duration / 1e6
+  local failed = 0
+  local parts = {}
+  for status, n in pairs(by_status) do
+    if status >= 400 then failed = failed + n end
+    table.insert(parts, status .. "=" .. n)
+  end
+  table.sort(parts)
+  local socket = summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout
+  io.write(string.format("requests %d in %.1f s: %.0f req/s\n", summary.requests, seconds, summary.requests / seconds))
+  io.write(string.format("latency ms: p50 %.2f  p95 %.2f  p99 %.2f  max %.2f\n",
+    latency:percentile(50) / 1000, latency:percentile(95) / 1000,
+    latency:percentile(99) / 1000, latency.max / 1000))
+  io.write(string.format("answers: %s\n", table.concat(parts, " ")))
+  io.write(string.format("errors: %d 4xx/5xx (%.3f%%), %d socket errors\n",
+    failed, 100 * failed / math.max(summary.requests, 1), socket))
+end
