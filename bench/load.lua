@@ -4,8 +4,9 @@
 --
 -- Arguments after `--`: the users file (lines "token email conversation conversation…",
 -- written by bench/load.sh) and, optionally, a target rate in requests per second for the
--- whole run (each connection then pauses between its requests; without it, as fast as the
--- server answers).
+-- whole run (each connection then pauses between its requests; 0 or nothing: as fast as
+-- the server answers), the connections per thread and the threads (for that pause), and
+-- one kind of request to send alone (browse, history, send, profile, login).
 -- At the end it prints the latency percentiles, the rate, and the answers by status.
 
 local threads = {}
@@ -17,7 +18,11 @@ end
 
 local users = {}
 local pause_ms = 0
-local statuses = {}
+-- With a fifth argument (browse, history, send, profile or login), only that kind of request.
+local only = nil
+local kinds = { browse = 40, history = 70, send = 85, profile = 95, login = 100 }
+-- A global: done() reads each thread's through thread:get.
+statuses = {}
 
 function init(args)
   local file = assert(io.open(args[1], "r"), "users file")
@@ -38,6 +43,9 @@ function init(args)
     local threads_n = tonumber(args[4]) or 1
     pause_ms = 1000 * per_thread * threads_n / rate
   end
+  if args[5] and args[5] ~= "" then
+    only = assert(kinds[args[5]], "unknown kind " .. args[5])
+  end
   statuses = {}
 end
 
@@ -53,7 +61,7 @@ end
 
 function request()
   local user = users[math.random(#users)]
-  local draw = math.random(100)
+  local draw = only or math.random(100)
   if draw <= 40 then
     return authorized(user, "GET", "/api/v1/characters?page=" .. math.random(0, 49) .. "&size=20")
   elseif draw <= 70 then
