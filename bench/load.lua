@@ -92,10 +92,16 @@ function done(summary, latency, requests)
     end
   end
   local seconds = summary.duration / 1e6
-  local failed = 0
+  local failed, refused = 0, 0
   local parts = {}
   for status, n in pairs(by_status) do
-    if status >= 400 then failed = failed + n end
+    -- 409: the conversation is busy with a reply (two sends drawn for it at once); 429: a
+    -- budget is spent. Refusals by design, counted apart from failures.
+    if status == 409 or status == 429 then
+      refused = refused + n
+    elseif status >= 400 then
+      failed = failed + n
+    end
     table.insert(parts, status .. "=" .. n)
   end
   table.sort(parts)
@@ -105,6 +111,7 @@ function done(summary, latency, requests)
     latency:percentile(50) / 1000, latency:percentile(95) / 1000,
     latency:percentile(99) / 1000, latency.max / 1000))
   io.write(string.format("answers: %s\n", table.concat(parts, " ")))
-  io.write(string.format("errors: %d 4xx/5xx (%.3f%%), %d socket errors\n",
-    failed, 100 * failed / math.max(summary.requests, 1), socket))
+  io.write(string.format("errors: %d other 4xx/5xx and %d socket errors (%.3f%%); refused (409, 429): %d (%.2f%%)\n",
+    failed, socket, 100 * (failed + socket) / math.max(summary.requests, 1),
+    refused, 100 * refused / math.max(summary.requests, 1)))
 end
