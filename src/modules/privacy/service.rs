@@ -433,9 +433,14 @@ impl Service {
             if self.accounts.contact(user).await?.is_none() {
                 continue;
             }
+            // A new erasure, or the one a restored backup held, due now.
             let row = self
                 .db
-                .run(move |conn| store::erasure_due_now(conn, user).map_err(DbError::from))
+                .transaction(move |conn| {
+                    let row = store::schedule_erasure(conn, user, Utc::now())?;
+                    store::bring_forward(conn, row.id)?;
+                    Ok::<_, DbError>(row)
+                })
                 .await?;
             self.run_erasure(row.id).await?;
             tracing::info!(erasure = %row.id, "erased again after a restore");

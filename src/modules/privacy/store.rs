@@ -262,22 +262,12 @@ pub fn schedule_erasure(
         .first(conn)
 }
 
-/// An erasure of `user` due now: a new one, or the one a restored backup held (scheduled
-/// for later, or halfway through), brought forward.
-pub fn erasure_due_now(conn: &mut PgConnection, user: Uuid) -> QueryResult<ErasureRow> {
-    diesel::insert_into(erasures::table)
-        .values((
-            erasures::id.eq(Uuid::now_v7()),
-            erasures::user_id.eq(user),
-            erasures::pseudonym.eq(Uuid::new_v4()),
-            erasures::state.eq("scheduled"),
-            erasures::scheduled_for.eq(now),
-        ))
-        .on_conflict(erasures::user_id)
-        .do_update()
+/// Makes erasure `id` due now (one a restored backup held scheduled for later).
+pub fn bring_forward(conn: &mut PgConnection, id: Uuid) -> QueryResult<usize> {
+    diesel::update(erasures::table.find(id))
+        .filter(erasures::scheduled_for.gt(now))
         .set(erasures::scheduled_for.eq(now))
-        .returning(ErasureRow::as_returning())
-        .get_result(conn)
+        .execute(conn)
 }
 
 pub fn find_erasure(conn: &mut PgConnection, id: Uuid) -> QueryResult<Option<ErasureRow>> {
