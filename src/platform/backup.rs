@@ -175,7 +175,8 @@ pub async fn restore(
     tokio::fs::write(&before, before_sql(&schemas, &public_tables)).await?;
     // One transaction: the ledger made sure of, the dump's schemas dropped and loaded
     // again. Any error leaves the database as it was.
-    let out = Command::new("bash")
+    let mut pipeline = Command::new("bash");
+    pipeline
         .args([
             "-c",
             "set -o pipefail; { cat \"$BEFORE\"; pg_restore --no-owner --no-privileges -f - \
@@ -184,17 +185,13 @@ pub async fn restore(
         ])
         .env("BEFORE", &before)
         .env("DUMP", &dump)
-        .env("TARGET", database_url)
-        .stdin(Stdio::null())
-        .output()
-        .await
-        .context("could not run pg_restore and psql")?;
-    if !out.status.success() {
-        bail!(
-            "the database was not restored (it is unchanged): {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
+        .env("TARGET", database_url);
+    finished(
+        pipeline,
+        "pg_restore and psql",
+        "the database was not restored (it is unchanged)",
+    )
+    .await?;
 
     let prefix = Path::from(MEDIA);
     let mut kept = BTreeSet::new();
@@ -207,7 +204,6 @@ pub async fn restore(
         copy(from, &key, media, own).await?;
         kept.insert(own.to_owned());
     }
-    drop(listing);
     let extra: Vec<String> = media
         .store()
         .list(None)
@@ -252,22 +248,18 @@ fn quoted(name: &str) -> String {
 
 /// The schemas, and the tables of `public`, that a dump creates (from its table of contents).
 async fn dump_contents(dump: &FsPath) -> anyhow::Result<(Vec<String>, Vec<String>)> {
-    let out = Command::new("pg_restore")
-        .arg("--list")
-        .arg(dump)
-        .output()
-        .await
-        .context("could not run pg_restore (install the PostgreSQL client tools)")?;
-    if !out.status.success() {
-        bail!(
-            "the backup's database dump cannot be read: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
+    let mut list = Command::new("pg_restore");
+    list.arg("--list").arg(dump);
+    let contents = finished(
+        list,
+        "pg_restore",
+        "the backup's database dump cannot be read",
+    )
+    .await?;
     let mut schemas = Vec::new();
     let mut tables = Vec::new();
     // Entries look like `215; 2615 16386 SCHEMA - chat` and `216; 1259 16387 TABLE public t`.
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
+    for line in contents.lines() {
         if line.starts_with(';') {
             continue;
         }
@@ -285,28 +277,34 @@ async fn dump_contents(dump: &FsPath) -> anyhow::Result<(Vec<String>, Vec<String
 }
 
 async fn schema_version(database_url: &str) -> anyhow::Result<i32> {
-    let out = Command::new("psql")
-        .args([
-            "-X",
-            "-At",
-            "-c",
-            "SELECT max(version) FROM refinery_schema_history",
-            "--dbname",
-            database_url,
-        ])
-        .output()
-        .await
-        .context("could not run psql (install the PostgreSQL client tools)")?;
-    if !out.status.success() {
-        bail!(
-            "could not read the database's version: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    String::from_utf8_lossy(&out.stdout)
+    let mut query = Command::new("psql");
+    query.args([
+        "-X",
+        "-At",
+        "-c",
+        "SELECT max(version) FROM refinery_schema_history",
+        "--dbname",
+        database_url,
+    ]);
+    finished(query, "psql", "could not read the database's version")
+        .await?
         .trim()
         .parse()
         .context("the database has no migrations applied")
+}
+
+/// Runs `command` to its end: what it printed, or an error starting with `failed` and
+/// ending with what it printed on standard error.
+async fn finished(mut command: Command, tools: &str, failed: &str) -> anyhow::Result<String> {
+    let out = command
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .with_context(|| format!("could not run {tools} (install the PostgreSQL client tools)"))?;
+    if !out.status.success() {
+        bail!("{failed}: {}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 async fn writer(to: &Storage, key: &str) -> anyhow::Result<WriteMultipart> {
