@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
 use serde_json::{Value, json};
-use support::chat::{fake_settings, words};
-use support::fake_llm::{FakeModel, Reply, openai_events};
+use support::chat::{fake_settings, sse_events, words};
+use support::fake_llm::{FakeModel, Reply};
 use support::process::{PrivateRedis, Server};
 use support::ws::{Socket, authorized_to, next, send};
 use support::{TestDb, eventually};
@@ -89,18 +89,6 @@ async fn send_message(server: &Server, token: &str, conversation: &str, text: &s
     sent.json().await.unwrap()
 }
 
-fn db_column(db: &TestDb, sql: &str) -> Vec<String> {
-    let sql = sql.to_owned();
-    db.with_client(move |client| {
-        client
-            .query(&sql, &[])
-            .unwrap()
-            .iter()
-            .map(|row| row.get::<_, Option<String>>(0).unwrap_or_default())
-            .collect()
-    })
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_instances_share_one_database_and_one_redis() {
     let db = TestDb::empty().await;
@@ -109,17 +97,7 @@ async fn three_instances_share_one_database_and_one_redis() {
     let short = words(8);
     let long = words(600);
     let model = {
-        let (short, long) = (short.clone(), long.clone());
-        let events = |pieces: &[String]| -> Vec<Vec<u8>> {
-            let refs: Vec<&str> = pieces.iter().map(String::as_str).collect();
-            let body = openai_events(&refs, "\n\n", (5, u32::try_from(refs.len()).unwrap()));
-            String::from_utf8(body)
-                .unwrap()
-                .split_inclusive("\n\n")
-                .map(|e| e.as_bytes().to_vec())
-                .collect()
-        };
-        let (short, long) = (events(&short), events(&long));
+        let (short, long) = (sse_events(&short), sse_events(&long));
         FakeModel::start(move |i| {
             if i == 1 {
                 Reply::new("text/event-stream", long.clone()).paced(Duration::from_millis(50))
@@ -132,7 +110,6 @@ async fn three_instances_share_one_database_and_one_redis() {
     let mut vars = vec![
         ("DATABASE_URL", db.url.clone()),
         ("REDIS_URL", redis.url()),
-        ("COMPANION__DATABASE__MIGRATE_ON_START", "true".to_owned()),
         (
             "COMPANION__PLANS__FREE__REQUESTS_PER_MINUTE",
             BUDGET.to_string(),
@@ -162,11 +139,13 @@ async fn three_instances_share_one_database_and_one_redis() {
     let b = servers.pop().unwrap();
     let a = servers.pop().unwrap();
     let latest = companion::platform::migrate::latest_version();
-    let history = db_column(
-        &db,
-        "SELECT version::text FROM refinery_schema_history ORDER BY version::int",
-    );
-    let expected: Vec<String> = (1..=latest).map(|v| v.to_string()).collect();
+    let mut history: Vec<i32> = db
+        .query_column("SELECT version FROM refinery_schema_history")
+        .iter()
+        .map(|v| v.parse().unwrap())
+        .collect();
+    history.sort_unstable();
+    let expected: Vec<i32> = (1..=latest).collect();
     assert_eq!(history, expected, "each migration recorded once");
     let lines = log_lines(&[&a, &b, &c]);
     let applied: Vec<_> = with_message(&lines, "migration applied")
@@ -315,7 +294,7 @@ async fn three_instances_share_one_database_and_one_redis() {
          AND role = 'assistant' AND status = 'streaming' AND content <> ''"
     );
     eventually(Duration::from_secs(10), || async {
-        (!db_column(&db, &streaming).is_empty()).then_some(())
+        (!db.query_column(&streaming).is_empty()).then_some(())
     })
     .await;
     c.kill().await;
@@ -327,7 +306,7 @@ async fn three_instances_share_one_database_and_one_redis() {
          AND role = 'assistant' AND status = 'interrupted'"
     );
     let kept = eventually(ORPHANED_AFTER * 3, || async {
-        db_column(&db, &repaired).into_iter().next()
+        db.query_column(&repaired).into_iter().next()
     })
     .await;
     let took = killed.elapsed();
@@ -364,8 +343,7 @@ async fn three_instances_share_one_database_and_one_redis() {
     })
     .await;
     eventually(Duration::from_secs(20), || async {
-        let stuck = db_column(
-            &db,
+        let stuck = db.query_column(
             "SELECT kind || ' ' || state FROM platform.jobs \
              WHERE state = 'dead' OR (state = 'running' AND locked_until < now())",
         );

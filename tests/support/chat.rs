@@ -58,15 +58,20 @@ pub fn words(n: usize) -> Vec<String> {
     (0..n).map(|i| format!("w{i} ")).collect()
 }
 
-/// A model that streams `pieces` as OpenAI SSE, one event per network write, `pause`
-/// apart, to every request.
-pub async fn paced_model(pieces: &[String], pause: Duration) -> FakeModel {
+/// `pieces` as OpenAI SSE events, one per element (one network write each when paced).
+pub fn sse_events(pieces: &[String]) -> Vec<Vec<u8>> {
     let refs: Vec<&str> = pieces.iter().map(String::as_str).collect();
     let body = openai_events(&refs, "\n\n", (5, u32::try_from(pieces.len()).unwrap()));
-    let events: Vec<Vec<u8>> = String::from_utf8(body)
+    String::from_utf8(body)
         .unwrap()
         .split_inclusive("\n\n")
         .map(|e| e.as_bytes().to_vec())
-        .collect();
+        .collect()
+}
+
+/// A model that streams `pieces` as OpenAI SSE, one event per network write, `pause`
+/// apart, to every request.
+pub async fn paced_model(pieces: &[String], pause: Duration) -> FakeModel {
+    let events = sse_events(pieces);
     FakeModel::start(move |_| Reply::new("text/event-stream", events.clone()).paced(pause)).await
 }

@@ -164,6 +164,21 @@ impl TestDb {
     }
 }
 
+impl TestDb {
+    /// Runs `sql` and returns the first column of every row as text.
+    pub fn query_column(&self, sql: &str) -> Vec<String> {
+        let sql = format!("SELECT q.c::text FROM ({sql}) q(c)");
+        self.with_client(move |client| {
+            client
+                .query(&sql, &[])
+                .unwrap()
+                .iter()
+                .map(|row| row.get::<_, String>(0))
+                .collect()
+        })
+    }
+}
+
 impl Drop for TestDb {
     fn drop(&mut self) {
         let name = self.name.clone();
@@ -577,15 +592,7 @@ impl TestApp {
 
     /// Runs `sql` on the test database and returns the first column of every row as text.
     pub fn query_column(&self, sql: &str) -> Vec<String> {
-        let sql = format!("SELECT q.c::text FROM ({sql}) q(c)");
-        self.on_test_db(move |client| {
-            client
-                .query(&sql, &[])
-                .unwrap()
-                .iter()
-                .map(|row| row.get::<_, String>(0))
-                .collect()
-        })
+        self.db.as_ref().expect("a test database").query_column(sql)
     }
 
     /// Runs a statement on the test database; returns the affected row count.
