@@ -272,8 +272,7 @@ async fn seed_demo(
     if users < 1 || characters < 1 || conversations < 1 || messages < 0 {
         anyhow::bail!("give at least one user, one character and one conversation per user");
     }
-    let url = settings.database_url().to_owned();
-    tokio::task::spawn_blocking(move || platform::migrate::run(&url)).await??;
+    migrate(settings.clone()).await?;
     let db = platform::db::Db::new(settings.database_url(), &settings.database);
     let started = std::time::Instant::now();
     let people = identity::seed_demo_users(&db, users).await?;
