@@ -16,11 +16,15 @@ use uuid::Uuid;
 use super::store::{Bind, Sql};
 
 /// Columns of [`super::store::CharacterRow`], in the table (the search vector is left out).
+/// A listing shows no long card field, so those come back empty: PostgreSQL neither reads
+/// nor sends a lorebook or an example dialogue for a page of twenty summaries, and a cached
+/// page (`service.rs`) stays small.
 const COLUMNS: &str = "c.id, c.owner_id, c.name, c.description, c.avatar_media_id, c.category, \
-    c.traits, c.greeting, c.tone, c.interests, c.visibility, c.nsfw, c.tags, c.scenario, \
-    c.personality_summary, c.example_dialogue, c.alternate_greetings, c.system_prompt, \
-    c.post_history_instructions, c.creator_notes, c.creator, c.character_version, \
-    c.extensions, c.lorebook, c.hidden_at, \
+    c.traits, c.greeting, c.tone, c.interests, c.visibility, c.nsfw, c.tags, \
+    '' AS scenario, c.personality_summary, '' AS example_dialogue, \
+    '{}'::text[] AS alternate_greetings, '' AS system_prompt, \
+    '' AS post_history_instructions, '' AS creator_notes, '' AS creator, \
+    '' AS character_version, '{}'::jsonb AS extensions, NULL::jsonb AS lorebook, c.hidden_at, \
     c.rating_count, c.rating, c.conversation_count, c.created_at, c.updated_at";
 
 const LISTED: &str = "c.visibility = 'public' AND c.hidden_at IS NULL";

@@ -22,8 +22,21 @@ use crate::platform::http::{AppError, ErrorCode, FieldErrors, Role};
 use crate::platform::redis::RedisPool;
 
 /// How long a count of listed characters (and the category counts) may be reused. Other
-/// people's new characters show up in totals within this time; pages are always fresh.
+/// people's new characters show up in totals within this time.
 const COUNT_TTL: Duration = Duration::from_secs(10);
+
+/// How long a page of the public listing may be reused. A change to a character made on
+/// this instance (create, edit, delete, hide, rate) drops every cached page here at once;
+/// another instance shows it within this time. Only the popularity counter of a new
+/// conversation does not drop pages: `conversationCount` and the popular order may lag by
+/// this much.
+const PAGE_TTL: Duration = Duration::from_secs(2);
+
+/// At most this many listed rows (summaries, without the long card fields) in cached pages.
+const PAGE_CACHE_ROWS: u64 = 5_000;
+
+/// A page of the public listing: what, in which order, from which row, how many.
+type PageKey = (Filters, Sort, i64, i64);
 
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogError {
@@ -173,6 +186,7 @@ pub struct Service {
     plans: Arc<Plans>,
     cache: ReadCache,
     listed_counts: Cache<Filters, i64>,
+    listed_pages: Cache<PageKey, Arc<Vec<CharacterRow>>>,
     categories: Cache<(), Arc<Vec<CategoryCount>>>,
 }
 
@@ -194,10 +208,21 @@ impl Service {
                 .max_capacity(10_000)
                 .time_to_live(COUNT_TTL)
                 .build(),
+            listed_pages: Cache::builder()
+                .max_capacity(PAGE_CACHE_ROWS)
+                .weigher(|_, rows: &Arc<Vec<CharacterRow>>| {
+                    u32::try_from(rows.len()).unwrap_or(u32::MAX).max(1)
+                })
+                .time_to_live(PAGE_TTL)
+                .build(),
             categories: Cache::builder().time_to_live(COUNT_TTL).build(),
         }
     }
 
+    /// A page of what `viewer` may list. The listed (public, not hidden) part is the same
+    /// for everyone and is served from a short-lived cache; a signed-in user who owns
+    /// characters outside it (private, unlisted or hidden) gets both sets merged by the
+    /// database.
     pub async fn list(
         &self,
         viewer: &Viewer,
@@ -207,10 +232,8 @@ impl Service {
         size: i64,
     ) -> Result<Page, CatalogError> {
         let owner = viewer.user_id;
-        let sql = listing::page(owner, &filters, sort, page * size, size);
-        let content = self
-            .db
-            .run(move |conn| Ok::<_, CatalogError>(sql.load_characters(conn)?));
+        let (offset, size) = (page * size, size);
+        let listed_page = self.listed_page(filters.clone(), sort, offset, size);
         let listed = self.listed_count(filters.clone());
         let own = async {
             match owner {
@@ -223,11 +246,48 @@ impl Service {
                 }
             }
         };
-        let (content, listed, own) = futures_util::try_join!(content, listed, own)?;
+        let (listed_page, listed, own) = futures_util::try_join!(listed_page, listed, own)?;
+        let content = match owner {
+            Some(owner) if own > 0 => {
+                let sql = listing::page(Some(owner), &filters, sort, offset, size);
+                self.db
+                    .run(move |conn| Ok::<_, CatalogError>(sql.load_characters(conn)?))
+                    .await?
+            }
+            _ => listed_page.as_ref().clone(),
+        };
         Ok(Page {
             content,
             total: listed + own,
         })
+    }
+
+    /// A page of the listed characters alone (what an anonymous caller sees).
+    async fn listed_page(
+        &self,
+        filters: Filters,
+        sort: Sort,
+        offset: i64,
+        size: i64,
+    ) -> Result<Arc<Vec<CharacterRow>>, CatalogError> {
+        let db = self.db.clone();
+        self.listed_pages
+            .try_get_with((filters.clone(), sort, offset, size), async move {
+                let sql = listing::page(None, &filters, sort, offset, size);
+                let rows = db
+                    .run(move |conn| Ok::<_, CatalogError>(sql.load_characters(conn)?))
+                    .await?;
+                Ok::<_, CatalogError>(Arc::new(rows))
+            })
+            .await
+            .map_err(CatalogError::Shared)
+    }
+
+    /// A character changed in a way listings show: drop its cached detail (here and in
+    /// Redis) and every cached page here.
+    async fn changed(&self, id: Uuid) {
+        self.cache.invalidate(id).await;
+        self.listed_pages.invalidate_all();
     }
 
     async fn listed_count(&self, filters: Filters) -> Result<i64, CatalogError> {
@@ -340,6 +400,7 @@ impl Service {
                 Ok::<_, CatalogError>(store::insert(conn, id, owner, &draft, &json!({}))?)
             })
             .await?;
+        self.listed_pages.invalidate_all();
         self.sync_avatars([row.avatar_media_id]).await?;
         Ok(row)
     }
@@ -399,7 +460,7 @@ impl Service {
             .run(move |conn| Ok::<_, CatalogError>(store::forget_avatar(conn, avatar)?))
             .await?;
         for id in ids {
-            self.cache.invalidate(id).await;
+            self.changed(id).await;
         }
         Ok(())
     }
@@ -442,6 +503,7 @@ impl Service {
             .db
             .run(move |conn| Ok::<_, CatalogError>(store::insert(conn, id, owner, &draft, &extra)?))
             .await?;
+        self.listed_pages.invalidate_all();
         self.sync_avatars([row.avatar_media_id]).await?;
         tracing::info!(%id, spec = imported.spec, container = imported.container, "card imported");
         Ok(row)
@@ -454,7 +516,7 @@ impl Service {
 
     /// Drops a character's cached detail (here and in Redis).
     pub async fn forget_cached(&self, id: Uuid) {
-        self.cache.invalidate(id).await;
+        self.changed(id).await;
     }
 
     /// The avatar's image, to put in an exported PNG card.
@@ -527,7 +589,7 @@ impl Service {
             .db
             .run(move |conn| Ok::<_, CatalogError>(store::update(conn, id, &draft)?))
             .await?;
-        self.cache.invalidate(id).await;
+        self.changed(id).await;
         self.sync_avatars([row.avatar_media_id, updated.avatar_media_id])
             .await?;
         if !viewer.owns(&row) {
@@ -545,7 +607,7 @@ impl Service {
         self.db
             .run(move |conn| Ok::<_, CatalogError>(store::delete(conn, id)?))
             .await?;
-        self.cache.invalidate(id).await;
+        self.changed(id).await;
         // The picture stays the owner's media; it is just no longer anyone's avatar.
         self.sync_avatars([row.avatar_media_id]).await?;
         if !viewer.owns(&row) {
@@ -582,7 +644,7 @@ impl Service {
                 )?)
             })
             .await?;
-        self.cache.invalidate(id).await;
+        self.changed(id).await;
         self.sync_avatars([updated.avatar_media_id]).await?;
         let action = if hidden {
             "character.hide"
@@ -658,7 +720,7 @@ impl Service {
             .db
             .transaction(move |conn| Ok::<_, CatalogError>(store::rate(conn, id, user, stars)?))
             .await?;
-        self.cache.invalidate(id).await;
+        self.changed(id).await;
         Ok((rating, count, stars))
     }
 
