@@ -155,6 +155,7 @@ fn main() -> ExitCode {
 }
 
 async fn serve(settings: Settings) -> anyhow::Result<()> {
+    raise_open_file_limit();
     let app = Application::build(settings).await?;
     let stop = app.stop_handle();
     tokio::spawn(async move {
@@ -165,6 +166,16 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     app.run_until_stopped().await?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Every socket (clients, WebSockets, PostgreSQL, Redis) is an open file, and service
+/// managers often start a process with a soft limit of 1,024. The soft limit is raised to
+/// the hard limit, which only the operator can set, as Go's runtime and nginx do.
+fn raise_open_file_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => tracing::info!(limit, "open file limit"),
+        Err(error) => tracing::warn!(%error, "could not raise the open file limit"),
+    }
 }
 
 async fn migrate(settings: Settings) -> anyhow::Result<()> {

@@ -7,6 +7,8 @@
 //! - The language model is unreachable or goes silent: replies fail with a reason within the
 //!   configured timeouts and nothing is left counted as open.
 //! - SIGTERM with in-flight requests, replies streaming and 1,000 WebSockets.
+//! - Started with a low soft limit on open files, the server raises it and holds more
+//!   sockets than that limit would allow.
 //!
 //! The tests take turns (a lock): each measures time, and two cores shared with another's
 //! load would blur what they measure.
@@ -668,4 +670,58 @@ fn db_count(db: &TestDb, sql: &str) -> i64 {
         let sql = sql.to_owned();
         move |client| client.query_one(&sql, &[]).unwrap().get(0)
     })
+}
+
+/// The soft limit on open files a service manager hands a process is often 1,024, while
+/// each socket is a file. The server raises its soft limit to the hard one at start, so a
+/// server started with a soft limit of 256 holds 400 WebSockets (and says so in its log).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_raises_its_open_file_limit_to_the_hard_limit() {
+    let _turn = TURNS.lock().await;
+    const SOCKETS: usize = 400;
+    let db = TestDb::fresh().await;
+    let server = Server::start_with_open_files(
+        &[
+            ("DATABASE_URL", db.url.clone()),
+            ("COMPANION__WEBSOCKET__MAX_PER_USER", "0".to_owned()),
+            ("COMPANION__TELEMETRY__LOG_LEVEL", "info".to_owned()),
+        ],
+        256,
+        4096,
+    )
+    .await;
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", server.pid())).unwrap();
+    let open_files: Vec<&str> = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    assert_eq!(&open_files[3..5], ["4096", "4096"], "{limits}");
+
+    let token = server.register("many@example.com").await;
+    let mut sockets: Vec<Socket> = Vec::new();
+    for _ in 0..SOCKETS / 100 {
+        let opened = join_all((0..100).map(|_| {
+            let request = authorized_to(server.port, &token);
+            async move {
+                let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+                send(&mut socket, json!({"type": "ping"})).await;
+                assert_eq!(next(&mut socket).await["type"], "pong");
+                socket
+            }
+        }))
+        .await;
+        sockets.extend(opened);
+    }
+    assert_eq!(
+        metric(&server, "virtual_companion_websocket_connections").await,
+        Some(SOCKETS as f64)
+    );
+    let log = server.log();
+    let said = log
+        .lines()
+        .find(|l| l.contains("open file limit"))
+        .unwrap_or_else(|| panic!("no open file limit in the log: {log}"));
+    assert!(said.contains("4096"), "{said}");
 }

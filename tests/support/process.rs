@@ -21,7 +21,11 @@ use super::{PASSWORD, eventually};
 
 /// `companion` with a clean environment: the repository's configuration, an in-memory store.
 pub fn companion() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_companion"));
+    configured(Command::new(env!("CARGO_BIN_EXE_companion")))
+}
+
+/// `command` (which runs `companion`, perhaps through a wrapper) with the clean environment.
+fn configured(mut command: Command) -> Command {
     command
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -77,10 +81,29 @@ pub struct Server {
 impl Server {
     /// Starts the server with `vars` and waits until `/health` answers.
     pub async fn start(vars: &[(&str, String)]) -> Self {
+        Self::launch(companion(), vars).await
+    }
+
+    /// `start`, with the process's open file limit set to `soft` (and `hard`) before it runs,
+    /// as a service manager would (util-linux `prlimit`, which then runs the server).
+    pub async fn start_with_open_files(vars: &[(&str, String)], soft: u64, hard: u64) -> Self {
+        let mut command = Command::new("prlimit");
+        command
+            .arg(format!("--nofile={soft}:{hard}"))
+            .arg("--")
+            .arg(env!("CARGO_BIN_EXE_companion"));
+        Self::launch(configured(command), vars).await
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id().unwrap()
+    }
+
+    async fn launch(mut command: Command, vars: &[(&str, String)]) -> Self {
         let scratch = Scratch::new("server");
         let log = std::fs::File::create(scratch.0.join("server.log")).unwrap();
         let port = free_port();
-        let mut command = companion();
         command
             .env("COMPANION_ENV", "test")
             .env("PORT", port.to_string())
