@@ -6,7 +6,7 @@
 -- written by bench/load.sh) and, optionally, a target rate in requests per second for the
 -- whole run (each connection then pauses between its requests; 0 or nothing: as fast as
 -- the server answers), the connections per thread and the threads (for that pause), and
--- one kind of request to send alone (browse, history, send, profile, login).
+-- one kind of request to send alone (browse, history, send, profile, login) or "nologin".
 -- At the end it prints the latency percentiles, the rate, and the answers by status.
 
 local threads = {}
@@ -18,8 +18,10 @@ end
 
 local users = {}
 local pause_ms = 0
--- With a fifth argument (browse, history, send, profile or login), only that kind of request.
+-- With a fifth argument (browse, history, send, profile or login), only that kind of request;
+-- with "nologin", the mix without its logins.
 local only = nil
+local draws = 100
 local kinds = { browse = 40, history = 70, send = 85, profile = 95, login = 100 }
 -- A global: done() reads each thread's through thread:get.
 statuses = {}
@@ -43,7 +45,10 @@ function init(args)
     local threads_n = tonumber(args[4]) or 1
     pause_ms = 1000 * per_thread * threads_n / rate
   end
-  if args[5] and args[5] ~= "" then
+  if args[5] == "nologin" then
+    -- The mix without its logins: browse, history, send and profile in the same proportions.
+    draws = 95
+  elseif args[5] and args[5] ~= "" then
     only = assert(kinds[args[5]], "unknown kind " .. args[5])
   end
   statuses = {}
@@ -61,7 +66,7 @@ end
 
 function request()
   local user = users[math.random(#users)]
-  local draw = only or math.random(100)
+  local draw = only or math.random(draws)
   if draw <= 40 then
     return authorized(user, "GET", "/api/v1/characters?page=" .. math.random(0, 49) .. "&size=20")
   elseif draw <= 70 then

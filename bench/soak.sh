@@ -26,7 +26,30 @@ sample() {
     echo "$(date +%s) $rss $fds $tasks $conns $gauges"
 }
 
+# Every 2 s, what the machine waited on: the kernel's pressure totals (µs some task stalled
+# on CPU, on I/O, or every task on I/O), the CPU time stolen by the hypervisor (ticks), and
+# PostgreSQL's checkpoints and the buffers they wrote. A stall in the server's log (warnings
+# carry their time) can then be set against what the machine was doing at that moment.
+pressure() {
+    local cpu io_some io_full steal checkpoints
+    while true; do
+        cpu=$(awk '/^some/ {sub("total=", "", $5); print $5}' /proc/pressure/cpu 2>/dev/null)
+        io_some=$(awk '/^some/ {sub("total=", "", $5); print $5}' /proc/pressure/io 2>/dev/null)
+        io_full=$(awk '/^full/ {sub("total=", "", $5); print $5}' /proc/pressure/io 2>/dev/null)
+        steal=$(awk '/^cpu / {print $9}' /proc/stat)
+        checkpoints=$(psql -Atq "$(server_url "$DATABASE_URL")" -F ' ' -c \
+            "SELECT checkpoints_timed + checkpoints_req, buffers_checkpoint FROM pg_stat_bgwriter")
+        echo "$(date +%s.%N | cut -c1-14) ${cpu:--} ${io_some:--} ${io_full:--} $steal $checkpoints"
+        sleep 2
+    done
+}
+
 say "soak: $rate req/s for $seconds s"
+echo "# time cpu_some_us io_some_us io_full_us steal_ticks checkpoints buffers_checkpoint" \
+    >"$OUT/soak-pressure.txt"
+pressure >>"$OUT/soak-pressure.txt" &
+watcher=$!
+trap 'kill $watcher 2>/dev/null || true' EXIT
 echo "# time rss_kib fds threads db_connections streaming pool_in_use" >"$OUT/soak-samples.txt"
 wrk -t"$threads" -c"$((per_thread * threads))" -d"${seconds}s" --timeout 5s -s bench/load.lua \
     "http://127.0.0.1:$PORT_APP" -- "$OUT/users.txt" "$rate" "$per_thread" "$threads" \
@@ -38,6 +61,7 @@ while [ "$SECONDS" -lt "$end" ] && kill -0 "$load" 2>/dev/null; do
     sleep 30
 done
 wait "$load"
+kill "$watcher" 2>/dev/null || true
 cat "$OUT/soak.txt"
 awk '!/^#/ { n++; t[n]=$1; rss[n]=$2; fd[n]=$3; th[n]=$4; db[n]=$5 }
      END {
