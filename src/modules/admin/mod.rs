@@ -55,7 +55,7 @@ impl Admin {
                 tokio::select! {
                     () = stop.cancelled() => return,
                     _ = ticker.tick() => {
-                        if let Err(error) = board.stats().await {
+                        if let Err(error) = board.users().await {
                             tracing::warn!(error = %error.message(), "could not refresh the user gauges");
                         }
                     }
