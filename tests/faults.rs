@@ -515,6 +515,26 @@ fn slow_upload(server: &Server, token: &str, pause: Duration) -> reqwest::Reques
         .body(reqwest::Body::wrap_stream(halves))
 }
 
+/// `count` WebSockets to `server`, a hundred at a time, signed in with `tokens` in turn; each
+/// shown to be live by a round trip.
+async fn open_sockets(server: &Server, tokens: &[String], count: usize) -> Vec<Socket> {
+    let mut sockets = Vec::with_capacity(count);
+    for batch in 0..count.div_ceil(100) {
+        let opened = join_all((batch * 100..count.min(batch * 100 + 100)).map(|i| {
+            let request = authorized_to(server.port, &tokens[i % tokens.len()]);
+            async move {
+                let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+                send(&mut socket, json!({"type": "ping"})).await;
+                assert_eq!(next(&mut socket).await["type"], "pong");
+                socket
+            }
+        }))
+        .await;
+        sockets.extend(opened);
+    }
+    sockets
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_finishes_requests_keeps_replies_closes_sockets_and_exits_zero() {
     let _turn = TURNS.lock().await;
@@ -537,20 +557,7 @@ async fn sigterm_finishes_requests_keeps_replies_closes_sockets_and_exits_zero()
     }
 
     // 1,000 sockets, each shown to be live by a round trip.
-    let mut sockets: Vec<Socket> = Vec::new();
-    for batch in 0..SOCKETS / 100 {
-        let opened = join_all((0..100).map(|i| {
-            let request = authorized_to(server.port, &tokens[(batch * 100 + i) % USERS]);
-            async move {
-                let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
-                send(&mut socket, json!({"type": "ping"})).await;
-                assert_eq!(next(&mut socket).await["type"], "pong");
-                socket
-            }
-        }))
-        .await;
-        sockets.extend(opened);
-    }
+    let mut sockets = open_sockets(&server, &tokens, SOCKETS).await;
     assert_eq!(
         metric(&server, "virtual_companion_websocket_connections").await,
         Some(SOCKETS as f64)
@@ -700,20 +707,7 @@ async fn the_server_raises_its_open_file_limit_to_the_hard_limit() {
     assert_eq!(&open_files[3..5], ["4096", "4096"], "{limits}");
 
     let token = server.register("many@example.com").await;
-    let mut sockets: Vec<Socket> = Vec::new();
-    for _ in 0..SOCKETS / 100 {
-        let opened = join_all((0..100).map(|_| {
-            let request = authorized_to(server.port, &token);
-            async move {
-                let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
-                send(&mut socket, json!({"type": "ping"})).await;
-                assert_eq!(next(&mut socket).await["type"], "pong");
-                socket
-            }
-        }))
-        .await;
-        sockets.extend(opened);
-    }
+    let _sockets = open_sockets(&server, &[token], SOCKETS).await;
     assert_eq!(
         metric(&server, "virtual_companion_websocket_connections").await,
         Some(SOCKETS as f64)

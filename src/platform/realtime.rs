@@ -238,7 +238,12 @@ async fn publish_batch(inner: &Inner, pool: &RedisPool, batch: Vec<Outgoing>) {
     };
     let sent = tokio::time::timeout(PUBLISH_TIMEOUT, sent)
         .await
-        .unwrap_or_else(|_| Err("no answer within 500 ms".to_owned()));
+        .unwrap_or_else(|_| {
+            Err(format!(
+                "no answer within {} ms",
+                PUBLISH_TIMEOUT.as_millis()
+            ))
+        });
     let reached_redis = match sent {
         Ok(()) => {
             inner.publishing.succeeded();
