@@ -812,3 +812,88 @@ async fn a_client_that_drops_mid_reply_reattaches_and_gets_exactly_the_rest() {
         .unwrap();
     assert_error(theirs, 404, "NOT_FOUND").await;
 }
+
+/// A prompt's history follows the active branch of a long conversation: across the several
+/// ranges it is read in, past the swipes of other branches stored between its messages,
+/// and past a parent whose id sorts above its child's (as when it was written by an
+/// instance whose clock ran ahead).
+#[tokio::test]
+async fn the_prompt_carries_the_whole_active_branch_of_a_long_conversation() {
+    const TURNS: usize = 300;
+    let app = TestApp::spawn().await;
+    let ann = app.register("ann@example.com").await;
+    let (id, first) = start(&app, &ann, LUNA, None).await;
+    let greeting = first[0]["id"].as_str().unwrap().parse::<Uuid>().unwrap();
+
+    // The branch: greeting, then TURNS messages; every seventh has an unchosen swipe
+    // written right after it.
+    let mut ids = Vec::new();
+    let mut swipes = Vec::new();
+    for turn in 0..TURNS {
+        ids.push(Uuid::now_v7());
+        if turn.is_multiple_of(7) {
+            swipes.push((turn, Uuid::now_v7()));
+        }
+    }
+    // One message written "later" than its own reply.
+    ids[TURNS / 2] = Uuid::now_v7();
+    let role = |turn: usize| {
+        if turn.is_multiple_of(2) {
+            "user"
+        } else {
+            "assistant"
+        }
+    };
+    let parent = |turn: usize| if turn == 0 { greeting } else { ids[turn - 1] };
+    let mut rows: Vec<String> = (0..TURNS)
+        .map(|turn| {
+            format!(
+                "('{}', '{id}', '{}', {}, '{}', 'turn {turn}')",
+                ids[turn],
+                parent(turn),
+                turn + 1,
+                role(turn)
+            )
+        })
+        .collect();
+    rows.extend(swipes.iter().map(|&(turn, swipe)| {
+        format!(
+            "('{swipe}', '{id}', '{}', {}, '{}', 'swipe {turn}')",
+            parent(turn),
+            turn + 1,
+            role(turn)
+        )
+    }));
+    app.execute(&format!(
+        "INSERT INTO chat.messages (id, conversation_id, parent_id, depth, role, content) VALUES {}",
+        rows.join(", ")
+    ));
+    app.execute(&format!(
+        "UPDATE chat.conversations SET active_leaf_id = '{}' WHERE id = '{id}'",
+        ids[TURNS - 1]
+    ));
+
+    let answer = send(&app, &ann, &id, "Do you remember all of it?").await;
+    let prompt_path = format!(
+        "/api/v1/conversations/{id}/messages/{}/prompt",
+        answer["reply"]["id"].as_str().unwrap()
+    );
+    let prompt = body(app.get_auth(&prompt_path, &ann.token).await).await;
+    let sent: Vec<(String, String)> = prompt["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["role"] != "system")
+        .map(|m| {
+            let (role, content) = (m["role"].as_str(), m["content"].as_str());
+            (role.unwrap().to_owned(), content.unwrap().to_owned())
+        })
+        .collect();
+    let mut expected = vec![(
+        "assistant".to_owned(),
+        first[0]["content"].as_str().unwrap().to_owned(),
+    )];
+    expected.extend((0..TURNS).map(|turn| (role(turn).to_owned(), format!("turn {turn}"))));
+    expected.push(("user".to_owned(), "Do you remember all of it?".to_owned()));
+    assert_eq!(sent, expected);
+}

@@ -669,10 +669,93 @@ pub struct TurnRow {
     pub content: String,
 }
 
+/// A message as the prompt's history walk reads it: its link and its text.
+#[derive(Debug, QueryableByName)]
+struct Step {
+    #[diesel(sql_type = SqlUuid)]
+    id: Uuid,
+    #[diesel(sql_type = Nullable<SqlUuid>)]
+    parent_id: Option<Uuid>,
+    #[diesel(sql_type = Text)]
+    role: String,
+    #[diesel(sql_type = Text)]
+    content: String,
+}
+
+/// How many messages one range read of [`turns`] takes.
+const WALK_PAGE: i64 = 128;
+
 /// The branch ending at `last`, newest first, only as far back as a prompt can use: at most
 /// `limit` messages, stopping after the one that brings the text to `max_chars` characters.
 /// Roles and texts only: a prompt needs no sibling counts.
+///
+/// Ids are time-ordered (v7) and a message is written after its parent, so the branch lies
+/// among the conversation's messages at or below `last`, newest first. It is read as such
+/// ranges ([`WALK_PAGE`] messages each, on the `(conversation_id, id)` index) and its
+/// parent links are followed in memory; messages of other branches in the range are
+/// skipped. A parent the range cannot hold (its id above its child's, as when two
+/// instances' clocks disagree) is followed from there by the recursive walk, one
+/// primary-key step per message, which is correct for any ids.
 pub fn turns(
+    conn: &mut PgConnection,
+    conversation: Uuid,
+    last: Uuid,
+    limit: i64,
+    max_chars: i64,
+) -> QueryResult<Vec<TurnRow>> {
+    let mut branch: Vec<TurnRow> = Vec::new();
+    let mut chars: i64 = 0;
+    let mut next = Some(last);
+    while let Some(from) = next {
+        let page: Vec<Step> = Prepared(
+            diesel::sql_query(
+                "SELECT id, parent_id, role, content FROM chat.messages \
+                 WHERE conversation_id = $1 AND id <= $2 ORDER BY id DESC LIMIT $3",
+            )
+            .bind::<SqlUuid, _>(conversation)
+            .bind::<SqlUuid, _>(from)
+            .bind::<BigInt, _>(WALK_PAGE),
+        )
+        .load(conn)?;
+        let whole = i64::try_from(page.len()).unwrap_or(i64::MAX) < WALK_PAGE;
+        let oldest = page.last().map(|step| step.id);
+        let mut by_id: std::collections::HashMap<Uuid, Step> =
+            page.into_iter().map(|step| (step.id, step)).collect();
+        while let Some(want) = next {
+            let taken = i64::try_from(branch.len()).unwrap_or(i64::MAX);
+            if !branch.is_empty() && (taken >= limit || chars >= max_chars) {
+                return Ok(branch);
+            }
+            let Some(step) = by_id.remove(&want) else {
+                break;
+            };
+            chars = chars
+                .saturating_add(i64::try_from(step.content.chars().count()).unwrap_or(i64::MAX));
+            branch.push(TurnRow {
+                role: step.role,
+                content: step.content,
+            });
+            next = step.parent_id;
+        }
+        match (next, oldest) {
+            // Below this range, which was full: the next range starts at it.
+            (Some(want), Some(oldest)) if want < oldest && !whole => {}
+            // Not where the ranges can find it: the recursive walk takes over.
+            (Some(want), _) => {
+                let taken = i64::try_from(branch.len()).unwrap_or(i64::MAX);
+                let rest = walk(conn, conversation, want, limit - taken, max_chars - chars)?;
+                branch.extend(rest);
+                return Ok(branch);
+            }
+            (None, _) => {}
+        }
+    }
+    Ok(branch)
+}
+
+/// The recursive form of [`turns`]: the branch ending at `last`, one primary-key step per
+/// message.
+fn walk(
     conn: &mut PgConnection,
     conversation: Uuid,
     last: Uuid,

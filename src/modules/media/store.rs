@@ -5,6 +5,7 @@ use diesel::prelude::*;
 use uuid::Uuid;
 
 use super::schema::objects;
+use crate::platform::db::Prepared;
 
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = objects)]
@@ -78,10 +79,13 @@ pub fn usage(conn: &mut PgConnection, owner: Uuid) -> QueryResult<i64> {
         #[diesel(sql_type = diesel::sql_types::BigInt)]
         used: i64,
     }
-    diesel::sql_query(
-        "SELECT coalesce(sum(size), 0)::bigint AS used FROM media.objects WHERE owner_id = $1",
+    // Prepared: asked on every profile read, its plan is kept per connection.
+    Prepared(
+        diesel::sql_query(
+            "SELECT coalesce(sum(size), 0)::bigint AS used FROM media.objects WHERE owner_id = $1",
+        )
+        .bind::<diesel::sql_types::Uuid, _>(owner),
     )
-    .bind::<diesel::sql_types::Uuid, _>(owner)
     .get_result::<Used>(conn)
     .map(|row| row.used)
 }
