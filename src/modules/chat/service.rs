@@ -250,20 +250,29 @@ impl Service {
             .ok_or(ChatError::CharacterGone)
     }
 
-    /// The user's conversation, the character answering in it, and what the user is called.
-    async fn speaking(
+    /// The user's conversation, the character answering in it, what the user is called,
+    /// and what `also` reads once the conversation is known (while the character is read).
+    async fn speaking<T, F, Fut>(
         &self,
         user: Uuid,
         id: Uuid,
-    ) -> Result<(ConversationRow, Persona, String), ChatError> {
+        also: F,
+    ) -> Result<(ConversationRow, Persona, String, T), ChatError>
+    where
+        F: FnOnce(&ConversationRow) -> Fut,
+        Fut: Future<Output = Result<T, ChatError>>,
+    {
         let (conversation, user_name) =
             futures_util::try_join!(self.conversation(user, id), self.user_name(user))?;
         // Checked again when the reply is stored; refusing here spares the model a request.
         if conversation.generating_id.is_some() {
             return Err(ChatError::Busy);
         }
-        let persona = self.persona(user, conversation.character_id).await?;
-        Ok((conversation, persona, user_name))
+        let (persona, more) = futures_util::try_join!(
+            self.persona(user, conversation.character_id),
+            also(&conversation)
+        )?;
+        Ok((conversation, persona, user_name, more))
     }
 
     async fn user_name(&self, user: Uuid) -> Result<String, ChatError> {
@@ -453,11 +462,17 @@ impl Service {
     /// Sends a user message under the active leaf and starts the reply.
     pub async fn send(&self, user: Uuid, id: Uuid, content: String) -> Result<Started, ChatError> {
         check_content(&content)?;
-        let (conversation, persona, user_name) = self.speaking(user, id).await?;
-        let parent = match conversation.active_leaf_id {
-            Some(leaf) => Some(self.message(id, leaf).await?),
-            None => None,
+        // The message it answers: the active leaf.
+        let parent_of = |conversation: &ConversationRow| {
+            let leaf = conversation.active_leaf_id;
+            async move {
+                match leaf {
+                    Some(leaf) => Ok(Some(self.message(id, leaf).await?)),
+                    None => Ok(None),
+                }
+            }
         };
+        let (_, persona, user_name, parent) = self.speaking(user, id, parent_of).await?;
         let plan = ReplyPlan {
             parent,
             user_text: Some(content),
@@ -515,8 +530,9 @@ impl Service {
         problem: &str,
         user_text: Option<String>,
     ) -> Result<Started, ChatError> {
-        let (_, persona, user_name) = self.speaking(user, id).await?;
-        let old = self.message(id, message).await?;
+        let (_, persona, user_name, old) = self
+            .speaking(user, id, |_| self.message(id, message))
+            .await?;
         if old.role != role {
             return Err(invalid("messageId", problem));
         }
@@ -588,23 +604,21 @@ impl Service {
         id: Uuid,
         message: Uuid,
     ) -> Result<Started, ChatError> {
-        let (conversation, persona, user_name) = self.speaking(user, id).await?;
-        let reply = self.message(id, message).await?;
+        let (conversation, persona, user_name, reply) = self
+            .speaking(user, id, |_| self.message(id, message))
+            .await?;
         if reply.role != "assistant" || conversation.active_leaf_id != Some(message) {
             return Err(invalid(
                 "messageId",
                 "only the last reply of the active branch can be continued",
             ));
         }
-        let allowance = self.allowance(user).await?;
         let (request, prompt, prompt_tokens) = self
             .request(
                 (id, Some(message)),
                 None,
-                &persona,
-                &user_name,
+                (user, &persona, &user_name),
                 message,
-                allowance,
             )
             .await?;
         let progress = self.progress(id, message).await?;
@@ -705,36 +719,47 @@ impl Service {
             .ok_or(ChatError::NotFound)
     }
 
-    /// The model request for a reply to the branch ending at `last` (the parent of the new
-    /// reply, or the reply being continued) followed by `user_text` when a user message is
-    /// being sent with it, and the prompt as stored.
+    /// The model request for `user`'s reply to the branch ending at `last` (the parent of
+    /// the new reply, or the reply being continued) followed by `user_text` when a user
+    /// message is being sent with it, and the prompt as stored. Refused when the user's
+    /// token quota is spent.
+    ///
+    /// The quota and the history are read at once. The history is read as far as the
+    /// model's window reaches (at 4 characters a token, never further), since the plan's
+    /// context is not known yet; the prompt is then cut to the plan's context.
     async fn request(
         &self,
         (conversation, last): (Uuid, Option<Uuid>),
         user_text: Option<&str>,
-        persona: &Persona,
-        user_name: &str,
+        (user, persona, user_name): (Uuid, &Persona, &str),
         seed_from: Uuid,
-        allowance: Allowance,
     ) -> Result<(Request, Value, u32), ChatError> {
-        // The plan's context, within the model's window. History beyond what it holds (at
-        // 4 characters a token) is never read.
+        let max_chars = i64::from(self.llm.context_tokens.saturating_sub(self.llm.max_tokens)) * 4;
+        let read = async {
+            match last {
+                Some(last) => {
+                    self.db
+                        .run(move |conn| {
+                            Ok::<_, ChatError>(store::turns(
+                                conn,
+                                conversation,
+                                last,
+                                PROMPT_HISTORY,
+                                max_chars,
+                            )?)
+                        })
+                        .await
+                }
+                None => Ok(Vec::new()),
+            }
+        };
+        let (allowance, branch) = futures_util::join!(self.allowance(user), read);
+        // A spent quota is the answer even when the read failed too.
+        let allowance = allowance?;
         let context_tokens = allowance.context_tokens.min(self.llm.context_tokens);
-        let max_chars = i64::from(context_tokens.saturating_sub(self.llm.max_tokens)) * 4;
         let mut history: Vec<Turn> = match last {
-            Some(last) => {
-                let mut branch = self
-                    .db
-                    .run(move |conn| {
-                        Ok::<_, ChatError>(store::turns(
-                            conn,
-                            conversation,
-                            last,
-                            PROMPT_HISTORY,
-                            max_chars,
-                        )?)
-                    })
-                    .await?;
+            Some(_) => {
+                let mut branch = branch?;
                 branch.reverse();
                 branch
                     .into_iter()
@@ -796,7 +821,6 @@ impl Service {
         user_name: &str,
         plan: ReplyPlan,
     ) -> Result<Started, ChatError> {
-        let allowance = self.allowance(user).await?;
         let user_message_id = plan.user_text.as_ref().map(|_| Uuid::now_v7());
         let reply_id = Uuid::now_v7();
         let parent_id = plan.parent.as_ref().map(|p| p.id);
@@ -806,10 +830,8 @@ impl Service {
             .request(
                 (id, parent_id),
                 plan.user_text.as_deref(),
-                persona,
-                user_name,
+                (user, persona, user_name),
                 reply_id,
-                allowance,
             )
             .await?;
         // The model starts while the messages are stored; if storing fails (another reply
