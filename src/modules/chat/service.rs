@@ -127,6 +127,18 @@ struct ReplyPlan {
     parent: Option<MessageRow>,
     /// A user message to insert first, under `parent`, which the reply then answers.
     user_text: Option<String>,
+    /// The branch ending at `parent` as a prompt uses it ([`Service::replying_to`]).
+    history: Vec<store::TurnRow>,
+}
+
+/// What a reply in a conversation is written with, read at once: the conversation, the
+/// character, the user's name and token allowance, and what the caller read beside them.
+struct Speaking<T> {
+    conversation: ConversationRow,
+    persona: Persona,
+    user_name: String,
+    allowance: Allowance,
+    more: T,
 }
 
 #[derive(Clone)]
@@ -251,28 +263,41 @@ impl Service {
     }
 
     /// The user's conversation, the character answering in it, what the user is called,
-    /// and what `also` reads once the conversation is known (while the character is read).
+    /// their token allowance, and what `also` reads once the conversation is known (while
+    /// the character is read). A conversation that is missing or busy is the answer before
+    /// a spent quota.
     async fn speaking<T, F, Fut>(
         &self,
         user: Uuid,
         id: Uuid,
         also: F,
-    ) -> Result<(ConversationRow, Persona, String, T), ChatError>
+    ) -> Result<Speaking<T>, ChatError>
     where
         F: FnOnce(&ConversationRow) -> Fut,
         Fut: Future<Output = Result<T, ChatError>>,
     {
-        let (conversation, user_name) =
-            futures_util::try_join!(self.conversation(user, id), self.user_name(user))?;
+        let (conversation, user_name, allowance) = futures_util::join!(
+            self.conversation(user, id),
+            self.user_name(user),
+            self.allowance(user)
+        );
+        let conversation = conversation?;
         // Checked again when the reply is stored; refusing here spares the model a request.
         if conversation.generating_id.is_some() {
             return Err(ChatError::Busy);
         }
+        let (user_name, allowance) = (user_name?, allowance?);
         let (persona, more) = futures_util::try_join!(
             self.persona(user, conversation.character_id),
             also(&conversation)
         )?;
-        Ok((conversation, persona, user_name, more))
+        Ok(Speaking {
+            conversation,
+            persona,
+            user_name,
+            allowance,
+            more,
+        })
     }
 
     async fn user_name(&self, user: Uuid) -> Result<String, ChatError> {
@@ -361,12 +386,15 @@ impl Service {
         }
         let started = match initial {
             Some(text) => {
+                let allowance = self.allowance(user).await?;
                 let plan = ReplyPlan {
                     parent: None,
                     user_text: Some(text),
+                    history: Vec::new(),
                 };
+                let speaker = (&persona, user_name.as_str());
                 Some(
-                    self.start_reply(user, id, &persona, &user_name, plan)
+                    self.start_reply((user, id), speaker, allowance, plan)
                         .await?,
                 )
             }
@@ -462,22 +490,21 @@ impl Service {
     /// Sends a user message under the active leaf and starts the reply.
     pub async fn send(&self, user: Uuid, id: Uuid, content: String) -> Result<Started, ChatError> {
         check_content(&content)?;
-        // The message it answers: the active leaf.
-        let parent_of = |conversation: &ConversationRow| {
-            let leaf = conversation.active_leaf_id;
-            async move {
-                match leaf {
-                    Some(leaf) => Ok(Some(self.message(id, leaf).await?)),
-                    None => Ok(None),
-                }
-            }
-        };
-        let (_, persona, user_name, parent) = self.speaking(user, id, parent_of).await?;
+        // It answers the active leaf, read with its branch while the character is read.
+        let spoken = self
+            .speaking(user, id, |conversation| {
+                self.replying_to(id, conversation.active_leaf_id)
+            })
+            .await?;
+        let (parent, history) = spoken.more;
         let plan = ReplyPlan {
             parent,
             user_text: Some(content),
+            history,
         };
-        self.start_reply(user, id, &persona, &user_name, plan).await
+        let speaker = (&spoken.persona, spoken.user_name.as_str());
+        self.start_reply((user, id), speaker, spoken.allowance, plan)
+            .await
     }
 
     async fn message(&self, conversation: Uuid, id: Uuid) -> Result<MessageRow, ChatError> {
@@ -530,18 +557,21 @@ impl Service {
         problem: &str,
         user_text: Option<String>,
     ) -> Result<Started, ChatError> {
-        let (_, persona, user_name, old) = self
+        let spoken = self
             .speaking(user, id, |_| self.message(id, message))
             .await?;
-        if old.role != role {
+        if spoken.more.role != role {
             return Err(invalid("messageId", problem));
         }
-        let parent = match old.parent_id {
-            Some(parent) => Some(self.message(id, parent).await?),
-            None => None,
+        let (parent, history) = self.replying_to(id, spoken.more.parent_id).await?;
+        let plan = ReplyPlan {
+            parent,
+            user_text,
+            history,
         };
-        let plan = ReplyPlan { parent, user_text };
-        self.start_reply(user, id, &persona, &user_name, plan).await
+        let speaker = (&spoken.persona, spoken.user_name.as_str());
+        self.start_reply((user, id), speaker, spoken.allowance, plan)
+            .await
     }
 
     /// Makes `message`'s branch the active one (a swipe left or right, or an older edit).
@@ -604,23 +634,24 @@ impl Service {
         id: Uuid,
         message: Uuid,
     ) -> Result<Started, ChatError> {
-        let (conversation, persona, user_name, reply) = self
-            .speaking(user, id, |_| self.message(id, message))
+        let spoken = self
+            .speaking(user, id, |_| self.replying_to(id, Some(message)))
             .await?;
-        if reply.role != "assistant" || conversation.active_leaf_id != Some(message) {
+        let (reply, history) = spoken.more;
+        let is_reply = reply.is_some_and(|reply| reply.role == "assistant");
+        if !is_reply || spoken.conversation.active_leaf_id != Some(message) {
             return Err(invalid(
                 "messageId",
                 "only the last reply of the active branch can be continued",
             ));
         }
-        let (request, prompt, prompt_tokens) = self
-            .request(
-                (id, Some(message)),
-                None,
-                (user, &persona, &user_name),
-                message,
-            )
-            .await?;
+        let (request, prompt, prompt_tokens) = self.request(
+            history,
+            None,
+            (&spoken.persona, &spoken.user_name),
+            message,
+            spoken.allowance,
+        );
         let progress = self.progress(id, message).await?;
         // The model starts while the row is stored; if storing fails, dropping the answer
         // cancels it.
@@ -719,63 +750,58 @@ impl Service {
             .ok_or(ChatError::NotFound)
     }
 
-    /// The model request for `user`'s reply to the branch ending at `last` (the parent of
-    /// the new reply, or the reply being continued) followed by `user_text` when a user
-    /// message is being sent with it, and the prompt as stored. Refused when the user's
-    /// token quota is spent.
-    ///
-    /// The quota and the history are read at once. The history is read as far as the
-    /// model's window reaches (at 4 characters a token, never further), since the plan's
-    /// context is not known yet; the prompt is then cut to the plan's context.
-    async fn request(
+    /// Most characters of history a prompt reads: the model's window less its reply, at 4
+    /// characters a token. The plan's context is often smaller; the prompt is cut to it.
+    fn history_chars(&self) -> i64 {
+        i64::from(self.llm.context_tokens.saturating_sub(self.llm.max_tokens)) * 4
+    }
+
+    /// The message `leaf` and the branch ending at it as far back as a prompt can use,
+    /// read together (nothing for a root reply).
+    async fn replying_to(
         &self,
-        (conversation, last): (Uuid, Option<Uuid>),
+        id: Uuid,
+        leaf: Option<Uuid>,
+    ) -> Result<(Option<MessageRow>, Vec<store::TurnRow>), ChatError> {
+        let Some(leaf) = leaf else {
+            return Ok((None, Vec::new()));
+        };
+        let max_chars = self.history_chars();
+        self.db
+            .run(move |conn| {
+                let message = store::find_message(conn, id, leaf)?.ok_or(ChatError::NotFound)?;
+                let branch = store::turns(conn, id, leaf, PROMPT_HISTORY, max_chars)?;
+                Ok::<_, ChatError>((Some(message), branch))
+            })
+            .await
+    }
+
+    /// The model request for a reply to `branch` (newest first, as [`Self::replying_to`]
+    /// reads it) followed by `user_text` when a user message is being sent with it, and the
+    /// prompt as stored.
+    fn request(
+        &self,
+        branch: Vec<store::TurnRow>,
         user_text: Option<&str>,
-        (user, persona, user_name): (Uuid, &Persona, &str),
+        (persona, user_name): (&Persona, &str),
         seed_from: Uuid,
-    ) -> Result<(Request, Value, u32), ChatError> {
-        let max_chars = i64::from(self.llm.context_tokens.saturating_sub(self.llm.max_tokens)) * 4;
-        let read = async {
-            match last {
-                Some(last) => {
-                    self.db
-                        .run(move |conn| {
-                            Ok::<_, ChatError>(store::turns(
-                                conn,
-                                conversation,
-                                last,
-                                PROMPT_HISTORY,
-                                max_chars,
-                            )?)
-                        })
-                        .await
-                }
-                None => Ok(Vec::new()),
-            }
-        };
-        let (allowance, branch) = futures_util::join!(self.allowance(user), read);
-        // A spent quota is the answer even when the read failed too.
-        let allowance = allowance?;
+        allowance: Allowance,
+    ) -> (Request, Value, u32) {
+        // The plan's context, within the model's window.
         let context_tokens = allowance.context_tokens.min(self.llm.context_tokens);
-        let mut history: Vec<Turn> = match last {
-            Some(_) => {
-                let mut branch = branch?;
-                branch.reverse();
-                branch
-                    .into_iter()
-                    .filter(|turn| !(turn.role == "assistant" && turn.content.is_empty()))
-                    .map(|turn| Turn {
-                        role: if turn.role == "user" {
-                            Role::User
-                        } else {
-                            Role::Assistant
-                        },
-                        content: turn.content,
-                    })
-                    .collect()
-            }
-            None => Vec::new(),
-        };
+        let mut history: Vec<Turn> = branch
+            .into_iter()
+            .rev()
+            .filter(|turn| !(turn.role == "assistant" && turn.content.is_empty()))
+            .map(|turn| Turn {
+                role: if turn.role == "user" {
+                    Role::User
+                } else {
+                    Role::Assistant
+                },
+                content: turn.content,
+            })
+            .collect();
         if let Some(text) = user_text {
             history.push(Turn {
                 role: Role::User,
@@ -806,7 +832,7 @@ impl Service {
                 interests: persona.interests.clone(),
             }),
         };
-        Ok((request, stored, estimated))
+        (request, stored, estimated)
     }
 
     /// Inserts the user message (if any) and the reply's row in one statement
@@ -815,10 +841,9 @@ impl Service {
     /// first progress, off the path to the first token.
     async fn start_reply(
         &self,
-        user: Uuid,
-        id: Uuid,
-        persona: &Persona,
-        user_name: &str,
+        (user, id): (Uuid, Uuid),
+        (persona, user_name): (&Persona, &str),
+        allowance: Allowance,
         plan: ReplyPlan,
     ) -> Result<Started, ChatError> {
         let user_message_id = plan.user_text.as_ref().map(|_| Uuid::now_v7());
@@ -826,14 +851,13 @@ impl Service {
         let parent_id = plan.parent.as_ref().map(|p| p.id);
         // The prompt is built from the branch as it is; the user message, not stored yet,
         // is added at its end.
-        let (request, stored, prompt_tokens) = self
-            .request(
-                (id, parent_id),
-                plan.user_text.as_deref(),
-                (user, persona, user_name),
-                reply_id,
-            )
-            .await?;
+        let (request, stored, prompt_tokens) = self.request(
+            plan.history,
+            plan.user_text.as_deref(),
+            (persona, user_name),
+            reply_id,
+            allowance,
+        );
         // The model starts while the messages are stored; if storing fails (another reply
         // began meanwhile), dropping the answer cancels it.
         let upstream = self.engine.ask(request);
