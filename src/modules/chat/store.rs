@@ -682,8 +682,11 @@ struct Step {
     content: String,
 }
 
-/// How many messages one range read of [`turns`] takes.
-const WALK_PAGE: i64 = 128;
+/// How many messages the first range read of [`turns`] takes: enough for most prompts.
+const WALK_FIRST: i64 = 128;
+/// How many each later range read takes: a prompt of many short messages then needs one
+/// more round trip, not several.
+const WALK_MORE: i64 = 512;
 
 /// The branch ending at `last`, newest first, only as far back as a prompt can use: at most
 /// `limit` messages, stopping after the one that brings the text to `max_chars` characters.
@@ -691,7 +694,8 @@ const WALK_PAGE: i64 = 128;
 ///
 /// Ids are time-ordered (v7) and a message is written after its parent, so the branch lies
 /// among the conversation's messages at or below `last`, newest first. It is read as such
-/// ranges ([`WALK_PAGE`] messages each, on the `(conversation_id, id)` index) and its
+/// ranges ([`WALK_FIRST`] messages, then [`WALK_MORE`] at a time, on the
+/// `(conversation_id, id)` index) and its
 /// parent links are followed in memory; messages of other branches in the range are
 /// skipped. A parent the range cannot hold (its id above its child's, as when two
 /// instances' clocks disagree) is followed from there by the recursive walk, one
@@ -706,6 +710,7 @@ pub fn turns(
     let mut branch: Vec<TurnRow> = Vec::new();
     let mut chars: i64 = 0;
     let mut next = Some(last);
+    let mut size = WALK_FIRST;
     while let Some(from) = next {
         let page: Vec<Step> = Prepared(
             diesel::sql_query(
@@ -714,10 +719,11 @@ pub fn turns(
             )
             .bind::<SqlUuid, _>(conversation)
             .bind::<SqlUuid, _>(from)
-            .bind::<BigInt, _>(WALK_PAGE),
+            .bind::<BigInt, _>(size),
         )
         .load(conn)?;
-        let whole = i64::try_from(page.len()).unwrap_or(i64::MAX) < WALK_PAGE;
+        let whole = i64::try_from(page.len()).unwrap_or(i64::MAX) < size;
+        size = WALK_MORE;
         let oldest = page.last().map(|step| step.id);
         let mut by_id: std::collections::HashMap<Uuid, Step> =
             page.into_iter().map(|step| (step.id, step)).collect();
