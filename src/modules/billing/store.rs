@@ -7,6 +7,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::schema::{subscriptions, usage, webhook_events};
+use crate::platform::db::Prepared;
 
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = subscriptions, check_for_backend(diesel::pg::Pg))]
@@ -166,20 +167,26 @@ pub fn add_usage(
     period: NaiveDate,
     tokens: i64,
 ) -> QueryResult<()> {
-    diesel::insert_into(usage::table)
-        .values((
-            usage::user_id.eq(user),
-            usage::period.eq(period),
-            usage::requests.eq(1),
-            usage::tokens.eq(tokens),
-        ))
-        .on_conflict((usage::user_id, usage::period))
-        .do_update()
-        .set((
-            usage::requests.eq(usage::requests + 1),
-            usage::tokens.eq(usage::tokens + tokens),
-        ))
-        .execute(conn)?;
+    // Once per reply: kept prepared. diesel prepared it afresh on every call, and even when
+    // wrapped, `execute` did (PostgreSQL's statement log showed a parse per call); read
+    // through `load`, it is prepared once per connection.
+    Prepared(
+        diesel::insert_into(usage::table)
+            .values((
+                usage::user_id.eq(user),
+                usage::period.eq(period),
+                usage::requests.eq(1),
+                usage::tokens.eq(tokens),
+            ))
+            .on_conflict((usage::user_id, usage::period))
+            .do_update()
+            .set((
+                usage::requests.eq(usage::requests + 1),
+                usage::tokens.eq(usage::tokens + tokens),
+            ))
+            .returning(usage::user_id),
+    )
+    .load::<Uuid>(conn)?;
     Ok(())
 }
 

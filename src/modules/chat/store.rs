@@ -332,10 +332,17 @@ pub fn start_turn(conn: &mut PgConnection, turn: &NewTurn<'_>) -> QueryResult<Ve
 }
 
 /// Stores what the model was sent for a reply.
+/// (Once per reply, so kept prepared. Through `execute` diesel prepared it afresh on every
+/// call even when wrapped, by PostgreSQL's statement log; read through `load`, it is
+/// prepared once per connection.)
 pub fn set_prompt(conn: &mut PgConnection, id: Uuid, prompt: &Value) -> QueryResult<usize> {
-    diesel::update(messages::table.find(id))
-        .set(messages::prompt.eq(prompt))
-        .execute(conn)
+    Prepared(
+        diesel::update(messages::table.find(id))
+            .set(messages::prompt.eq(prompt))
+            .returning(messages::id),
+    )
+    .load::<Uuid>(conn)
+    .map(|rows| rows.len())
 }
 
 /// Ends the generation lock when `message` held it.
@@ -344,16 +351,21 @@ pub fn release_generating(
     conversation: Uuid,
     message: Uuid,
 ) -> QueryResult<usize> {
-    diesel::update(
-        conversations::table
-            .find(conversation)
-            .filter(conversations::generating_id.eq(message)),
+    // Returning rows, so it is kept prepared (see `set_prompt`).
+    Prepared(
+        diesel::update(
+            conversations::table
+                .find(conversation)
+                .filter(conversations::generating_id.eq(message)),
+        )
+        .set((
+            conversations::generating_id.eq(None::<Uuid>),
+            conversations::last_message_at.eq(now),
+        ))
+        .returning(conversations::id),
     )
-    .set((
-        conversations::generating_id.eq(None::<Uuid>),
-        conversations::last_message_at.eq(now),
-    ))
-    .execute(conn)
+    .load::<Uuid>(conn)
+    .map(|rows| rows.len())
 }
 
 pub fn find_message(
@@ -515,16 +527,18 @@ pub fn flush_reply(
     seq: i32,
     piece_ends: &[i32],
 ) -> QueryResult<bool> {
-    diesel::update(messages::table.find(id))
-        .set((
-            messages::content.eq(content),
-            messages::seq.eq(seq),
-            messages::piece_ends.eq(piece_ends),
-            messages::heartbeat_at.eq(now),
-            messages::updated_at.eq(now),
-        ))
-        .returning(messages::stop_requested)
-        .get_result(conn)
+    Prepared(
+        diesel::update(messages::table.find(id))
+            .set((
+                messages::content.eq(content),
+                messages::seq.eq(seq),
+                messages::piece_ends.eq(piece_ends),
+                messages::heartbeat_at.eq(now),
+                messages::updated_at.eq(now),
+            ))
+            .returning(messages::stop_requested),
+    )
+    .get_result(conn)
 }
 
 /// How a reply ended.
@@ -543,21 +557,24 @@ pub fn finish_reply(
     id: Uuid,
     end: &Ending<'_>,
 ) -> QueryResult<MessageRow> {
-    diesel::update(messages::table.find(id))
-        .set((
-            messages::status.eq(end.status),
-            messages::content.eq(end.content),
-            messages::seq.eq(end.seq),
-            messages::piece_ends.eq(end.piece_ends),
-            messages::failure_code.eq(end.failure.map(|f| f.0)),
-            messages::failure_message.eq(end.failure.map(|f| f.1)),
-            messages::prompt_tokens.eq(end.prompt_tokens),
-            messages::completion_tokens.eq(end.completion_tokens),
-            messages::heartbeat_at.eq(None::<DateTime<Utc>>),
-            messages::updated_at.eq(now),
-        ))
-        .returning(MessageRow::as_returning())
-        .get_result(conn)
+    // Kept prepared: the text is the same for every reply (a `None` binds NULL).
+    Prepared(
+        diesel::update(messages::table.find(id))
+            .set((
+                messages::status.eq(end.status),
+                messages::content.eq(end.content),
+                messages::seq.eq(end.seq),
+                messages::piece_ends.eq(end.piece_ends),
+                messages::failure_code.eq(end.failure.map(|f| f.0)),
+                messages::failure_message.eq(end.failure.map(|f| f.1)),
+                messages::prompt_tokens.eq(end.prompt_tokens),
+                messages::completion_tokens.eq(end.completion_tokens),
+                messages::heartbeat_at.eq(None::<DateTime<Utc>>),
+                messages::updated_at.eq(now),
+            ))
+            .returning(MessageRow::as_returning()),
+    )
+    .get_result(conn)
 }
 
 pub fn request_stop(conn: &mut PgConnection, conversation: Uuid, id: Uuid) -> QueryResult<usize> {

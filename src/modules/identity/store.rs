@@ -7,7 +7,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::schema::{audit_log, email_tokens, refresh_tokens, sessions, users};
-use crate::platform::db::contains_pattern;
+use crate::platform::db::{Prepared, contains_pattern};
 use crate::platform::http::Paging;
 
 #[derive(Debug, Clone, Queryable, Selectable)]
@@ -191,11 +191,14 @@ pub fn add_experience(
     user_id: Uuid,
     amount: i64,
 ) -> QueryResult<Option<i64>> {
-    diesel::update(users::table.find(user_id))
-        .set(users::experience.eq(users::experience + amount))
-        .returning(users::experience)
-        .get_result(conn)
-        .optional()
+    // Once per reply: kept prepared (diesel prepares an UPDATE afresh by itself).
+    Prepared(
+        diesel::update(users::table.find(user_id))
+            .set(users::experience.eq(users::experience + amount))
+            .returning(users::experience),
+    )
+    .get_result(conn)
+    .optional()
 }
 
 pub fn insert_session(
