@@ -17,7 +17,8 @@
 # per-user request budget is the production one, through Redis: each user stays far below
 # 100 requests a minute.
 # Usage: bench/load.sh [--reseed]     (SOAK=1800 adds the soak at SOAK_RATE, bench/soak.sh;
-#        SEED=0 skips seeding again, REUSE_USERS=1 keeps the signed-in users of the last run)
+#        SEED=0 skips seeding again, REUSE_USERS=1 keeps the signed-in users of the last run,
+#        SERVER_BIN=<path> runs another build instead of building this checkout)
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
@@ -42,9 +43,14 @@ if [ "${1:-}" = --reseed ]; then
 fi
 ensure_database
 
-say "building the release binary"
-cargo build --release --quiet --bin companion
-BIN=target/release/companion
+# SERVER_BIN=<path> measures another build (say, an earlier commit's) on the same data.
+if [ -n "${SERVER_BIN:-}" ]; then
+    BIN=$SERVER_BIN
+else
+    say "building the release binary"
+    cargo build --release --quiet --bin companion
+    BIN=target/release/companion
+fi
 export COMPANION_ENV=production COMPANION__AUTH__JWT_SECRET=bench-secret-bench-secret-bench-secret-0
 export COMPANION__STORAGE__URL="file://$ROOT/.local/bench-objects" COMPANION__SERVER__HOST=127.0.0.1
 export COMPANION__MAIL__TRANSPORT=log RUST_LOG=warn
