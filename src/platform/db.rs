@@ -211,8 +211,15 @@ impl Db {
 /// (0.85 ms against 0.3 ms, measured with `EXPLAIN ANALYZE`). Wrap only a statement whose
 /// text is the same on every call (values go in binds), or the cache grows without bound.
 ///
+/// The same holds for diesel's `UPDATE` and upsert statements, which it never caches either.
+///
 /// This overrides `QueryFragment::is_safe_to_cache_prepared`, a method diesel documents as
 /// hidden; with the version pinned in `Cargo.lock` it is what diesel's statement cache asks.
+/// Only the reading calls (`load`, `get_result`, `get_results`, `first`) see the override.
+/// `execute` hands the statement on by reference, and diesel's `QueryFragment for &T` does
+/// not forward the method, so a wrapped statement run with `execute` is still parsed on
+/// every call (PostgreSQL's statement log shows it). A statement that needs to stay
+/// prepared and has nothing to return gets a `RETURNING` column and is loaded.
 #[derive(Debug, Clone, Copy)]
 pub struct Prepared<Q>(pub Q);
 

@@ -167,9 +167,8 @@ pub fn add_usage(
     period: NaiveDate,
     tokens: i64,
 ) -> QueryResult<()> {
-    // Once per reply: kept prepared. diesel prepared it afresh on every call, and even when
-    // wrapped, `execute` did (PostgreSQL's statement log showed a parse per call); read
-    // through `load`, it is prepared once per connection.
+    // Once per reply, so kept prepared: it returns a column to run through `load`
+    // (`platform::db::Prepared`).
     Prepared(
         diesel::insert_into(usage::table)
             .values((

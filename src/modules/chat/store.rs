@@ -331,10 +331,8 @@ pub fn start_turn(conn: &mut PgConnection, turn: &NewTurn<'_>) -> QueryResult<Ve
     .load(conn)
 }
 
-/// Stores what the model was sent for a reply.
-/// (Once per reply, so kept prepared. Through `execute` diesel prepared it afresh on every
-/// call even when wrapped, by PostgreSQL's statement log; read through `load`, it is
-/// prepared once per connection.)
+/// Stores what the model was sent for a reply. Once per reply, so kept prepared: it returns
+/// the id to run through `load` ([`Prepared`]).
 pub fn set_prompt(conn: &mut PgConnection, id: Uuid, prompt: &Value) -> QueryResult<usize> {
     Prepared(
         diesel::update(messages::table.find(id))
@@ -351,7 +349,7 @@ pub fn release_generating(
     conversation: Uuid,
     message: Uuid,
 ) -> QueryResult<usize> {
-    // Returning rows, so it is kept prepared (see `set_prompt`).
+    // Returns the id to run through `load`, so it stays prepared ([`Prepared`]).
     Prepared(
         diesel::update(
             conversations::table
@@ -854,15 +852,14 @@ pub fn trim_conversation(
     conversation: Uuid,
     keep: i64,
 ) -> QueryResult<usize> {
-    Prepared(
-        diesel::sql_query(
-            "DELETE FROM chat.messages WHERE conversation_id = $1 AND id > ( \
-               SELECT id FROM chat.messages WHERE conversation_id = $1 \
-               ORDER BY id DESC OFFSET $2 LIMIT 1)",
-        )
-        .bind::<SqlUuid, _>(conversation)
-        .bind::<BigInt, _>(keep),
+    // Run by the retention job, not per request: not worth keeping prepared.
+    diesel::sql_query(
+        "DELETE FROM chat.messages WHERE conversation_id = $1 AND id > ( \
+           SELECT id FROM chat.messages WHERE conversation_id = $1 \
+           ORDER BY id DESC OFFSET $2 LIMIT 1)",
     )
+    .bind::<SqlUuid, _>(conversation)
+    .bind::<BigInt, _>(keep)
     .execute(conn)
 }
 

@@ -191,7 +191,7 @@ pub fn add_experience(
     user_id: Uuid,
     amount: i64,
 ) -> QueryResult<Option<i64>> {
-    // Once per reply: kept prepared (diesel prepares an UPDATE afresh by itself).
+    // Once per reply, so kept prepared (diesel prepares an UPDATE afresh by itself).
     Prepared(
         diesel::update(users::table.find(user_id))
             .set(users::experience.eq(users::experience + amount))

@@ -13,6 +13,14 @@ use uuid::Uuid;
 use super::NewJob;
 use crate::platform::db::Prepared;
 
+/// The id of a job a statement inserted or changed. The worker's statements return it so
+/// that they run through diesel's `load` and stay prepared (see [`Prepared`]).
+#[derive(QueryableByName)]
+struct JobId {
+    #[diesel(sql_type = SqlUuid)]
+    id: Uuid,
+}
+
 /// A job a worker has claimed.
 #[derive(Debug, Clone, QueryableByName)]
 pub struct ClaimedJob {
@@ -34,12 +42,7 @@ fn secs(duration: Duration) -> f64 {
 
 /// Inserts a job; `None` when a live job with the same dedup key already exists.
 pub fn enqueue(conn: &mut PgConnection, job: &NewJob) -> QueryResult<Option<Uuid>> {
-    #[derive(QueryableByName)]
-    struct Inserted {
-        #[diesel(sql_type = SqlUuid)]
-        id: Uuid,
-    }
-    let inserted: Option<Inserted> = Prepared(
+    let inserted: Option<JobId> = Prepared(
         diesel::sql_query(
             "INSERT INTO platform.jobs (id, kind, payload, max_attempts, run_at, dedup_key) \
          VALUES ($1, $2, $3, $4, coalesce($5, now()), $6) \
@@ -99,24 +102,26 @@ pub fn renew(
     let updated = Prepared(
         diesel::sql_query(
             "UPDATE platform.jobs SET locked_until = now() + make_interval(secs => $3) \
-         WHERE id = $1 AND locked_by = $2 AND state = 'running'",
+         WHERE id = $1 AND locked_by = $2 AND state = 'running' RETURNING id",
         )
         .bind::<SqlUuid, _>(job)
         .bind::<SqlUuid, _>(worker)
         .bind::<Double, _>(secs(lease)),
     )
-    .execute(conn)?;
-    Ok(updated == 1)
+    .load::<JobId>(conn)?;
+    Ok(updated.len() == 1)
 }
 
 /// A finished job leaves the table.
 pub fn complete(conn: &mut PgConnection, job: Uuid, worker: Uuid) -> QueryResult<()> {
     Prepared(
-        diesel::sql_query("DELETE FROM platform.jobs WHERE id = $1 AND locked_by = $2")
-            .bind::<SqlUuid, _>(job)
-            .bind::<SqlUuid, _>(worker),
+        diesel::sql_query(
+            "DELETE FROM platform.jobs WHERE id = $1 AND locked_by = $2 RETURNING id",
+        )
+        .bind::<SqlUuid, _>(job)
+        .bind::<SqlUuid, _>(worker),
     )
-    .execute(conn)
+    .load::<JobId>(conn)
     .map(drop)
 }
 
@@ -134,14 +139,14 @@ pub fn fail(
          SET state = CASE WHEN attempts >= max_attempts THEN 'dead' ELSE 'queued' END, \
              run_at = now() + make_interval(secs => $4), \
              last_error = $3, locked_by = NULL, locked_until = NULL, updated_at = now() \
-         WHERE id = $1 AND locked_by = $2",
+         WHERE id = $1 AND locked_by = $2 RETURNING id",
         )
         .bind::<SqlUuid, _>(job)
         .bind::<SqlUuid, _>(worker)
         .bind::<Text, _>(error)
         .bind::<Double, _>(secs(retry_in)),
     )
-    .execute(conn)
+    .load::<JobId>(conn)
     .map(drop)
 }
 
@@ -150,13 +155,13 @@ pub fn bury(conn: &mut PgConnection, job: Uuid, worker: Uuid, error: &str) -> Qu
     Prepared(
         diesel::sql_query(
             "UPDATE platform.jobs SET state = 'dead', last_error = $3, locked_by = NULL, \
-         locked_until = NULL, updated_at = now() WHERE id = $1 AND locked_by = $2",
+         locked_until = NULL, updated_at = now() WHERE id = $1 AND locked_by = $2 RETURNING id",
         )
         .bind::<SqlUuid, _>(job)
         .bind::<SqlUuid, _>(worker)
         .bind::<Text, _>(error),
     )
-    .execute(conn)
+    .load::<JobId>(conn)
     .map(drop)
 }
 
@@ -166,12 +171,12 @@ pub fn release(conn: &mut PgConnection, job: Uuid, worker: Uuid) -> QueryResult<
         diesel::sql_query(
             "UPDATE platform.jobs SET state = 'queued', attempts = attempts - 1, run_at = now(), \
          locked_by = NULL, locked_until = NULL, updated_at = now() \
-         WHERE id = $1 AND locked_by = $2",
+         WHERE id = $1 AND locked_by = $2 RETURNING id",
         )
         .bind::<SqlUuid, _>(job)
         .bind::<SqlUuid, _>(worker),
     )
-    .execute(conn)
+    .load::<JobId>(conn)
     .map(drop)
 }
 
@@ -182,16 +187,15 @@ pub fn upsert_schedule(
     kind: &str,
     every: Duration,
 ) -> QueryResult<()> {
-    Prepared(
-        diesel::sql_query(
-            "INSERT INTO platform.job_schedules (name, kind, every_ms, next_run_at) \
+    // Once per schedule at start-up: not worth keeping prepared.
+    diesel::sql_query(
+        "INSERT INTO platform.job_schedules (name, kind, every_ms, next_run_at) \
          VALUES ($1, $2, $3, now()) \
          ON CONFLICT (name) DO UPDATE SET kind = EXCLUDED.kind, every_ms = EXCLUDED.every_ms",
-        )
-        .bind::<Text, _>(name)
-        .bind::<Text, _>(kind)
-        .bind::<BigInt, _>(every.as_millis() as i64),
     )
+    .bind::<Text, _>(name)
+    .bind::<Text, _>(kind)
+    .bind::<BigInt, _>(every.as_millis() as i64)
     .execute(conn)
     .map(drop)
 }
