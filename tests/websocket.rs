@@ -7,7 +7,7 @@ mod support;
 
 use std::time::Duration;
 
-use futures_util::SinkExt;
+use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use support::TestApp;
 use support::chat::{LUNA, paced_model, spawn_with_model, start, words};
@@ -430,6 +430,73 @@ async fn a_silent_client_and_an_ended_session_are_disconnected() {
     assert_eq!(
         (code, reason.as_str()),
         (CloseCode::Policy, "the session has ended")
+    );
+}
+
+/// A client that keeps sending but never reads: the answers the server owes it pile up
+/// in the socket's buffers, then in its queue of `websocket.send_queue` frames, and then the
+/// server lets it go instead of holding more. (Each frame here is refused with an `error`
+/// frame of ~200 bytes, so a few megabytes of answers are owed.)
+#[tokio::test]
+async fn a_client_that_never_reads_is_disconnected_once_its_queue_is_full() {
+    const FRAMES: usize = 50_000;
+    let app = TestApp::spawn_with_vars(&[
+        ("COMPANION__WEBSOCKET__SEND_QUEUE", "16"),
+        ("COMPANION__WEBSOCKET__FRAMES_PER_SECOND", "0"),
+        ("COMPANION__WEBSOCKET__PING_INTERVAL_MS", "60000"),
+    ])
+    .await;
+    let ann = app.register("ann@example.com").await;
+    // A small receive buffer, so what the server may park in the kernel is small too.
+    let tcp = tokio::net::TcpSocket::new_v4().unwrap();
+    tcp.set_recv_buffer_size(4096).unwrap();
+    let stream = tcp
+        .connect(([127, 0, 0, 1], app.port).into())
+        .await
+        .unwrap();
+    let (mut socket, _) =
+        tokio_tungstenite::client_async(support::ws::authorized(&app, &ann), stream)
+            .await
+            .unwrap();
+    let frame = Message::Text(
+        json!({ "type": "nope", "ref": "r".repeat(64) })
+            .to_string()
+            .into(),
+    );
+    let mut sent = 0;
+    let sending = tokio::time::timeout(Duration::from_secs(60), async {
+        while sent < FRAMES {
+            if socket.feed(frame.clone()).await.is_err() {
+                return;
+            }
+            sent += 1;
+            if sent % 500 == 0 && socket.flush().await.is_err() {
+                return;
+            }
+        }
+        let _ = socket.flush().await;
+    })
+    .await;
+    assert!(sending.is_ok(), "the server stopped reading the client");
+    // Now read: what the server wrote before it let go, then the end of the connection.
+    let mut answers = 0;
+    let ended = tokio::time::timeout(WAIT, async {
+        loop {
+            match socket.next().await {
+                Some(Ok(Message::Text(_))) => answers += 1,
+                Some(Ok(Message::Close(_)) | Err(_)) | None => return,
+                Some(Ok(_)) => {}
+            }
+        }
+    })
+    .await;
+    assert!(
+        ended.is_ok(),
+        "the connection stayed open ({answers} answers read)"
+    );
+    assert!(
+        answers < sent,
+        "all {sent} frames were answered: the server held everything for a client that did not read"
     );
 }
 

@@ -37,17 +37,23 @@
 //! - **Shutdown** closes every connection with 1001 once the replies running here are
 //!   stored.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::future::poll_fn;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
-use actix_ws::{AggregatedMessage, CloseCode, CloseReason, ProtocolError, Session};
+use actix_ws::{
+    AggregatedMessage, CloseCode, CloseReason, Closed, Message, ProtocolError, Session,
+};
+use bytes::Bytes;
+use futures_util::Sink;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
-use tokio::time::{Instant, MissedTickBehavior};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
@@ -72,6 +78,8 @@ const MAX_TRACKED: usize = 64;
 const MAX_REF: usize = 64;
 /// How long a closing connection may take to send its close frame.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
+/// The longest payload of a control frame (RFC 6455 §5.5): a pong echoes at most this much.
+const MAX_CONTROL_PAYLOAD: usize = 125;
 
 /// Open connections by account, on this instance.
 type OpenCounts = Arc<Mutex<HashMap<Uuid, usize>>>;
@@ -85,6 +93,9 @@ pub struct Sockets {
     tasks: TaskTracker,
     open: OpenCounts,
 }
+
+/// A drained queue of frames keeps up to this many slots; more are given back.
+const IDLE_PENDING: usize = 16;
 
 /// A connection's place in its account's count, given back when the connection ends.
 struct Slot {
@@ -224,35 +235,37 @@ pub async fn connect(
     };
     let (response, session, stream) = actix_ws::handle_with_protocols(&request, body, protocols)
         .map_err(|_| AppError::bad_request("This address only speaks WebSocket."))?;
-    let settings = sockets.settings.clone();
+    let settings = &sockets.settings;
     let stream = stream
         .max_frame_size(settings.max_frame_bytes)
         .aggregate_continuations()
         .max_continuation_size(settings.max_frame_bytes);
-    let (queue, outgoing) = mpsc::channel(settings.send_queue.max(1));
-    let connection = Connection {
-        service: service.get_ref().clone(),
+    let mut connection = Connection {
+        _open: service.metrics().socket(),
+        service,
         platform: platform.into_inner(),
         keys: keys.into_inner(),
         sessions: sessions.into_inner(),
-        settings,
         user: None,
         live: None,
-        queue,
+        session,
+        stream,
+        pending: VecDeque::new(),
         followed: HashSet::new(),
         followers: None,
         seen: HashMap::new(),
         missed_pongs: 0,
-        budget: FrameBudget::new(&sockets.settings),
-        sockets: sockets.get_ref().clone(),
+        budget: FrameBudget::new(settings),
+        sockets: sockets.clone(),
         slot,
-        _open: service.metrics().socket(),
     };
-    let writer = actix_web::rt::spawn(write(session, outgoing));
-    let closing = sockets.closing.clone();
-    actix_web::rt::spawn(sockets.tasks.track_future(async move {
-        connection.run(user, stream, closing, writer).await;
-    }));
+    // The future itself is the task: wrapping it in an `async move` block would store the
+    // connection twice (the block's captures beside the future they were moved into).
+    if let Some(user) = user {
+        connection.authenticated(user);
+    }
+    let run = connection.run();
+    actix_web::rt::spawn(sockets.tasks.track_future(run));
     Ok(response)
 }
 
@@ -315,33 +328,6 @@ impl FrameBudget {
             Verdict::Refuse
         }
     }
-}
-
-/// What the writer sends.
-enum Out {
-    Text(String),
-    Ping,
-    Pong(bytes::Bytes),
-    Close(Option<CloseReason>),
-}
-
-/// Sends queued frames to the client; ends when the queue closes or the client is gone.
-async fn write(mut session: Session, mut outgoing: mpsc::Receiver<Out>) {
-    while let Some(out) = outgoing.recv().await {
-        let sent = match out {
-            Out::Text(text) => session.text(text).await,
-            Out::Ping => session.ping(b"").await,
-            Out::Pong(bytes) => session.pong(&bytes).await,
-            Out::Close(reason) => {
-                let _ = session.close(reason).await;
-                return;
-            }
-        };
-        if sent.is_err() {
-            return;
-        }
-    }
-    let _ = session.close(None).await;
 }
 
 /// What a frame from a follower (a `resume`) carries.
@@ -414,15 +400,25 @@ struct Seen {
     sent: i32,
 }
 
+/// One open connection: the state its task keeps while the client is idle. It is what
+/// every idle connection costs, so it holds shared parts by reference, allocates nothing
+/// until something happens, and its task is one future: the frames waiting for the client
+/// are a `VecDeque` here (empty, unallocated, when idle) written by the same loop that
+/// reads, and the work a frame or a ping starts runs in a boxed future, so the loop's
+/// own state is what waiting takes.
 struct Connection {
-    service: Service,
+    service: web::Data<Service>,
     platform: Arc<Platform>,
     keys: Arc<TokenKeys>,
     sessions: Arc<dyn SessionCheck>,
-    settings: WebSocketSettings,
     user: Option<AuthUser>,
     live: Option<Subscription>,
-    queue: mpsc::Sender<Out>,
+    /// Where frames go to the client (actix-ws's own queue of 32 in front of the socket).
+    session: Session,
+    /// What the client sends.
+    stream: actix_ws::AggregatedMessageStream,
+    /// Frames waiting for room in `session`, at most `websocket.send_queue`.
+    pending: VecDeque<Message>,
     /// Replies a `resume` follower is sending; their live frames are left to it.
     followed: HashSet<Uuid>,
     /// What the followers send, made with the first one (most connections never resume).
@@ -431,7 +427,7 @@ struct Connection {
     seen: HashMap<Uuid, Seen>,
     missed_pongs: u32,
     budget: FrameBudget,
-    sockets: Sockets,
+    sockets: web::Data<Sockets>,
     /// This connection's place in its account's count, once it knows the account.
     slot: Option<Slot>,
     _open: GaugeGuard,
@@ -469,60 +465,105 @@ async fn next_live(live: &mut Option<Subscription>) -> Result<Arc<str>, Missed> 
 }
 
 impl Connection {
-    async fn run(
-        mut self,
-        user: Option<AuthUser>,
-        mut stream: actix_ws::AggregatedMessageStream,
-        closing: CancellationToken,
-        writer: actix_web::rt::task::JoinHandle<()>,
-    ) {
-        if let Some(user) = user {
-            self.authenticated(user);
-        }
-        let auth_deadline =
-            Instant::now() + Duration::from_millis(self.settings.auth_timeout_ms.max(1));
-        let mut ping = tokio::time::interval_at(
-            Instant::now() + Duration::from_millis(self.settings.ping_interval_ms.max(1)),
-            Duration::from_millis(self.settings.ping_interval_ms.max(1)),
-        );
-        ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        let end = loop {
-            let step = tokio::select! {
-                () = closing.cancelled() => Err(End::Close(CloseCode::Away, "the server is restarting")),
-                () = tokio::time::sleep_until(auth_deadline), if self.user.is_none() => {
-                    Err(End::Close(CloseCode::Policy, "no authentication"))
-                }
-                _ = ping.tick() => self.tick().await,
-                message = stream.recv() => match message {
-                    Some(Ok(message)) => self.received(message).await,
-                    Some(Err(ProtocolError::Overflow)) => {
-                        Err(End::Close(CloseCode::Size, "frame too large"))
+    /// The connection's task. Not an `async fn`: one would keep its arguments and the
+    /// locals they are moved into side by side; the `async move` block uses `self` in place.
+    #[allow(clippy::manual_async_fn)] // on purpose: see above
+    fn run(mut self) -> impl Future<Output = ()> + 'static {
+        async move {
+            let settings = &self.sockets.settings;
+            let ping_every = Duration::from_millis(settings.ping_interval_ms.max(1));
+            let auth_deadline =
+                Instant::now() + Duration::from_millis(settings.auth_timeout_ms.max(1));
+            let mut next_ping = Instant::now() + ping_every;
+            // One timer serves both the authentication deadline and the pings.
+            let timer = tokio::time::sleep_until(if self.user.is_none() {
+                auth_deadline.min(next_ping)
+            } else {
+                next_ping
+            });
+            tokio::pin!(timer);
+            let end = loop {
+                let step = tokio::select! {
+                    () = self.sockets.closing.cancelled() => Err(End::Close(CloseCode::Away, "the server is restarting")),
+                    () = &mut timer => {
+                        let now = Instant::now();
+                        let step = if self.user.is_none() && now >= auth_deadline {
+                            Err(End::Close(CloseCode::Policy, "no authentication"))
+                        } else if now >= next_ping {
+                            next_ping = now + ping_every;
+                            Box::pin(self.tick()).await
+                        } else {
+                            Ok(())
+                        };
+                        timer.as_mut().reset(if self.user.is_none() {
+                            auth_deadline.min(next_ping)
+                        } else {
+                            next_ping
+                        });
+                        step
                     }
-                    Some(Err(_)) => Err(End::Close(CloseCode::Protocol, "unreadable frame")),
-                    None => Err(End::Gone),
-                },
-                event = next_live(&mut self.live) => match event {
-                    // The user's sessions ended (account closed): check this one now.
-                    Ok(text) if text.contains(r#""type":"session.ended""#) => self.check_session().await,
-                    event => self.live_event(event),
-                },
-                item = next_followed(&mut self.followers) => self.follower_item(item),
+                    ready = poll_fn(|cx| Pin::new(&mut self.session).poll_ready(cx)), if !self.pending.is_empty() => {
+                        match ready {
+                            Ok(()) => self.write_next(),
+                            Err(Closed) => Err(End::Gone),
+                        }
+                    }
+                    message = self.stream.recv() => match message {
+                        Some(Ok(message)) => Box::pin(self.received(message)).await,
+                        Some(Err(ProtocolError::Overflow)) => {
+                            Err(End::Close(CloseCode::Size, "frame too large"))
+                        }
+                        Some(Err(_)) => Err(End::Close(CloseCode::Protocol, "unreadable frame")),
+                        None => Err(End::Gone),
+                    },
+                    event = next_live(&mut self.live) => match event {
+                        // The user's sessions ended (account closed): check this one now.
+                        Ok(text) if text.contains(r#""type":"session.ended""#) => {
+                            Box::pin(self.check_session()).await
+                        }
+                        event => self.live_event(event),
+                    },
+                    item = next_followed(&mut self.followers) => self.follower_item(item),
+                };
+                if let Err(end) = step {
+                    break end;
+                }
             };
-            if let Err(end) = step {
-                break end;
-            }
-        };
-        if let End::Close(code, description) = end {
-            let reason = CloseReason {
-                code,
-                description: Some(description.to_owned()),
-            };
-            // A full queue means a client that does not read: it gets no close frame.
-            if self.queue.try_send(Out::Close(Some(reason))).is_ok() {
-                let _ = tokio::time::timeout(CLOSE_GRACE, self.queue.closed()).await;
+            if let End::Close(code, description) = end {
+                let reason = CloseReason {
+                    code,
+                    description: Some(description.to_owned()),
+                };
+                // A full queue means a client that does not read: it gets no close frame.
+                if self.send(Message::Close(Some(reason))).is_ok() {
+                    let _ = Box::pin(tokio::time::timeout(CLOSE_GRACE, self.flush())).await;
+                }
             }
         }
-        writer.abort();
+    }
+
+    /// Hands the oldest waiting frame to actix-ws, which has room for it (its `poll_ready`
+    /// said so).
+    fn write_next(&mut self) -> Result<(), End> {
+        let Some(message) = self.pending.pop_front() else {
+            return Ok(());
+        };
+        if self.pending.is_empty() && self.pending.capacity() > IDLE_PENDING {
+            // A burst grew the queue; an idle connection gives that memory back.
+            self.pending = VecDeque::new();
+        }
+        Pin::new(&mut self.session)
+            .start_send(message)
+            .map_err(|Closed| End::Gone)
+    }
+
+    /// Writes every waiting frame (the last one a close frame).
+    async fn flush(&mut self) -> Result<(), Closed> {
+        while let Some(message) = self.pending.pop_front() {
+            poll_fn(|cx| Pin::new(&mut self.session).poll_ready(cx)).await?;
+            Pin::new(&mut self.session).start_send(message)?;
+        }
+        Ok(())
     }
 
     fn authenticated(&mut self, user: AuthUser) {
@@ -531,24 +572,31 @@ impl Connection {
     }
 
     /// Queues a frame; a client that lets its queue fill is disconnected.
-    fn send(&self, out: Out) -> Result<(), End> {
-        match self.queue.try_send(out) {
-            Ok(()) => Ok(()),
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                tracing::info!("disconnecting a WebSocket client that does not keep up");
-                Err(End::Gone)
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => Err(End::Gone),
+    fn send(&mut self, message: Message) -> Result<(), End> {
+        if self.pending.len() >= self.sockets.settings.send_queue.max(1) {
+            tracing::info!("disconnecting a WebSocket client that does not keep up");
+            return Err(End::Gone);
         }
+        self.pending.push_back(message);
+        Ok(())
     }
 
-    fn error(&self, code: ErrorCode, message: &str, reference: Option<&str>) -> Result<(), End> {
-        self.send(Out::Text(error_frame(code, message, reference).to_string()))
+    fn text(&mut self, text: String) -> Result<(), End> {
+        self.send(Message::Text(text.into()))
+    }
+
+    fn error(
+        &mut self,
+        code: ErrorCode,
+        message: &str,
+        reference: Option<&str>,
+    ) -> Result<(), End> {
+        self.text(error_frame(code, message, reference).to_string())
     }
 
     /// An API error as an `error` frame: the envelope's code, message and details (which,
     /// like the envelope's, never carry a cause).
-    fn app_error(&self, error: &AppError, reference: Option<&str>) -> Result<(), End> {
+    fn app_error(&mut self, error: &AppError, reference: Option<&str>) -> Result<(), End> {
         if let Some(cause) = error.cause() {
             tracing::error!(error = %cause, "a WebSocket frame failed");
         }
@@ -556,7 +604,7 @@ impl Connection {
         if let Some(details) = error.details() {
             frame["details"] = details.clone();
         }
-        self.send(Out::Text(frame.to_string()))
+        self.text(frame.to_string())
     }
 
     /// Closes the connection (1008) when its session has ended.
@@ -577,7 +625,7 @@ impl Connection {
         }
         self.check_session().await?;
         self.missed_pongs += 1;
-        self.send(Out::Ping)
+        self.send(Message::Ping(Bytes::new()))
     }
 
     async fn received(&mut self, message: AggregatedMessage) -> Result<(), End> {
@@ -612,7 +660,9 @@ impl Connection {
                 "Frames are JSON text; binary frames are not understood.",
                 None,
             ),
-            AggregatedMessage::Ping(bytes) => self.send(Out::Pong(bytes)),
+            AggregatedMessage::Ping(bytes) => self.send(Message::Pong(
+                bytes.slice(..bytes.len().min(MAX_CONTROL_PAYLOAD)),
+            )),
             AggregatedMessage::Pong(_) => {
                 self.missed_pongs = 0;
                 Ok(())
@@ -676,7 +726,7 @@ impl Connection {
             };
         }
         match kind.as_str() {
-            "ping" => self.send(Out::Text(json!({ "type": "pong" }).to_string())),
+            "ping" => self.text(json!({ "type": "pong" }).to_string()),
             "message" => match serde_json::from_value::<MessageFrame>(body) {
                 Ok(frame) => self.message(frame, reference).await,
                 Err(error) => self.unreadable(&kind, &error, reference),
@@ -703,7 +753,7 @@ impl Connection {
     }
 
     fn unreadable(
-        &self,
+        &mut self,
         kind: &str,
         error: &serde_json::Error,
         reference: Option<&str>,
@@ -715,7 +765,7 @@ impl Connection {
         )
     }
 
-    fn chat_error(&self, error: ChatError, reference: Option<&str>) -> Result<(), End> {
+    fn chat_error(&mut self, error: ChatError, reference: Option<&str>) -> Result<(), End> {
         self.app_error(&AppError::from(error), reference)
     }
 
@@ -799,9 +849,10 @@ impl Connection {
     ) {
         self.followed.insert(message);
         self.seen.remove(&message);
-        let (frames, mut receiver) = mpsc::channel(self.settings.send_queue.max(1));
+        let capacity = self.sockets.settings.send_queue.max(1);
+        let (frames, mut receiver) = mpsc::channel(capacity);
         follow_into(
-            self.service.clone(),
+            self.service.get_ref().clone(),
             conversation,
             message,
             after.max(0),
@@ -809,7 +860,6 @@ impl Connection {
             None,
             frames,
         );
-        let capacity = self.settings.send_queue.max(1);
         let out = self
             .followers
             .get_or_insert_with(|| mpsc::channel(capacity))
@@ -827,7 +877,7 @@ impl Connection {
 
     fn follower_item(&mut self, item: Followed) -> Result<(), End> {
         match item {
-            Followed::Frame(text) => self.send(Out::Text(text)),
+            Followed::Frame(text) => self.text(text),
             Followed::Done(message) => {
                 self.followed.remove(&message);
                 Ok(())
@@ -874,7 +924,7 @@ impl Connection {
                     return Ok(());
                 }
                 seen.sent = seq;
-                self.send(Out::Text(text.to_string()))
+                self.text(text.to_string())
             }
             "message" => {
                 let Some(message) = event.message else {
@@ -895,9 +945,9 @@ impl Connection {
                 } else {
                     self.seen.remove(&message.id);
                 }
-                self.send(Out::Text(text.to_string()))
+                self.text(text.to_string())
             }
-            _ => self.send(Out::Text(text.to_string())),
+            _ => self.text(text.to_string()),
         }
     }
 
