@@ -190,7 +190,11 @@ impl Realtime {
         let queue = Arc::new(Queue::default());
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let mut local = self.inner.local.lock().unwrap_or_else(|e| e.into_inner());
-        local.entry(user).or_default().push(Subscriber {
+        let subscribers = local.entry(user).or_default();
+        // Most users have one connection: room for exactly one more, not the four a `Vec`
+        // would make.
+        subscribers.reserve_exact(1);
+        subscribers.push(Subscriber {
             id,
             queue: queue.clone(),
         });
