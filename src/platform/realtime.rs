@@ -452,6 +452,47 @@ mod tests {
         assert_eq!(slow.recv().await, Err(Missed::Lagged(10)));
     }
 
+    #[tokio::test]
+    async fn a_waiting_subscription_wakes_for_the_next_event() {
+        let hub = Realtime::in_process();
+        let ann = Uuid::now_v7();
+        let mut tab = hub.subscribe(ann);
+        let waiting = tokio::spawn(async move { tab.recv().await });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        hub.publish(ann, "later").await;
+        let woken = tokio::time::timeout(Duration::from_secs(2), waiting).await;
+        assert_eq!(&*woken.unwrap().unwrap().unwrap(), "later");
+    }
+
+    #[tokio::test]
+    async fn a_drained_subscription_gives_back_what_a_burst_took() {
+        let hub = Realtime::in_process();
+        let ann = Uuid::now_v7();
+        let mut tab = hub.subscribe(ann);
+        for i in 0..500 {
+            hub.publish(ann, i.to_string()).await;
+        }
+        for i in 0..500 {
+            assert_eq!(*tab.recv().await.unwrap(), *i.to_string());
+        }
+        let capacity = tab.queue.events.lock().unwrap().capacity();
+        assert!(
+            capacity <= IDLE_CAPACITY,
+            "an idle queue keeps {capacity} slots"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_subscription_whose_hub_is_gone_learns_it_is_closed() {
+        let hub = Realtime::in_process();
+        let mut tab = hub.subscribe(Uuid::now_v7());
+        let waiting = tokio::spawn(async move { tab.recv().await });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        drop(hub);
+        let ended = tokio::time::timeout(Duration::from_secs(2), waiting).await;
+        assert_eq!(ended.unwrap().unwrap(), Err(Missed::Closed));
+    }
+
     /// Real Redis (`REDIS_URL`, else the local default), as the integration tests use.
     fn redis_url() -> String {
         std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
