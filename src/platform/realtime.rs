@@ -88,16 +88,22 @@ impl Queue {
     fn pop(&self) -> Option<Event> {
         let mut events = self.events.lock().unwrap_or_else(|e| e.into_inner());
         let event = events.pop_front();
-        // A burst grew the queue; an idle connection should not keep that memory.
-        if events.is_empty() && events.capacity() > IDLE_CAPACITY {
-            *events = VecDeque::new();
-        }
+        give_back_burst(&mut events);
         event
     }
 }
 
 /// A drained queue keeps up to this many slots; more are given back.
 const IDLE_CAPACITY: usize = 16;
+
+/// Frees a connection's queue once it is empty, if a burst grew it past [`IDLE_CAPACITY`]
+/// slots: an idle connection should not keep what a burst took. (The WebSocket's queue of
+/// frames for its client does the same.)
+pub fn give_back_burst<T>(queue: &mut VecDeque<T>) {
+    if queue.is_empty() && queue.capacity() > IDLE_CAPACITY {
+        *queue = VecDeque::new();
+    }
+}
 
 /// The hub's side of one subscription.
 struct Subscriber {

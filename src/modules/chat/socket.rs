@@ -66,7 +66,7 @@ use crate::platform::Platform;
 use crate::platform::http::{
     AppError, AuthUser, ErrorCode, SessionCheck, TokenKeys, bearer_token, charge_user,
 };
-use crate::platform::realtime::{Missed, Subscription};
+use crate::platform::realtime::{Missed, Subscription, give_back_burst};
 
 /// The sub-protocol that carries a token: `Sec-WebSocket-Protocol: bearer, <token>`.
 const BEARER_PROTOCOL: &str = "bearer";
@@ -93,9 +93,6 @@ pub struct Sockets {
     tasks: TaskTracker,
     open: OpenCounts,
 }
-
-/// A drained queue of frames keeps up to this many slots; more are given back.
-const IDLE_PENDING: usize = 16;
 
 /// A connection's place in its account's count, given back when the connection ends.
 struct Slot {
@@ -259,11 +256,11 @@ pub async fn connect(
         sockets: sockets.clone(),
         slot,
     };
-    // The future itself is the task: wrapping it in an `async move` block would store the
-    // connection twice (the block's captures beside the future they were moved into).
     if let Some(user) = user {
         connection.authenticated(user);
     }
+    // The future itself is the task: wrapping it in an `async move` block would store the
+    // connection twice (the block's captures beside the future they were moved into).
     let run = connection.run();
     actix_web::rt::spawn(sockets.tasks.track_future(run));
     Ok(response)
@@ -476,11 +473,14 @@ impl Connection {
                 Instant::now() + Duration::from_millis(settings.auth_timeout_ms.max(1));
             let mut next_ping = Instant::now() + ping_every;
             // One timer serves both the authentication deadline and the pings.
-            let timer = tokio::time::sleep_until(if self.user.is_none() {
-                auth_deadline.min(next_ping)
-            } else {
-                next_ping
-            });
+            let wake_at = |authenticated: bool, next_ping: Instant| {
+                if authenticated {
+                    next_ping
+                } else {
+                    auth_deadline.min(next_ping)
+                }
+            };
+            let timer = tokio::time::sleep_until(wake_at(self.user.is_some(), next_ping));
             tokio::pin!(timer);
             let end = loop {
                 let step = tokio::select! {
@@ -495,11 +495,7 @@ impl Connection {
                         } else {
                             Ok(())
                         };
-                        timer.as_mut().reset(if self.user.is_none() {
-                            auth_deadline.min(next_ping)
-                        } else {
-                            next_ping
-                        });
+                        timer.as_mut().reset(wake_at(self.user.is_some(), next_ping));
                         step
                     }
                     ready = poll_fn(|cx| Pin::new(&mut self.session).poll_ready(cx)), if !self.pending.is_empty() => {
@@ -548,10 +544,7 @@ impl Connection {
         let Some(message) = self.pending.pop_front() else {
             return Ok(());
         };
-        if self.pending.is_empty() && self.pending.capacity() > IDLE_PENDING {
-            // A burst grew the queue; an idle connection gives that memory back.
-            self.pending = VecDeque::new();
-        }
+        give_back_burst(&mut self.pending);
         Pin::new(&mut self.session)
             .start_send(message)
             .map_err(|Closed| End::Gone)
