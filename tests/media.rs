@@ -250,6 +250,33 @@ async fn files_that_are_not_what_they_claim_are_refused_and_leave_nothing() {
         .await
         .unwrap();
     assert_error(json, 415, "UNSUPPORTED_MEDIA_TYPE").await;
+    // Forms the reader refuses, each saying why: too many parts, no closing boundary.
+    let mut crowded = form("image", png(2, 0), "a.png", "image/png");
+    for n in 0..16 {
+        crowded = crowded.text(format!("extra{n}"), "x");
+    }
+    let error = assert_error(app.upload(&ann, crowded).await, 400, "BAD_REQUEST").await;
+    assert!(
+        error["message"].as_str().unwrap().contains("16 parts"),
+        "{error}"
+    );
+    let unclosed = app
+        .client
+        .post(app.url("/api/v1/media/upload"))
+        .bearer_auth(&ann.token)
+        .header("content-type", "multipart/form-data; boundary=XyZ")
+        .body("--XyZ\r\nContent-Disposition: form-data; name=\"type\"\r\n\r\nimage\r\n")
+        .send()
+        .await
+        .unwrap();
+    let error = assert_error(unclosed, 400, "BAD_REQUEST").await;
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains("closing boundary"),
+        "{error}"
+    );
     let anonymous = app
         .client
         .post(app.url("/api/v1/media/upload"))

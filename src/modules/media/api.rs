@@ -1,15 +1,15 @@
 //! The media routes: upload (multipart), download (whole or one range), delete.
 
 use actix_files::HttpRange;
-use actix_multipart::{Multipart, MultipartError};
 use actix_web::body::SizedStream;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
-use futures_util::{StreamExt, TryStreamExt};
+use futures_util::TryStreamExt;
 use serde_json::{Value, json};
 use utoipa::{IntoParams, OpenApi, ToSchema};
 use uuid::Uuid;
 
+use super::form::{self, FormError};
 use super::images::{ImageError, MAX_PIXELS};
 use super::service::{MediaError, Received, Service, disposition, object_key, thumbnail_key};
 use super::sniff::Kind;
@@ -79,17 +79,16 @@ impl From<MediaError> for AppError {
     }
 }
 
-fn multipart_error(error: MultipartError) -> AppError {
+fn form_error(error: FormError) -> AppError {
     match error {
-        MultipartError::ContentTypeMissing
-        | MultipartError::ContentTypeParse
-        | MultipartError::ContentTypeIncompatible
-        | MultipartError::BoundaryMissing => AppError::new(
+        FormError::NotMultipart => AppError::new(
             ErrorCode::UnsupportedMediaType,
             "Send the upload as multipart/form-data with the fields `file` and `type`.",
         ),
-        other => AppError::bad_request("The multipart body could not be read.")
-            .with_cause(anyhow::anyhow!(other.to_string())),
+        FormError::Payload(cause) => AppError::bad_request("The multipart body could not be read.")
+            .with_cause(anyhow::anyhow!(cause.to_string())),
+        // Each of these names what is wrong with the form, and holds nothing of its content.
+        other => AppError::bad_request(format!("The multipart body could not be read: {other}.")),
     }
 }
 
@@ -148,16 +147,16 @@ pub fn view(row: &MediaRow) -> Value {
 
 /// Reads a short text field whole; longer ones are refused.
 async fn text_field(
-    field: &mut actix_multipart::Field,
+    multipart: &mut form::Form<web::Payload>,
     name: &str,
     errors: &mut FieldErrors,
 ) -> Result<Option<String>, AppError> {
     let mut text = Vec::new();
-    while let Some(chunk) = field.try_next().await.map_err(multipart_error)? {
+    while let Some(chunk) = multipart.chunk().await {
+        let chunk = chunk.map_err(form_error)?;
         if text.len() + chunk.len() > TEXT_FIELD_BYTES {
+            // The rest of the field is skipped when the next one is asked for.
             errors.add(name, "is too long");
-            // The rest of the field is read and dropped: the next field follows it.
-            drain(field).await?;
             return Ok(None);
         }
         text.extend_from_slice(&chunk);
@@ -187,13 +186,13 @@ impl Form {
         service: &Service,
         owner: Uuid,
         quota: Option<u64>,
-        multipart: &mut Multipart,
+        multipart: &mut form::Form<web::Payload>,
     ) -> Result<(), AppError> {
-        while let Some(mut field) = multipart.try_next().await.map_err(multipart_error)? {
-            let name = field.name().unwrap_or_default().to_owned();
+        while let Some(part) = multipart.next_part().await.map_err(form_error)? {
+            let name = part.name;
             match name.as_str() {
                 "type" => {
-                    if let Some(text) = text_field(&mut field, "type", &mut self.errors).await? {
+                    if let Some(text) = text_field(multipart, "type", &mut self.errors).await? {
                         self.declared = Kind::parse(&text);
                         if self.declared.is_none() {
                             self.errors.add("type", "must be image, audio or video");
@@ -201,7 +200,7 @@ impl Form {
                     }
                 }
                 "characterId" => {
-                    let text = text_field(&mut field, "characterId", &mut self.errors).await?;
+                    let text = text_field(multipart, "characterId", &mut self.errors).await?;
                     if let Some(text) = text {
                         self.character = text.trim().parse().ok();
                         if self.character.is_none() {
@@ -210,7 +209,7 @@ impl Form {
                     }
                 }
                 "file" if self.received.is_none() => {
-                    let stream = field.map(|chunk| chunk.map_err(|e| e.to_string()));
+                    let stream = multipart.body();
                     let received = service.receive(owner, stream, self.declared, quota).await?;
                     self.received = Some(received);
                 }
@@ -220,8 +219,8 @@ impl Form {
                     } else {
                         "is not a field of an upload"
                     };
+                    // Its content is skipped when the next part is asked for.
                     self.errors.add(name, problem);
-                    drain(&mut field).await?;
                 }
             }
         }
@@ -248,11 +247,6 @@ impl Form {
     }
 }
 
-async fn drain(field: &mut actix_multipart::Field) -> Result<(), AppError> {
-    while field.try_next().await.map_err(multipart_error)?.is_some() {}
-    Ok(())
-}
-
 #[utoipa::path(post, path = "/media/upload", tag = "media", security(("bearer" = [])),
     request_body(content = UploadForm, content_type = "multipart/form-data"),
     responses((status = 201, description = "Stored; an image's thumbnail is made now or by a \
@@ -260,8 +254,12 @@ async fn drain(field: &mut actix_multipart::Field) -> Result<(), AppError> {
 async fn upload(
     service: web::Data<Service>,
     user: AuthUser,
-    mut multipart: Multipart,
+    request: HttpRequest,
+    payload: web::Payload,
 ) -> Result<HttpResponse, AppError> {
+    let boundary =
+        form::boundary(request.headers().get(header::CONTENT_TYPE)).map_err(form_error)?;
+    let mut multipart = form::Form::new(payload, &boundary);
     let owner = user.user_id;
     let quota = service.quota(&user.tier);
     let mut form = Form::default();

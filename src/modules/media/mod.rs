@@ -1,6 +1,7 @@
 #![doc = include_str!("README.md")]
 
 mod api;
+mod form;
 mod images;
 mod personal;
 mod schema;

@@ -95,7 +95,8 @@ pub fn looks_like_markup(head: &[u8]) -> bool {
         b"<embed",
         b"javascript:",
     ];
-    let lower = head.to_ascii_lowercase();
+    // The start is what a browser sniffs; a caller may hand more (a whole first chunk).
+    let lower = head[..head.len().min(SNIFF_BYTES)].to_ascii_lowercase();
     MARKERS
         .iter()
         .any(|marker| lower.windows(marker.len()).any(|window| window == *marker))
