@@ -85,6 +85,13 @@ fn form_error(error: FormError) -> AppError {
             ErrorCode::UnsupportedMediaType,
             "Send the upload as multipart/form-data with the fields `file` and `type`.",
         ),
+        FormError::TooMuchSkipped => AppError::new(
+            ErrorCode::PayloadTooLarge,
+            format!(
+                "The form holds more than {} bytes besides its file and fields.",
+                form::SKIP_BYTES
+            ),
+        ),
         FormError::Payload(cause) => AppError::bad_request("The multipart body could not be read.")
             .with_cause(anyhow::anyhow!(cause.to_string())),
         // Each of these names what is wrong with the form, and holds nothing of its content.

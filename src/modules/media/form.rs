@@ -10,8 +10,9 @@
 //! data) and to join a part's headers when they arrive in pieces.
 //!
 //! Limits: a part's headers are at most [`HEADER_BYTES`], a form has at most [`MAX_PARTS`]
-//! parts, and a boundary is 1 to 70 characters (RFC 2046). What follows the closing
-//! delimiter (the epilogue) is not read.
+//! parts, what is skipped unread (the preamble, the rest of a part the caller did not
+//! read) is at most [`SKIP_BYTES`] in all, and a boundary is 1 to 70 characters (RFC 2046).
+//! What follows the closing delimiter (the epilogue) is not read.
 
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
@@ -29,6 +30,9 @@ pub const HEADER_BYTES: usize = 8 * 1024;
 pub const MAX_PARTS: usize = 16;
 /// RFC 2046 §5.1.1: a boundary is 1 to 70 characters.
 const MAX_BOUNDARY: usize = 70;
+/// The most bytes skipped unread, over the whole form: a stray field or a second file is
+/// refused once it passes this, rather than read to its end.
+pub const SKIP_BYTES: usize = 64 * 1024;
 /// Spaces or tabs allowed after a delimiter, before its line ends (transport padding).
 const MAX_PADDING: usize = 64;
 
@@ -48,6 +52,8 @@ pub enum FormError {
     NoName,
     #[error("the form has more than {MAX_PARTS} parts")]
     TooManyParts,
+    #[error("the form holds more than {SKIP_BYTES} bytes that are not read")]
+    TooMuchSkipped,
     #[error("the body could not be read: {0}")]
     Payload(#[from] PayloadError),
 }
@@ -81,6 +87,7 @@ pub struct Form<S> {
     finder: memmem::Finder<'static>,
     state: State,
     parts: usize,
+    skipped: usize,
 }
 
 /// The boundary of a `multipart/form-data` content type.
@@ -119,6 +126,7 @@ where
             finder,
             state: State::Preamble,
             parts: 0,
+            skipped: 0,
         }
     }
 
@@ -222,7 +230,12 @@ where
             match self.state {
                 // The preamble, and what the caller left of a part, are skipped.
                 State::Preamble | State::Body => {
-                    ready!(self.poll_until_delimiter(cx))?;
+                    if let Some(piece) = ready!(self.poll_until_delimiter(cx))? {
+                        self.skipped += piece.len();
+                        if self.skipped > SKIP_BYTES {
+                            return Poll::Ready(Err(self.fail(FormError::TooMuchSkipped)));
+                        }
+                    }
                 }
                 State::Delimited => {
                     if self.buf.starts_with(b"--") {
@@ -495,6 +508,52 @@ mod tests {
         assert!(matches!(read_text(&many), Err(FormError::TooManyParts)));
         let enough = format!("{}--{b}--", field("a").repeat(MAX_PARTS));
         assert_eq!(read_text(&enough).unwrap().len(), MAX_PARTS);
+    }
+
+    #[test]
+    fn what_is_skipped_unread_is_limited() {
+        let b = BOUNDARY;
+        let big = |size: usize| {
+            format!(
+                "--{b}\r\nContent-Disposition: form-data; name=\"stray\"\r\n\r\n{}\r\n\
+                 --{b}\r\nContent-Disposition: form-data; name=\"type\"\r\n\r\nvideo\r\n--{b}--",
+                "z".repeat(size)
+            )
+        };
+        let skip_all = |body: String| {
+            let stream =
+                futures_util::stream::iter(split(body.as_bytes(), 4096).into_iter().map(Ok));
+            let mut form = Form::new(stream, BOUNDARY);
+            async move {
+                let mut names = Vec::new();
+                while let Some(part) = form.next_part().await? {
+                    names.push(part.name);
+                }
+                Ok::<_, FormError>(names)
+            }
+            .now_or_never()
+            .unwrap()
+        };
+        // Both parts are skipped: the stray one and `type`'s five bytes.
+        assert_eq!(skip_all(big(SKIP_BYTES - 5)).unwrap(), ["stray", "type"]);
+        assert!(matches!(
+            skip_all(big(SKIP_BYTES - 4)),
+            Err(FormError::TooMuchSkipped)
+        ));
+        // Read parts do not count.
+        assert_eq!(
+            read(split(big(4 * SKIP_BYTES).as_bytes(), 999))
+                .unwrap()
+                .len(),
+            2
+        );
+        // Nor does a preamble within the limit, but a longer one does.
+        let preambled = |size: usize| format!("{}\r\n{}", "p".repeat(size), big(0));
+        assert_eq!(skip_all(preambled(SKIP_BYTES - 10)).unwrap().len(), 2);
+        assert!(matches!(
+            skip_all(preambled(SKIP_BYTES + 1)),
+            Err(FormError::TooMuchSkipped)
+        ));
     }
 
     #[test]
