@@ -15,7 +15,7 @@
 //! What follows the closing delimiter (the epilogue) is not read.
 
 use std::pin::Pin;
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll, Waker, ready};
 
 use actix_web::error::PayloadError;
 use actix_web::http::header::{ContentDisposition, HeaderValue};
@@ -88,6 +88,8 @@ pub struct Form<S> {
     state: State,
     parts: usize,
     skipped: usize,
+    /// The task that last asked the body for more, woken when the form is dropped.
+    waker: Option<Waker>,
 }
 
 /// The boundary of a `multipart/form-data` content type.
@@ -127,6 +129,7 @@ where
             state: State::Preamble,
             parts: 0,
             skipped: 0,
+            waker: None,
         }
     }
 
@@ -198,6 +201,13 @@ where
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<Result<bool, FormError>> {
         if self.ended {
             return Poll::Ready(Ok(false));
+        }
+        if self
+            .waker
+            .as_ref()
+            .is_none_or(|waker| !waker.will_wake(cx.waker()))
+        {
+            self.waker = Some(cx.waker().clone());
         }
         match ready!(Pin::new(&mut self.stream).poll_next(cx)) {
             Some(Ok(chunk)) => {
@@ -301,6 +311,20 @@ where
         let part = parse_headers(&head).map_err(|error| self.fail(error))?;
         self.state = State::Body;
         Ok(Some(part))
+    }
+}
+
+/// A form given up before its end (a refused upload) wakes the task that read it. That task
+/// is also the connection's: actix-http stops reading a body whose reader has enough
+/// buffered, and it learns that the reader is gone (so it may drain the rest and send the
+/// answer) only when it is polled again. Without this wake a refused upload sent with
+/// chunked encoding could stall until the client gave up. actix-multipart wakes the same
+/// way when it is dropped.
+impl<S> Drop for Form<S> {
+    fn drop(&mut self) {
+        if let Some(waker) = self.waker.take() {
+            waker.wake();
+        }
     }
 }
 
