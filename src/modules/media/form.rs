@@ -14,6 +14,7 @@
 //! read) is at most [`SKIP_BYTES`] in all, and a boundary is 1 to 70 characters (RFC 2046).
 //! What follows the closing delimiter (the epilogue) is not read.
 
+use std::collections::VecDeque;
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker, ready};
 
@@ -81,6 +82,8 @@ pub struct Form<S> {
     stream: S,
     /// What has arrived and is not handed on yet.
     buf: Bytes,
+    /// Chunks taken from the body and not looked at yet.
+    arrived: VecDeque<Bytes>,
     ended: bool,
     /// `\r\n--` and the boundary.
     delimiter: Box<[u8]>,
@@ -123,6 +126,7 @@ where
             // The first delimiter has no line end before it: one is supplied, so that every
             // delimiter is found the same way.
             buf: Bytes::from_static(b"\r\n"),
+            arrived: VecDeque::new(),
             ended: false,
             delimiter,
             finder,
@@ -199,39 +203,53 @@ where
 
     /// Reads one more chunk onto the buffer; `false` once the body has ended.
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<Result<bool, FormError>> {
-        if self.ended {
-            return Poll::Ready(Ok(false));
-        }
-        if self
-            .waker
-            .as_ref()
-            .is_none_or(|waker| !waker.will_wake(cx.waker()))
-        {
-            self.waker = Some(cx.waker().clone());
-        }
-        match ready!(Pin::new(&mut self.stream).poll_next(cx)) {
-            Some(Ok(chunk)) => {
-                if self.buf.is_empty() {
-                    self.buf = chunk;
-                } else if !chunk.is_empty() {
-                    let mut joined = BytesMut::with_capacity(self.buf.len() + chunk.len());
-                    joined.extend_from_slice(&self.buf);
-                    joined.extend_from_slice(&chunk);
-                    self.buf = joined.freeze();
+        if self.arrived.is_empty() && !self.ended {
+            if self
+                .waker
+                .as_ref()
+                .is_none_or(|waker| !waker.will_wake(cx.waker()))
+            {
+                self.waker = Some(cx.waker().clone());
+            }
+            // Whatever the body holds is taken at once (its chunks, uncopied), as
+            // actix-multipart does: actix-http then never waits, paused, on a reader that has
+            // stopped asking (see `Drop`).
+            loop {
+                match Pin::new(&mut self.stream).poll_next(cx) {
+                    Poll::Ready(Some(Ok(chunk))) => self.arrived.push_back(chunk),
+                    Poll::Ready(Some(Err(error))) => {
+                        return Poll::Ready(Err(self.fail(error.into())));
+                    }
+                    Poll::Ready(None) => {
+                        self.ended = true;
+                        break;
+                    }
+                    Poll::Pending => break,
                 }
-                Poll::Ready(Ok(true))
-            }
-            Some(Err(error)) => Poll::Ready(Err(self.fail(error.into()))),
-            None => {
-                self.ended = true;
-                Poll::Ready(Ok(false))
             }
         }
+        let Some(chunk) = self.arrived.pop_front() else {
+            return if self.ended {
+                Poll::Ready(Ok(false))
+            } else {
+                Poll::Pending
+            };
+        };
+        if self.buf.is_empty() {
+            self.buf = chunk;
+        } else if !chunk.is_empty() {
+            let mut joined = BytesMut::with_capacity(self.buf.len() + chunk.len());
+            joined.extend_from_slice(&self.buf);
+            joined.extend_from_slice(&chunk);
+            self.buf = joined.freeze();
+        }
+        Poll::Ready(Ok(true))
     }
 
     fn fail(&mut self, error: FormError) -> FormError {
         self.state = State::Done;
         self.buf = Bytes::new();
+        self.arrived.clear();
         error
     }
 
@@ -316,10 +334,12 @@ where
 
 /// A form given up before its end (a refused upload) wakes the task that read it. That task
 /// is also the connection's: actix-http stops reading a body whose reader has enough
-/// buffered, and it learns that the reader is gone (so it may drain the rest and send the
-/// answer) only when it is polled again. Without this wake a refused upload sent with
-/// chunked encoding could stall until the client gave up. actix-multipart wakes the same
-/// way when it is dropped.
+/// buffered, and it learns that the reader is gone (so that it may drain the rest and send
+/// the answer) only when it is polled again. actix-multipart behaves the same way: it wakes
+/// when dropped, and takes all that has arrived whenever it reads (`poll_fill`). With
+/// neither, a 413 to a chunked upload on the S3 store stalled until the client gave up in
+/// about half the runs of `an_s3_store_keeps_nothing_of_a_refused_or_deleted_upload`; with
+/// the wake alone in about one in a hundred; with both in none of 60 runs of 5 uploads.
 impl<S> Drop for Form<S> {
     fn drop(&mut self) {
         if let Some(waker) = self.waker.take() {
