@@ -85,8 +85,7 @@ pub struct Form<S> {
     /// Chunks taken from the body and not looked at yet.
     arrived: VecDeque<Bytes>,
     ended: bool,
-    /// `\r\n--` and the boundary.
-    delimiter: Box<[u8]>,
+    /// Finds the delimiter: `\r\n--` and the boundary (its needle).
     finder: memmem::Finder<'static>,
     state: State,
     parts: usize,
@@ -119,7 +118,7 @@ where
     S: Stream<Item = Result<Bytes, PayloadError>> + Unpin,
 {
     pub fn new(stream: S, boundary: &str) -> Self {
-        let delimiter: Box<[u8]> = [b"\r\n--", boundary.as_bytes()].concat().into();
+        let delimiter = [b"\r\n--", boundary.as_bytes()].concat();
         let finder = memmem::Finder::new(&delimiter).into_owned();
         Self {
             stream,
@@ -128,7 +127,6 @@ where
             buf: Bytes::from_static(b"\r\n"),
             arrived: VecDeque::new(),
             ended: false,
-            delimiter,
             finder,
             state: State::Preamble,
             parts: 0,
@@ -176,7 +174,7 @@ where
                     // The piece first; the delimiter is passed on the next call.
                     return Poll::Ready(Ok(Some(self.buf.split_to(at))));
                 }
-                self.buf.advance(self.delimiter.len());
+                self.buf.advance(self.finder.needle().len());
                 self.state = State::Delimited;
                 return Poll::Ready(Ok(None));
             }
@@ -194,10 +192,11 @@ where
     /// How many bytes at the end of the buffer might begin a delimiter that the next
     /// chunk completes.
     fn delimiter_start(&self) -> usize {
-        let from = self.buf.len().saturating_sub(self.delimiter.len() - 1);
+        let delimiter = self.finder.needle();
+        let from = self.buf.len().saturating_sub(delimiter.len() - 1);
         let tail = &self.buf[from..];
         memchr::memchr_iter(b'\r', tail)
-            .find(|&at| self.delimiter.starts_with(&tail[at..]))
+            .find(|&at| delimiter.starts_with(&tail[at..]))
             .map_or(0, |at| tail.len() - at)
     }
 
