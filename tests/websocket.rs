@@ -16,7 +16,8 @@ use support::ws::{Socket, closed, connect, next, open, refused, send, ws_request
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -241,6 +242,23 @@ async fn bad_frames_get_an_error_and_the_connection_stays_open() {
     send(&mut socket, json!({"type": "ping"})).await;
     assert_eq!(next(&mut socket).await, json!({"type": "pong"}));
     assert_eq!((count(&mine), count(&bobs)), stored);
+
+    // A frame sent in three fragments, a ping between them, is read as one.
+    let fragments = [
+        (r#"{"type":"#, OpCode::Data(Data::Text), false),
+        (r#""ping","ref""#, OpCode::Data(Data::Continue), false),
+        (r#":"split"}"#, OpCode::Data(Data::Continue), true),
+    ];
+    for (i, (piece, opcode, last)) in fragments.into_iter().enumerate() {
+        socket
+            .send(Message::Frame(Frame::message(piece, opcode, last)))
+            .await
+            .unwrap();
+        if i == 0 {
+            socket.send(Message::Ping("between".into())).await.unwrap();
+        }
+    }
+    assert_eq!(next(&mut socket).await, json!({"type": "pong"}));
 
     // A frame over the size limit closes the connection with 1009.
     socket

@@ -12,6 +12,7 @@ mod service;
 mod socket;
 mod store;
 mod views;
+mod wire;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -37,19 +37,14 @@
 //! - **Shutdown** closes every connection with 1001 once the replies running here are
 //!   stored.
 
-use std::collections::{HashMap, HashSet, VecDeque};
-use std::future::poll_fn;
-use std::pin::Pin;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use actix_http::ws::{CloseCode, CloseReason, Message, ProtocolError};
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
-use actix_ws::{
-    AggregatedMessage, CloseCode, CloseReason, Closed, Message, ProtocolError, Session,
-};
 use bytes::Bytes;
-use futures_util::Sink;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
@@ -61,12 +56,13 @@ use uuid::Uuid;
 use super::follow::follow_into;
 use super::metrics::GaugeGuard;
 use super::service::{ChatError, Service};
+use super::wire::{self, Inbox, Incoming, Outbox, Refused};
 use crate::config::WebSocketSettings;
 use crate::platform::Platform;
 use crate::platform::http::{
     AppError, AuthUser, ErrorCode, SessionCheck, TokenKeys, bearer_token, charge_user,
 };
-use crate::platform::realtime::{Missed, Subscription, give_back_burst};
+use crate::platform::realtime::{Missed, Subscription};
 
 /// The sub-protocol that carries a token: `Sec-WebSocket-Protocol: bearer, <token>`.
 const BEARER_PROTOCOL: &str = "bearer";
@@ -225,18 +221,15 @@ pub async fn connect(
         ),
         None => None,
     };
-    let protocols: &[&str] = if in_protocol.is_some() {
-        &[BEARER_PROTOCOL]
-    } else {
-        &[]
-    };
-    let (response, session, stream) = actix_ws::handle_with_protocols(&request, body, protocols)
-        .map_err(|_| AppError::bad_request("This address only speaks WebSocket."))?;
     let settings = &sockets.settings;
-    let stream = stream
-        .max_frame_size(settings.max_frame_bytes)
-        .aggregate_continuations()
-        .max_continuation_size(settings.max_frame_bytes);
+    let (response, outbox, inbox) = wire::accept(
+        &request,
+        body.into_inner(),
+        in_protocol.is_some().then_some(BEARER_PROTOCOL),
+        settings.send_queue,
+        settings.max_frame_bytes,
+    )
+    .map_err(|_| AppError::bad_request("This address only speaks WebSocket."))?;
     let mut connection = Connection {
         _open: service.metrics().socket(),
         service,
@@ -245,9 +238,8 @@ pub async fn connect(
         sessions: sessions.into_inner(),
         user: None,
         live: None,
-        session,
-        stream,
-        pending: VecDeque::new(),
+        outbox,
+        inbox,
         followed: HashSet::new(),
         followers: None,
         seen: HashMap::new(),
@@ -399,10 +391,10 @@ struct Seen {
 
 /// One open connection: the state its task keeps while the client is idle. It is what
 /// every idle connection costs, so it holds shared parts by reference, allocates nothing
-/// until something happens, and its task is one future: the frames waiting for the client
-/// are a `VecDeque` here (empty, unallocated, when idle) written by the same loop that
-/// reads, and the work a frame or a ping starts runs in a boxed future, so the loop's
-/// own state is what waiting takes.
+/// until something happens, and its task is one future: the frames for the client go
+/// straight into the answer's queue (`wire.rs`, unallocated while empty), and the work a
+/// frame or a ping starts runs in a boxed future, so the loop's own state is what waiting
+/// takes.
 struct Connection {
     service: web::Data<Service>,
     platform: Arc<Platform>,
@@ -410,12 +402,10 @@ struct Connection {
     sessions: Arc<dyn SessionCheck>,
     user: Option<AuthUser>,
     live: Option<Subscription>,
-    /// Where frames go to the client (actix-ws's own queue of 32 in front of the socket).
-    session: Session,
+    /// Where frames go to the client: at most `websocket.send_queue` wait for the socket.
+    outbox: Outbox,
     /// What the client sends.
-    stream: actix_ws::AggregatedMessageStream,
-    /// Frames waiting for room in `session`, at most `websocket.send_queue`.
-    pending: VecDeque<Message>,
+    inbox: Inbox,
     /// Replies a `resume` follower is sending; their live frames are left to it.
     followed: HashSet<Uuid>,
     /// What the followers send, made with the first one (most connections never resume).
@@ -498,13 +488,7 @@ impl Connection {
                         timer.as_mut().reset(wake_at(self.user.is_some(), next_ping));
                         step
                     }
-                    ready = poll_fn(|cx| Pin::new(&mut self.session).poll_ready(cx)), if !self.pending.is_empty() => {
-                        match ready {
-                            Ok(()) => self.write_next(),
-                            Err(Closed) => Err(End::Gone),
-                        }
-                    }
-                    message = self.stream.recv() => match message {
+                    message = self.inbox.recv() => match message {
                         Some(Ok(message)) => Box::pin(self.received(message)).await,
                         Some(Err(ProtocolError::Overflow)) => {
                             Err(End::Close(CloseCode::Size, "frame too large"))
@@ -532,31 +516,11 @@ impl Connection {
                 };
                 // A full queue means a client that does not read: it gets no close frame.
                 if self.send(Message::Close(Some(reason))).is_ok() {
-                    let _ = Box::pin(tokio::time::timeout(CLOSE_GRACE, self.flush())).await;
+                    let _ =
+                        Box::pin(tokio::time::timeout(CLOSE_GRACE, self.outbox.flushed())).await;
                 }
             }
         }
-    }
-
-    /// Hands the oldest waiting frame to actix-ws, which has room for it (its `poll_ready`
-    /// said so).
-    fn write_next(&mut self) -> Result<(), End> {
-        let Some(message) = self.pending.pop_front() else {
-            return Ok(());
-        };
-        give_back_burst(&mut self.pending);
-        Pin::new(&mut self.session)
-            .start_send(message)
-            .map_err(|Closed| End::Gone)
-    }
-
-    /// Writes every waiting frame (the last one a close frame).
-    async fn flush(&mut self) -> Result<(), Closed> {
-        while let Some(message) = self.pending.pop_front() {
-            poll_fn(|cx| Pin::new(&mut self.session).poll_ready(cx)).await?;
-            Pin::new(&mut self.session).start_send(message)?;
-        }
-        Ok(())
     }
 
     fn authenticated(&mut self, user: AuthUser) {
@@ -566,12 +530,12 @@ impl Connection {
 
     /// Queues a frame; a client that lets its queue fill is disconnected.
     fn send(&mut self, message: Message) -> Result<(), End> {
-        if self.pending.len() >= self.sockets.settings.send_queue.max(1) {
-            tracing::info!("disconnecting a WebSocket client that does not keep up");
-            return Err(End::Gone);
-        }
-        self.pending.push_back(message);
-        Ok(())
+        self.outbox.send(message).map_err(|refused| {
+            if refused == Refused::Full {
+                tracing::info!("disconnecting a WebSocket client that does not keep up");
+            }
+            End::Gone
+        })
     }
 
     fn text(&mut self, text: String) -> Result<(), End> {
@@ -621,16 +585,13 @@ impl Connection {
         self.send(Message::Ping(Bytes::new()))
     }
 
-    async fn received(&mut self, message: AggregatedMessage) -> Result<(), End> {
+    async fn received(&mut self, message: Incoming) -> Result<(), End> {
         // What the client sends counts against its budget; its pongs and close do not.
-        if !matches!(
-            message,
-            AggregatedMessage::Pong(_) | AggregatedMessage::Close(_)
-        ) {
+        if !matches!(message, Incoming::Pong(_) | Incoming::Close) {
             match self.budget.take() {
                 Verdict::Read => {}
                 // A refused ping gets no pong and no error: it was not read.
-                Verdict::Refuse if matches!(message, AggregatedMessage::Ping(_)) => return Ok(()),
+                Verdict::Refuse if matches!(message, Incoming::Ping(_)) => return Ok(()),
                 Verdict::Refuse => {
                     return self.error(
                         ErrorCode::RateLimited,
@@ -644,23 +605,23 @@ impl Connection {
             }
         }
         match message {
-            AggregatedMessage::Text(text) => {
+            Incoming::Text(text) => {
                 self.missed_pongs = 0;
                 self.frame(&text).await
             }
-            AggregatedMessage::Binary(_) => self.error(
+            Incoming::Binary(_) => self.error(
                 ErrorCode::UnsupportedMediaType,
                 "Frames are JSON text; binary frames are not understood.",
                 None,
             ),
-            AggregatedMessage::Ping(bytes) => self.send(Message::Pong(
+            Incoming::Ping(bytes) => self.send(Message::Pong(
                 bytes.slice(..bytes.len().min(MAX_CONTROL_PAYLOAD)),
             )),
-            AggregatedMessage::Pong(_) => {
+            Incoming::Pong(_) => {
                 self.missed_pongs = 0;
                 Ok(())
             }
-            AggregatedMessage::Close(_) => Err(End::Close(CloseCode::Normal, "goodbye")),
+            Incoming::Close => Err(End::Close(CloseCode::Normal, "goodbye")),
         }
     }
 
