@@ -68,7 +68,10 @@ async fn direct(storage: &Storage, pieces: &[Bytes]) -> Duration {
     let upload = storage.store().put_multipart(&key).await.unwrap();
     let mut writer = WriteMultipart::new_with_chunk_size(upload, storage.part_size());
     for piece in pieces {
-        writer.wait_for_capacity(2).await.unwrap();
+        writer
+            .wait_for_capacity(storage.parts_in_flight())
+            .await
+            .unwrap();
         // Without copying, as the server does: the fastest way to give the store bytes.
         writer.put(piece.clone());
     }

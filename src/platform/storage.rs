@@ -49,6 +49,7 @@ pub enum StorageError {
 pub struct Storage {
     store: Arc<dyn ObjectStore>,
     part_size: usize,
+    parts_in_flight: usize,
     /// Whether objects keep attributes (content type, disposition): cloud stores do.
     described: bool,
     presigner: Option<Presigner>,
@@ -66,6 +67,13 @@ struct Presigner {
 /// disk and memory take smaller ones, which keeps less of an upload in memory.
 const CLOUD_PART: usize = 5 * 1024 * 1024;
 const LOCAL_PART: usize = 1024 * 1024;
+/// Parts written at once while an upload streams; with the part size this bounds what one
+/// upload holds in memory (cloud 10 MiB, local 8 MiB). The local disk writes one part at a
+/// time, so more in flight only lets the upload keep reading its socket while a write is
+/// slow (the page cache throttling a writer): 8 against 2 raised `bench/media.sh`'s median
+/// (bench/RESULTS.md, Media).
+const CLOUD_PARTS_IN_FLIGHT: usize = 2;
+const LOCAL_PARTS_IN_FLIGHT: usize = 8;
 
 impl Storage {
     /// The store at `url`, with the provider's environment for credentials.
@@ -87,6 +95,7 @@ impl Storage {
             return Ok(Self {
                 store: build_local(url)?,
                 part_size: LOCAL_PART,
+                parts_in_flight: LOCAL_PARTS_IN_FLIGHT,
                 described: false,
                 presigner: None,
             });
@@ -107,6 +116,7 @@ impl Storage {
         Ok(Self {
             store,
             part_size: CLOUD_PART,
+            parts_in_flight: CLOUD_PARTS_IN_FLIGHT,
             described: true,
             presigner,
         })
@@ -150,6 +160,11 @@ impl Storage {
     /// The part size of streamed uploads to this store.
     pub fn part_size(&self) -> usize {
         self.part_size
+    }
+
+    /// How many parts of a streamed upload may be written at once.
+    pub fn parts_in_flight(&self) -> usize {
+        self.parts_in_flight
     }
 
     pub fn store(&self) -> &Arc<dyn ObjectStore> {

@@ -21,10 +21,6 @@ use crate::platform::db::{Db, DbError};
 use crate::platform::jobs::{self, Job, JobRegistry, NewJob};
 use crate::platform::storage::Storage;
 
-/// Parts in flight while an upload streams to the store; with the part size this bounds the
-/// memory an upload holds, whatever the file's size.
-const PARTS_IN_FLIGHT: usize = 2;
-
 /// The job that makes the thumbnail of a large image.
 pub const THUMBNAIL_JOB: &str = "media.thumbnail";
 
@@ -252,6 +248,7 @@ impl Service {
             .put_multipart_opts(&key, options)
             .await?;
         let mut writer = WriteMultipart::new_with_chunk_size(upload, self.storage.part_size());
+        let in_flight = self.storage.parts_in_flight();
         let mut size = 0u64;
         let mut chunk = Some(Ok(head.freeze()));
         let outcome = loop {
@@ -264,7 +261,9 @@ impl Service {
             if size > limit {
                 break Err(too_large());
             }
-            if let Err(error) = writer.wait_for_capacity(PARTS_IN_FLIGHT).await {
+            // The store's parts in flight and part size bound what an upload holds in memory,
+            // whatever the file's size.
+            if let Err(error) = writer.wait_for_capacity(in_flight).await {
                 break Err(error.into());
             }
             // Handed over as it came off the socket, not copied into the part.
