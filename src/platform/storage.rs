@@ -70,8 +70,7 @@ const LOCAL_PART: usize = 1024 * 1024;
 /// Parts written at once while an upload streams; with the part size this bounds what one
 /// upload holds in memory (cloud 10 MiB, local 8 MiB). The local disk writes one part at a
 /// time, so more in flight only lets the upload keep reading its socket while a part waits
-/// to be written (its blocking thread not yet running): 8 against 2 raised
-/// `bench/media.sh`'s median (bench/RESULTS.md, Media).
+/// to be written: 8 against 2 raised `bench/media.sh`'s median (bench/RESULTS.md, Media).
 const CLOUD_PARTS_IN_FLIGHT: usize = 2;
 const LOCAL_PARTS_IN_FLIGHT: usize = 8;
 

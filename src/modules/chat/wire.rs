@@ -341,14 +341,8 @@ impl Inbox {
         if !last {
             return Ok(None);
         }
-        let Some(Joining {
-            text: is_text,
-            pieces,
-        }) = self.joining.take()
-        else {
-            return Err(ProtocolError::ContinuationNotStarted);
-        };
-        let whole = pieces.freeze();
+        let (is_text, whole) = (joining.text, std::mem::take(&mut joining.pieces).freeze());
+        self.joining = None;
         Ok(Some(if is_text {
             Incoming::Text(utf8(whole)?)
         } else {
