@@ -268,6 +268,11 @@ pub struct LlmSettings {
     /// A streaming reply whose heartbeat is this old lost its instance and is marked
     /// `interrupted`; the check runs this often, on one instance.
     pub orphaned_reply_secs: u64,
+    /// Memory for conversations kept warm on this instance (chat's `warm`), in MiB; 0 keeps
+    /// none, and every message reads its conversation from the database.
+    pub warm_cache_mib: u64,
+    /// A warm conversation without a message for this long is dropped.
+    pub warm_idle_secs: u64,
 }
 
 /// The live connection at `/api/v1/ws`.

@@ -897,3 +897,156 @@ async fn the_prompt_carries_the_whole_active_branch_of_a_long_conversation() {
     expected.push(("user".to_owned(), "Do you remember all of it?".to_owned()));
     assert_eq!(sent, expected);
 }
+
+/// The sample `virtual_companion_chat_warm_sends_total{outcome}` on `app`'s `/metrics`.
+async fn warm_sends(app: &TestApp, outcome: &str) -> u64 {
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    let sample = format!("virtual_companion_chat_warm_sends_total{{outcome=\"{outcome}\"}} ");
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(&sample))
+        .unwrap_or_else(|| panic!("no {sample} in the metrics"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// The turns a reply was written from (its stored prompt without the system messages).
+async fn prompt_turns(app: &TestApp, user: &TestUser, id: &str, reply: &Value) -> Vec<String> {
+    let reply = reply["id"].as_str().unwrap();
+    let path = format!("/api/v1/conversations/{id}/messages/{reply}/prompt");
+    let prompt = body(app.get_auth(&path, &user.token).await).await;
+    prompt["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["role"] != "system")
+        .map(|m| {
+            format!(
+                "{}: {}",
+                m["role"].as_str().unwrap(),
+                m["content"].as_str().unwrap()
+            )
+        })
+        .collect()
+}
+
+/// The active branch as the history API shows it, oldest first, as `role: content`.
+async fn branch_turns(app: &TestApp, user: &TestUser, id: &str) -> Vec<String> {
+    let page = history(app, user, id, "limit=200").await;
+    page["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            format!(
+                "{}: {}",
+                m["role"].as_str().unwrap(),
+                m["content"].as_str().unwrap()
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_warm_conversation_sees_what_changed_through_another_instance() {
+    let a = TestApp::spawn().await;
+    let url = a.db.as_ref().unwrap().url.clone();
+    let b = TestApp::start(
+        companion::Application::builder(support::test_settings(&url, &[])),
+        None,
+    )
+    .await;
+    let ann = a.register("ann@example.com").await;
+    let (id, _) = start(&a, &ann, LUNA, None).await;
+
+    // The first message reads the conversation; its reply leaves it warm on A.
+    send(&a, &ann, &id, "One").await;
+    assert_eq!(warm_sends(&a, "miss").await, 1);
+    let two = send(&a, &ann, &id, "Two").await;
+    assert_eq!(warm_sends(&a, "hit").await, 1);
+    let mut expected = branch_turns(&a, &ann, &id).await;
+    expected.pop();
+    assert_eq!(prompt_turns(&a, &ann, &id, &two["reply"]).await, expected);
+
+    // Another user gets nothing from it, and leaves it in place.
+    let bob = a.register("bob@example.com").await;
+    let path = format!("/api/v1/conversations/{id}/messages");
+    let refused = post(
+        &a,
+        &bob,
+        &path,
+        json!({"content": "Let me in", "type": "text"}),
+    )
+    .await;
+    assert_eq!(refused.status(), 404);
+    assert_eq!(warm_sends(&a, "hit").await, 1);
+
+    // A message through B moves the branch; A's warm copy is out of date.
+    send(&b, &ann, &id, "Three, through B").await;
+    let four = send(&a, &ann, &id, "Four").await;
+    assert_eq!(warm_sends(&a, "stale").await, 1);
+    let mut expected = branch_turns(&a, &ann, &id).await;
+    expected.pop();
+    assert!(expected.contains(&"user: Three, through B".to_owned()));
+    assert_eq!(prompt_turns(&a, &ann, &id, &four["reply"]).await, expected);
+    // Nothing of the attempt from the stale copy was stored.
+    assert_eq!(
+        a.query_one(&format!(
+            "SELECT count(*) FROM chat.messages WHERE conversation_id = '{id}' AND content = 'Four'"
+        ))
+        .as_deref(),
+        Some("1")
+    );
+
+    // An edit through B starts another branch; A's warm copy still holds the old one.
+    let five = send(&a, &ann, &id, "Five").await;
+    assert_eq!(warm_sends(&a, "hit").await, 2);
+    let five_id = five["userMessage"]["id"].as_str().unwrap();
+    let edit = format!("/api/v1/conversations/{id}/messages/{five_id}/edit");
+    let edited = post(&b, &ann, &edit, json!({"content": "Five, edited"})).await;
+    assert_eq!(edited.status(), 201);
+    let edited = body(edited).await;
+    let six = send(&a, &ann, &id, "Six").await;
+    assert_eq!(warm_sends(&a, "stale").await, 2);
+    assert_eq!(six["userMessage"]["parentId"], edited["reply"]["id"]);
+    let sent = prompt_turns(&a, &ann, &id, &six["reply"]).await;
+    assert!(sent.contains(&"user: Five, edited".to_owned()), "{sent:?}");
+    assert!(!sent.contains(&"user: Five".to_owned()), "{sent:?}");
+}
+
+#[tokio::test]
+async fn a_reply_from_the_warm_state_is_written_from_the_prompt_the_database_gives() {
+    // A small window, so that the history is cut as the conversation grows.
+    let app = TestApp::spawn_with_vars(&[
+        ("COMPANION__LLM__CONTEXT_TOKENS", "1500"),
+        ("COMPANION__LLM__MAX_TOKENS", "100"),
+    ])
+    .await;
+    let ann = app.register("ann@example.com").await;
+    let (id, _) = start(&app, &ann, LUNA, None).await;
+    let mut first_cut = None;
+    for round in 0..10 {
+        let text = format!(
+            "Round {round}: {}",
+            "a line of words to fill it ".repeat(22)
+        );
+        let sent = send(&app, &ann, &id, &text).await;
+        let warm = prompt_turns(&app, &ann, &id, &sent["reply"]).await;
+        if round == 0 {
+            continue;
+        }
+        assert_eq!(warm_sends(&app, "hit").await, round);
+        // Regenerating reads the same branch from the database.
+        let reply = sent["reply"]["id"].as_str().unwrap();
+        let path = format!("/api/v1/conversations/{id}/messages/{reply}/regenerate");
+        let again = body(post(&app, &ann, &path, json!({})).await).await;
+        let cold = prompt_turns(&app, &ann, &id, &again["reply"]).await;
+        assert_eq!(warm, cold, "round {round}");
+        assert_eq!(warm.last(), Some(&format!("user: {text}")));
+        if first_cut.is_none() && !warm.iter().any(|t| t.starts_with("user: Round 0")) {
+            first_cut = Some(round);
+        }
+    }
+    assert!(first_cut.is_some(), "the window never cut the history");
+}

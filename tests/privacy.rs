@@ -971,6 +971,27 @@ async fn retention_deletes_old_free_tier_messages_and_keeps_the_tree_whole() {
         .map(|m| m["content"].as_str().unwrap())
         .collect();
     assert_eq!(texts.first(), Some(&"and today"), "{texts:?}");
+    // The next reply's prompt has none of the deleted messages, though the conversation was
+    // kept warm in memory since its last reply.
+    let sent = app
+        .send_auth(
+            Method::POST,
+            &format!("/api/v1/conversations/{in_use}/messages"),
+            &free.token,
+            &json!({ "content": "after the sweep", "type": "text" }),
+        )
+        .await;
+    assert_eq!(sent.status(), 201);
+    let reply = body(sent).await["reply"]["id"].as_str().unwrap().to_owned();
+    let prompt = app
+        .get_auth(
+            &format!("/api/v1/conversations/{in_use}/messages/{reply}/prompt"),
+            &free.token,
+        )
+        .await;
+    let prompt = body(prompt).await.to_string();
+    assert!(prompt.contains("and today"), "{prompt}");
+    assert!(!prompt.contains("long ago too"), "{prompt}");
     // A second run finds nothing more.
     assert_eq!(
         app.privacy.retention_run().await.unwrap()["messagesDeleted"],

@@ -62,10 +62,16 @@ pub struct Job {
     pub announce: Vec<MessageView>,
     /// What the model was sent, when it is not stored yet: written with the reply's first
     /// progress (or its end), off the path to the first token.
-    pub prompt: Option<serde_json::Value>,
+    pub prompt: Option<String>,
     /// The prompt's size by our estimate, counted when the model reports no usage.
     pub prompt_tokens: u32,
+    /// Called with the reply as stored once it ended, before anyone is told (the reply's
+    /// branch is kept warm there, so the next message can already use it).
+    pub ended: Option<Ended>,
 }
+
+/// What a job calls with its stored reply when it ends ([`Job::ended`]).
+pub type Ended = Box<dyn FnOnce(&MessageView) + Send>;
 
 struct Running {
     stop: CancellationToken,
@@ -298,6 +304,9 @@ impl Engine {
         match &finished {
             Ok(view) => {
                 tracing::info!(message = %job.message, status = %view.status, ?elapsed, "reply ended");
+                if let Some(ended) = job.ended {
+                    ended(view);
+                }
                 self.publish(job.user, json!({"type": "message", "message": view}))
                     .await;
                 if matches!(outcome, Outcome::Complete(_))
@@ -326,7 +335,7 @@ impl Engine {
         content: &str,
         seq: i32,
         ends: &[i32],
-        prompt: Option<serde_json::Value>,
+        prompt: Option<String>,
     ) -> Result<bool, DbError> {
         let (content, ends) = (content.to_owned(), ends.to_vec());
         self.db

@@ -17,7 +17,13 @@ pub struct ChatMetrics {
     upstream_errors: IntCounterVec,
     sockets: IntGauge,
     streaming: IntGauge,
+    warm_sends: IntCounterVec,
 }
+
+/// How a message was sent with respect to the warm state (`warm`): from it (`hit`), from
+/// it but the conversation had changed elsewhere, so again from the database (`stale`), or
+/// from the database because nothing was kept (`miss`).
+pub const WARM_OUTCOMES: [&str; 3] = ["hit", "stale", "miss"];
 
 impl ChatMetrics {
     pub fn new() -> prometheus::Result<Self> {
@@ -64,6 +70,14 @@ impl ChatMetrics {
                 "virtual_companion_ai_streaming_generations",
                 "Replies being generated on this instance",
             )?,
+            warm_sends: IntCounterVec::new(
+                Opts::new(
+                    "virtual_companion_chat_warm_sends_total",
+                    "Messages sent in a conversation kept warm on this instance (hit), kept but \
+                     changed elsewhere (stale), or not kept (miss)",
+                ),
+                &["outcome"],
+            )?,
         })
     }
 
@@ -76,6 +90,9 @@ impl ChatMetrics {
         for code in LlmError::CODES {
             self.upstream_errors.with_label_values(&[code]);
         }
+        for outcome in WARM_OUTCOMES {
+            self.warm_sends.with_label_values(&[outcome]);
+        }
         metrics.register(Box::new(self.messages_sent.clone()))?;
         metrics.register(Box::new(self.generation.clone()))?;
         metrics.register(Box::new(self.first_token.clone()))?;
@@ -83,6 +100,7 @@ impl ChatMetrics {
         metrics.register(Box::new(self.upstream_errors.clone()))?;
         metrics.register(Box::new(self.sockets.clone()))?;
         metrics.register(Box::new(self.streaming.clone()))?;
+        metrics.register(Box::new(self.warm_sends.clone()))?;
         Ok(())
     }
 
@@ -102,6 +120,11 @@ impl ChatMetrics {
     pub fn generation_ended(&self, took: Duration, tokens: u64) {
         self.generation.observe(took.as_secs_f64());
         self.tokens.inc_by(tokens);
+    }
+
+    /// One of [`WARM_OUTCOMES`].
+    pub fn warm_send(&self, outcome: &'static str) {
+        self.warm_sends.with_label_values(&[outcome]).inc();
     }
 
     pub fn upstream_error(&self, code: &str) {

@@ -12,6 +12,7 @@ mod service;
 mod socket;
 mod store;
 mod views;
+mod warm;
 mod wire;
 
 use std::sync::Arc;

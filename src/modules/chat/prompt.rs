@@ -9,6 +9,8 @@
 //! everywhere. The creator's notes are never part of it (the persona does not even carry
 //! them).
 
+use std::borrow::Cow;
+
 use serde::Serialize;
 
 use crate::modules::catalog::{LoreEntry, Persona};
@@ -21,18 +23,19 @@ const PER_MESSAGE: u32 = 4;
 const DEFAULT_SYSTEM: &str = "You are {{char}}, talking with {{user}}. Stay in character, \
 answer in {{char}}'s own voice, and never speak or act for {{user}}.";
 
-/// One message of the conversation, oldest first.
+/// One message of the conversation, oldest first (its text borrowed where it can be, so a
+/// long history is copied once, into the prompt).
 #[derive(Debug, Clone)]
-pub struct Turn {
+pub struct Turn<'a> {
     pub role: Role,
-    pub content: String,
+    pub content: Cow<'a, str>,
 }
 
 pub struct Input<'a> {
     pub persona: &'a Persona,
     pub user_name: &'a str,
     /// The active branch up to the message being answered, oldest first.
-    pub history: &'a [Turn],
+    pub history: &'a [Turn<'a>],
     pub context_tokens: u32,
     pub max_tokens: u32,
 }
@@ -87,7 +90,7 @@ fn lore(entries: &[LoreEntry], history: &[Turn]) -> Vec<usize> {
         .iter()
         .rev()
         .take(SCAN_DEPTH)
-        .map(|t| t.content.as_str())
+        .map(|t| t.content.as_ref())
         .collect::<Vec<_>>()
         .join("\n");
     let mut used: Vec<usize> = entries
@@ -188,7 +191,7 @@ pub fn build(input: &Input<'_>) -> Prompt {
             break;
         }
         budget = budget.saturating_sub(cost);
-        kept.push(Message::new(turn.role, turn.content.clone()));
+        kept.push(Message::new(turn.role, turn.content.as_ref()));
     }
     let history_used = kept.len();
     let mut messages = vec![Message::new(Role::System, system)];
@@ -271,7 +274,7 @@ mod tests {
         }
     }
 
-    fn turns(texts: &[(Role, &str)]) -> Vec<Turn> {
+    fn turns<'a>(texts: &[(Role, &'a str)]) -> Vec<Turn<'a>> {
         texts
             .iter()
             .map(|(role, content)| Turn {
@@ -353,7 +356,7 @@ mod tests {
                 } else {
                     Role::Assistant
                 },
-                content: format!("{i} {long}"),
+                content: format!("{i} {long}").into(),
             })
             .collect();
         let p = prompt(&history, 2048);
@@ -402,9 +405,12 @@ mod tests {
             prop_oneof![Just(Role::User), Just(Role::Assistant)]
         }
 
-        fn history() -> impl Strategy<Value = Vec<Turn>> {
+        fn history() -> impl Strategy<Value = Vec<Turn<'static>>> {
             prop::collection::vec(
-                (role(), "\\PC{0,200}").prop_map(|(role, content)| Turn { role, content }),
+                (role(), "\\PC{0,200}").prop_map(|(role, content)| Turn {
+                    role,
+                    content: content.into(),
+                }),
                 0..30,
             )
         }
@@ -460,7 +466,7 @@ mod tests {
                     .iter()
                     .map(|m| m.content.as_str())
                     .collect();
-                let expected: Vec<&str> = kept.iter().map(|t| t.content.as_str()).collect();
+                let expected: Vec<&str> = kept.iter().map(|t| t.content.as_ref()).collect();
                 prop_assert_eq!(sent, expected);
                 // The estimate is what was sent.
                 let total: u32 = p

@@ -15,6 +15,7 @@ diesel::table! {
         last_message_at -> Timestamptz,
         created_at -> Timestamptz,
         updated_at -> Timestamptz,
+        revision -> Int8,
     }
 }
 

@@ -1,13 +1,15 @@
 //! Chat's rules: who owns what, the message tree, starting replies.
 
-use std::sync::Arc;
+use std::borrow::Cow;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use diesel::PgConnection;
 use serde_json::Value;
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use super::generation::{Engine, Job};
+use super::generation::{Ended, Engine, Job};
 use super::metrics::ChatMetrics;
 use super::prompt::{self, Turn};
 use super::store::{
@@ -15,6 +17,7 @@ use super::store::{
     TurnMessage,
 };
 use super::views::{ConversationView, MessageView, SummaryView};
+use super::warm::{self, Warm};
 use crate::config::LlmSettings;
 use crate::modules::billing::{Allowance, QuotaExceeded};
 use crate::modules::catalog::{CharacterDirectory, Persona};
@@ -45,6 +48,10 @@ pub enum ChatError {
     /// A reply is already being written in this conversation.
     #[error("a reply is being written")]
     Busy,
+    /// The conversation changed between reading it and storing the message (a switch or
+    /// another message through another request); nothing was stored.
+    #[error("the conversation changed meanwhile")]
+    Changed,
     /// The plan's tokens for the month are spent.
     #[error("the month's token quota is spent")]
     QuotaExceeded(QuotaExceeded),
@@ -71,6 +78,10 @@ impl From<ChatError> for AppError {
             ChatError::NotFound => AppError::not_found(),
             ChatError::Busy => AppError::conflict(
                 "A reply is still being written in this conversation; wait for it or stop it.",
+            ),
+            ChatError::Changed => AppError::conflict(
+                "The conversation changed while this message was being sent; nothing was \
+                 stored, so send it again.",
             ),
             ChatError::QuotaExceeded(spent) => {
                 let wait = (spent.resets_at - chrono::Utc::now()).num_seconds().max(1);
@@ -123,21 +134,49 @@ pub struct Started {
 
 /// What a new reply hangs from, and the user message to add first, if any.
 struct ReplyPlan {
-    /// The message the reply answers (its parent), `None` for a root reply.
-    parent: Option<MessageRow>,
+    /// The message the reply answers (its parent) and its depth, `None` for a root reply.
+    parent: Option<(Uuid, i32)>,
     /// A user message to insert first, under `parent`, which the reply then answers.
     user_text: Option<String>,
     /// The branch ending at `parent` as a prompt uses it ([`Service::replying_to`]).
-    history: Vec<store::TurnRow>,
+    history: Arc<Vec<store::TurnRow>>,
+    /// The conversation's revision this was read at; storing is refused if it moved.
+    revision: Option<i64>,
+}
+
+/// What a reply is written with besides its branch: the character, what the user is
+/// called, and what their plan allows.
+#[derive(Clone)]
+struct Voice {
+    persona: Arc<Persona>,
+    user_name: String,
+    allowance: Allowance,
+}
+
+/// Where a reply's inputs came from.
+#[derive(Clone, Copy)]
+enum Source {
+    /// Read from the database for this message. `after_stale`: a warm attempt just found
+    /// the conversation changed elsewhere.
+    Read { after_stale: bool },
+    /// Kept warm on this instance ([`warm`]); checked by the revision when storing, and the
+    /// voice read again while the reply is written. `ask_early`: ask the model before the
+    /// message is stored (else after, so a conversation that moves between instances does
+    /// not start model requests only to drop them).
+    Warm { ask_early: bool },
+}
+
+/// A model request, asked for already or still to ask.
+enum Asking {
+    Early(super::generation::Upstream),
+    Later(Request),
 }
 
 /// What a reply in a conversation is written with, read at once: the conversation, the
 /// character, the user's name and token allowance, and what the caller read beside them.
 struct Speaking<T> {
     conversation: ConversationRow,
-    persona: Persona,
-    user_name: String,
-    allowance: Allowance,
+    voice: Voice,
     more: T,
 }
 
@@ -150,6 +189,7 @@ pub struct Service {
     realtime: Realtime,
     llm: LlmSettings,
     metrics: ChatMetrics,
+    warm: Warm,
 }
 
 impl Service {
@@ -162,6 +202,7 @@ impl Service {
         llm: LlmSettings,
         metrics: ChatMetrics,
     ) -> Self {
+        let warm = Warm::new(llm.warm_cache_mib, Duration::from_secs(llm.warm_idle_secs));
         Self {
             db,
             directory,
@@ -170,6 +211,7 @@ impl Service {
             realtime,
             llm,
             metrics,
+            warm,
         }
     }
 
@@ -293,9 +335,11 @@ impl Service {
         )?;
         Ok(Speaking {
             conversation,
-            persona,
-            user_name,
-            allowance,
+            voice: Voice {
+                persona: Arc::new(persona),
+                user_name,
+                allowance,
+            },
             more,
         })
     }
@@ -387,16 +431,20 @@ impl Service {
         let started = match initial {
             Some(text) => {
                 let allowance = self.allowance(user).await?;
+                // Nothing changed the new conversation yet (no greeting moved its leaf).
                 let plan = ReplyPlan {
                     parent: None,
                     user_text: Some(text),
-                    history: Vec::new(),
+                    history: Arc::default(),
+                    revision: Some(0),
                 };
-                let speaker = (&persona, user_name.as_str());
-                Some(
-                    self.start_reply((user, id), speaker, allowance, plan)
-                        .await?,
-                )
+                let voice = Voice {
+                    persona: Arc::new(persona),
+                    user_name,
+                    allowance,
+                };
+                let source = Source::Read { after_stale: false };
+                Some(self.start_reply((user, id), voice, plan, source).await?)
             }
             None => None,
         };
@@ -453,6 +501,7 @@ impl Service {
         if deleted == 0 {
             return Err(ChatError::NotFound);
         }
+        self.warm.forget(id);
         Ok(())
     }
 
@@ -487,9 +536,43 @@ impl Service {
             .await
     }
 
-    /// Sends a user message under the active leaf and starts the reply.
+    /// Sends a user message under the active leaf and starts the reply: from what is kept
+    /// warm of the conversation when this instance has it ([`warm`]), else from the
+    /// database.
     pub async fn send(&self, user: Uuid, id: Uuid, content: String) -> Result<Started, ChatError> {
         check_content(&content)?;
+        let mut after_stale = false;
+        if let Some(entry) = self.warm.take(id, user) {
+            let entry = Arc::unwrap_or_clone(entry);
+            let plan = ReplyPlan {
+                parent: Some((entry.leaf, entry.leaf_depth)),
+                user_text: Some(content.clone()),
+                history: entry.history,
+                revision: Some(entry.revision),
+            };
+            let voice = Voice {
+                persona: entry.persona,
+                user_name: entry.user_name,
+                allowance: entry.allowance,
+            };
+            let source = Source::Warm {
+                ask_early: entry.ask_early,
+            };
+            match self.start_reply((user, id), voice, plan, source).await {
+                // Changed through another instance (or by another request): nothing was
+                // stored; the message is sent again from the database.
+                Err(ChatError::Changed) => {
+                    self.metrics.warm_send("stale");
+                    after_stale = true;
+                }
+                started => {
+                    self.metrics.warm_send("hit");
+                    return started;
+                }
+            }
+        } else if self.warm.enabled() {
+            self.metrics.warm_send("miss");
+        }
         // It answers the active leaf, read with its branch while the character is read.
         let spoken = self
             .speaking(user, id, |conversation| {
@@ -498,12 +581,13 @@ impl Service {
             .await?;
         let (parent, history) = spoken.more;
         let plan = ReplyPlan {
-            parent,
+            parent: parent.map(|p| (p.id, p.depth)),
             user_text: Some(content),
-            history,
+            history: Arc::new(history),
+            revision: Some(spoken.conversation.revision),
         };
-        let speaker = (&spoken.persona, spoken.user_name.as_str());
-        self.start_reply((user, id), speaker, spoken.allowance, plan)
+        let source = Source::Read { after_stale };
+        self.start_reply((user, id), spoken.voice, plan, source)
             .await
     }
 
@@ -565,12 +649,14 @@ impl Service {
         }
         let (parent, history) = self.replying_to(id, spoken.more.parent_id).await?;
         let plan = ReplyPlan {
-            parent,
+            parent: parent.map(|p| (p.id, p.depth)),
             user_text,
-            history,
+            history: Arc::new(history),
+            revision: Some(spoken.conversation.revision),
         };
-        let speaker = (&spoken.persona, spoken.user_name.as_str());
-        self.start_reply((user, id), speaker, spoken.allowance, plan)
+        self.warm.forget(id);
+        let source = Source::Read { after_stale: false };
+        self.start_reply((user, id), spoken.voice, plan, source)
             .await
     }
 
@@ -581,7 +667,8 @@ impl Service {
         id: Uuid,
         message: Uuid,
     ) -> Result<(ConversationView, Vec<MessageView>), ChatError> {
-        self.db
+        let switched = self
+            .db
             .transaction(move |conn| {
                 let conversation =
                     store::lock_conversation(conn, id, user)?.ok_or(ChatError::NotFound)?;
@@ -599,7 +686,9 @@ impl Service {
                     page.into_iter().map(MessageView::from).collect(),
                 ))
             })
-            .await
+            .await?;
+        self.warm.forget(id);
+        Ok(switched)
     }
 
     /// `message` and its siblings (its swipes, or the other versions of an edited
@@ -645,13 +734,15 @@ impl Service {
                 "only the last reply of the active branch can be continued",
             ));
         }
+        let voice = &spoken.voice;
         let (request, prompt, prompt_tokens) = self.request(
-            history,
+            &history,
             None,
-            (&spoken.persona, &spoken.user_name),
+            (&voice.persona, &voice.user_name),
             message,
-            spoken.allowance,
+            voice.allowance,
         );
+        self.warm.forget(id);
         let progress = self.progress(id, message).await?;
         // The model starts while the row is stored; if storing fails, dropping the answer
         // cancels it.
@@ -683,6 +774,7 @@ impl Service {
             announce: vec![row.clone()],
             prompt: None,
             prompt_tokens,
+            ended: None,
         });
         Ok(Started {
             user_message: None,
@@ -720,9 +812,11 @@ impl Service {
                     };
                     store::set_active(conn, id, leaf, None)?;
                 }
-                Ok(())
+                Ok::<_, ChatError>(())
             })
-            .await
+            .await?;
+        self.warm.forget(id);
+        Ok(())
     }
 
     /// Asks a streaming reply to stop, wherever it runs.
@@ -781,16 +875,16 @@ impl Service {
     /// prompt as stored.
     fn request(
         &self,
-        branch: Vec<store::TurnRow>,
+        branch: &[store::TurnRow],
         user_text: Option<&str>,
         (persona, user_name): (&Persona, &str),
         seed_from: Uuid,
         allowance: Allowance,
-    ) -> (Request, Value, u32) {
+    ) -> (Request, String, u32) {
         // The plan's context, within the model's window.
         let context_tokens = allowance.context_tokens.min(self.llm.context_tokens);
         let mut history: Vec<Turn> = branch
-            .into_iter()
+            .iter()
             .rev()
             .filter(|turn| !(turn.role == "assistant" && turn.content.is_empty()))
             .map(|turn| Turn {
@@ -799,13 +893,13 @@ impl Service {
                 } else {
                     Role::Assistant
                 },
-                content: turn.content,
+                content: Cow::Borrowed(turn.content.as_str()),
             })
             .collect();
         if let Some(text) = user_text {
             history.push(Turn {
                 role: Role::User,
-                content: text.to_owned(),
+                content: Cow::Borrowed(text),
             });
         }
         let built = prompt::build(&prompt::Input {
@@ -815,7 +909,8 @@ impl Service {
             context_tokens,
             max_tokens: self.llm.max_tokens,
         });
-        let stored = serde_json::to_value(&built).unwrap_or(Value::Null);
+        // Stored as text: serializing straight to it costs a fraction of building a `Value`.
+        let stored = serde_json::to_string(&built).unwrap_or_else(|_| "null".to_owned());
         let estimated = built.estimated_tokens;
         let request = Request {
             messages: built.messages,
@@ -837,34 +932,49 @@ impl Service {
 
     /// Inserts the user message (if any) and the reply's row in one statement
     /// ([`store::start_turn`]), then hands the reply to the engine. Refused (nothing stored)
-    /// while another reply is written. The prompt is stored by the engine with the reply's
-    /// first progress, off the path to the first token.
+    /// while another reply is written or when the conversation's revision moved since the
+    /// plan was read. The prompt is stored by the engine with the reply's first progress, off
+    /// the path to the first token. When the reply ends, its branch is kept warm for the
+    /// next message ([`warm`]).
     async fn start_reply(
         &self,
         (user, id): (Uuid, Uuid),
-        (persona, user_name): (&Persona, &str),
-        allowance: Allowance,
+        voice: Voice,
         plan: ReplyPlan,
+        source: Source,
     ) -> Result<Started, ChatError> {
         let user_message_id = plan.user_text.as_ref().map(|_| Uuid::now_v7());
         let reply_id = Uuid::now_v7();
-        let parent_id = plan.parent.as_ref().map(|p| p.id);
         // The prompt is built from the branch as it is; the user message, not stored yet,
         // is added at its end.
         let (request, stored, prompt_tokens) = self.request(
-            plan.history,
+            &plan.history,
             plan.user_text.as_deref(),
-            (persona, user_name),
+            (&voice.persona, &voice.user_name),
             reply_id,
-            allowance,
+            voice.allowance,
         );
-        // The model starts while the messages are stored; if storing fails (another reply
-        // began meanwhile), dropping the answer cancels it.
-        let upstream = self.engine.ask(request);
+        // The model usually starts while the messages are stored; if storing fails (another
+        // reply began meanwhile, or the conversation changed), dropping the answer cancels it.
+        let ask_early = match source {
+            Source::Read { .. } => true,
+            Source::Warm { ask_early } => ask_early,
+        };
+        let asking = if ask_early {
+            Asking::Early(self.engine.ask(request))
+        } else {
+            Asking::Later(request)
+        };
         let model = self.engine.model_name().to_owned();
-        let first_depth = plan.parent.as_ref().map_or(0, |p| p.depth + 1);
-        let user_text = plan.user_text;
-        let (name, avatar) = (persona.name.clone(), persona.avatar_url.clone());
+        let (parent_id, first_depth) = match plan.parent {
+            Some((parent, depth)) => (Some(parent), depth + 1),
+            None => (None, 0),
+        };
+        let reply_depth = first_depth + i32::from(user_message_id.is_some());
+        let user_text = plan.user_text.clone();
+        let revision = plan.revision;
+        let warm = matches!(source, Source::Warm { .. });
+        let (name, avatar) = (voice.persona.name.clone(), voice.persona.avatar_url.clone());
         let placed = self
             .db
             .run(move |conn| {
@@ -897,21 +1007,43 @@ impl Service {
                         model: &model,
                         character_name: &name,
                         character_avatar_url: avatar.as_deref(),
+                        revision,
                     },
                 )?;
                 if placed.is_empty() {
-                    // Nothing was claimed: say why.
+                    // A warm plan is simply read again; otherwise say why.
+                    if warm {
+                        return Err(ChatError::Changed);
+                    }
                     return match store::find_conversation(conn, id, user)? {
-                        Some(_) => Err(ChatError::Busy),
                         None => Err(ChatError::NotFound),
+                        Some(c) if c.generating_id.is_some() => Err(ChatError::Busy),
+                        Some(_) => Err(ChatError::Changed),
                     };
                 }
                 Ok::<_, ChatError>(placed)
             })
             .await?;
+        let upstream = match asking {
+            Asking::Early(upstream) => upstream,
+            Asking::Later(request) => self.engine.ask(request),
+        };
         let mut views = placed.into_iter().map(MessageView::from);
         let reply_view = views.next().ok_or(ChatError::NotFound)?;
         let user_view = views.next();
+        let ended = revision.and_then(|revision| {
+            let kept = KeptTurn {
+                conversation: id,
+                user,
+                revision: revision + 1,
+                reply: reply_id,
+                reply_depth,
+                user_text: plan.user_text,
+                history: plan.history,
+                ask_early: !matches!(source, Source::Read { after_stale: true }),
+            };
+            self.keep_warm(kept, voice, source)
+        });
         let done = self.engine.start(Job {
             user,
             conversation: id,
@@ -923,6 +1055,7 @@ impl Service {
             announce: user_view.iter().chain([&reply_view]).cloned().collect(),
             prompt: Some(stored),
             prompt_tokens,
+            ended,
         });
         Ok(Started {
             user_message: user_view,
@@ -930,6 +1063,96 @@ impl Service {
             done,
         })
     }
+
+    /// What keeps a reply's branch warm when it ends: the voice as read for it, or (when it
+    /// came from the warm state) as read again now, while the reply is written. Nothing is
+    /// kept when the character is gone, the quota is spent or the read failed, so the next
+    /// message goes the cold way and is refused as before.
+    fn keep_warm(&self, kept: KeptTurn, voice: Voice, source: Source) -> Option<Ended> {
+        if !self.warm.enabled() {
+            return None;
+        }
+        let fresh = Arc::new(Mutex::new(None));
+        match source {
+            Source::Read { .. } => *lock(&fresh) = Some(voice),
+            Source::Warm { .. } => {
+                let (service, slot) = (self.clone(), fresh.clone());
+                let character = voice.persona.id;
+                tokio::spawn(async move {
+                    let voice = service.voice(kept.user, character).await;
+                    *lock(&slot) = voice;
+                });
+            }
+        }
+        let (warm, max_chars) = (self.warm.clone(), self.history_chars());
+        Some(Box::new(move |reply: &MessageView| {
+            // Read again, and still allowed (if the read has not finished, nothing is kept).
+            let Some(voice) = lock(&fresh).take() else {
+                return;
+            };
+            let turn = |role: &str, content: String| store::TurnRow {
+                role: role.to_owned(),
+                content,
+            };
+            let history = warm::extended(
+                turn("assistant", reply.content.clone()),
+                kept.user_text.map(|text| turn("user", text)),
+                &kept.history,
+                PROMPT_HISTORY,
+                max_chars,
+            );
+            warm.put(
+                kept.conversation,
+                warm::Entry {
+                    user: kept.user,
+                    revision: kept.revision,
+                    leaf: kept.reply,
+                    leaf_depth: kept.reply_depth,
+                    history: Arc::new(history),
+                    persona: voice.persona,
+                    user_name: voice.user_name,
+                    allowance: voice.allowance,
+                    ask_early: kept.ask_early,
+                },
+            );
+        }))
+    }
+
+    /// The character, the user's name and the allowance, read now; `None` when the
+    /// character is gone, the quota is spent or a read failed.
+    async fn voice(&self, user: Uuid, character: Uuid) -> Option<Voice> {
+        let (persona, user_name, allowance) = futures_util::join!(
+            self.directory.persona(character, user),
+            self.user_name(user),
+            self.engine.quota().assess(user)
+        );
+        match (persona, user_name, allowance) {
+            (Ok(Some(persona)), Ok(user_name), Ok(Ok(allowance))) => Some(Voice {
+                persona: Arc::new(persona),
+                user_name,
+                allowance,
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// What a started reply's branch will be when it ends, for [`Service::keep_warm`].
+struct KeptTurn {
+    conversation: Uuid,
+    user: Uuid,
+    /// The revision the reply's turn made.
+    revision: i64,
+    reply: Uuid,
+    reply_depth: i32,
+    user_text: Option<String>,
+    /// The branch the reply's turn was added to, newest first.
+    history: Arc<Vec<store::TurnRow>>,
+    ask_early: bool,
+}
+
+fn lock<T>(slot: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    slot.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Whether `target` lies on the branch ending at `leaf`.

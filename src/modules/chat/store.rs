@@ -26,6 +26,8 @@ pub struct ConversationRow {
     pub last_message_at: DateTime<Utc>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// Counts the changes to what the next prompt is built from (see `warm`).
+    pub revision: i64,
 }
 
 #[derive(Insertable)]
@@ -242,6 +244,7 @@ pub fn set_active(
             conversations::generating_id.eq(generating),
             conversations::last_message_at.eq(now),
             conversations::updated_at.eq(now),
+            conversations::revision.eq(conversations::revision + 1),
         ))
         .execute(conn)
 }
@@ -264,11 +267,15 @@ pub struct NewTurn<'a> {
     pub model: &'a str,
     pub character_name: &'a str,
     pub character_avatar_url: Option<&'a str>,
+    /// The conversation's revision the turn was planned on: the claim fails if it moved.
+    /// `None` for a conversation created by the same request.
+    pub revision: Option<i64>,
 }
 
 /// Starts a reply in one statement (one round trip, its own transaction): claims the
-/// conversation (only if it is `user`'s and no reply is being written; a concurrent claim
-/// waits on the row, then finds it taken), inserts the messages under the claim, makes the
+/// conversation (only if it is `user`'s, no reply is being written and its revision is the
+/// one the turn was planned on; a concurrent claim waits on the row, then finds it taken),
+/// counts a new revision, inserts the messages under the claim, makes the
 /// reply the active leaf and the one being generated, and refreshes the character's name
 /// and avatar for the list. Answers the inserted messages newest first, each with its place
 /// among its siblings (the rows that existed before, plus itself), or nothing when the
@@ -288,9 +295,10 @@ pub fn start_turn(conn: &mut PgConnection, turn: &NewTurn<'_>) -> QueryResult<Ve
         diesel::sql_query(format!(
             "WITH claim AS ( \
            UPDATE chat.conversations SET active_leaf_id = $3, generating_id = $3, \
-             last_message_at = now(), updated_at = now(), \
+             last_message_at = now(), updated_at = now(), revision = revision + 1, \
              character_name = $10, character_avatar_url = $11 \
-           WHERE id = $1 AND user_id = $2 AND generating_id IS NULL RETURNING id \
+           WHERE id = $1 AND user_id = $2 AND generating_id IS NULL \
+             AND ($12::int8 IS NULL OR revision = $12) RETURNING id \
          ), m AS ( \
            INSERT INTO chat.messages (id, conversation_id, parent_id, depth, role, content, \
              status, heartbeat_at, model) \
@@ -326,20 +334,22 @@ pub fn start_turn(conn: &mut PgConnection, turn: &NewTurn<'_>) -> QueryResult<Ve
         .bind::<Array<Text>, _>(turn.messages.iter().map(|m| m.content).collect::<Vec<_>>())
         .bind::<Text, _>(turn.model)
         .bind::<Text, _>(turn.character_name)
-        .bind::<Nullable<Text>, _>(turn.character_avatar_url),
+        .bind::<Nullable<Text>, _>(turn.character_avatar_url)
+        .bind::<Nullable<BigInt>, _>(turn.revision),
     )
     .load(conn)
 }
 
-/// Stores what the model was sent for a reply. Once per reply, so kept prepared: it returns
-/// the id to run through `load` ([`Prepared`]).
-pub fn set_prompt(conn: &mut PgConnection, id: Uuid, prompt: &Value) -> QueryResult<usize> {
+/// Stores what the model was sent for a reply, as JSON text (serialized once, straight from
+/// the prompt, and parsed by PostgreSQL). Once per reply, so kept prepared: it returns the
+/// id to run through `load` ([`Prepared`]).
+pub fn set_prompt(conn: &mut PgConnection, id: Uuid, prompt: &str) -> QueryResult<usize> {
     Prepared(
-        diesel::update(messages::table.find(id))
-            .set(messages::prompt.eq(prompt))
-            .returning(messages::id),
+        diesel::sql_query("UPDATE chat.messages SET prompt = $2::jsonb WHERE id = $1 RETURNING id")
+            .bind::<SqlUuid, _>(id)
+            .bind::<Text, _>(prompt),
     )
-    .load::<Uuid>(conn)
+    .load::<Id>(conn)
     .map(|rows| rows.len())
 }
 
@@ -623,8 +633,9 @@ pub fn restart_reply(
     conn: &mut PgConnection,
     id: Uuid,
     model: &str,
-    prompt: &Value,
+    prompt: &str,
 ) -> QueryResult<MessageRow> {
+    set_prompt(conn, id, prompt)?;
     diesel::update(messages::table.find(id))
         .set((
             messages::status.eq("streaming"),
@@ -633,7 +644,6 @@ pub fn restart_reply(
             messages::failure_code.eq(None::<String>),
             messages::failure_message.eq(None::<String>),
             messages::model.eq(model),
-            messages::prompt.eq(prompt),
             messages::updated_at.eq(now),
         ))
         .returning(MessageRow::as_returning())
@@ -685,7 +695,7 @@ pub fn reply_conversation(
 }
 
 /// A message of a prompt's history.
-#[derive(Debug, QueryableByName)]
+#[derive(Debug, Clone, QueryableByName)]
 pub struct TurnRow {
     #[diesel(sql_type = Text)]
     pub role: String,
@@ -958,6 +968,12 @@ pub fn expire_messages(
     )
     .bind::<SqlUuid, _>(conversation)
     .execute(conn)?;
+    if deleted > 0 {
+        // The next prompt is built from less: a warm copy of the branch is out of date.
+        diesel::update(conversations::table.find(conversation))
+            .set(conversations::revision.eq(conversations::revision + 1))
+            .execute(conn)?;
+    }
     Ok(deleted)
 }
 
