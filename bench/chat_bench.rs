@@ -3,7 +3,9 @@
 //! - `ttft`: starts a fake OpenAI-compatible model (the one the tests use) and a server that
 //!   uses it, then alternates a streamed request straight to the model with a message sent
 //!   through the server (`POST …/messages`, `Accept: text/event-stream`), timing each until
-//!   its first piece of text, and prints both distributions and what the server adds.
+//!   its first piece of text, and prints both distributions and what the server adds. The
+//!   request straight to the model is the one the server sent it for the previous message,
+//!   so the model reads the same prompt either way.
 //! - `tokens`: prints an access token for each `user session` line (for `idle`).
 //! - `idle`: opens WebSocket connections with those tokens and holds them open, reading
 //!   (so pings are answered), until killed.
@@ -158,7 +160,10 @@ async fn ttft(server_bin: &Path, port: u16, count: usize) {
     let conversation = created["conversation"]["id"].as_str().unwrap().to_owned();
     let send_url = format!("{base}/api/v1/conversations/{conversation}/messages");
     let model_url = format!("{}/chat/completions", fake.url);
-    let model_body = json!({"model": "fake", "stream": true,
+    // A request straight to the model carries what the server sent it for the previous
+    // message (the whole prompt: persona and history), so both paths ask the model for the
+    // same work and the difference is the server's own.
+    let mut model_body = json!({"model": "fake", "stream": true,
         "stream_options": {"include_usage": true},
         "messages": [{"role": "user", "content": "Hello"}]});
 
@@ -182,6 +187,9 @@ async fn ttft(server_bin: &Path, port: u16, count: usize) {
             .await
             .unwrap();
         let served = first_then_rest(response, b"event: token", started).await;
+        if let Some(sent) = fake.last_request() {
+            model_body = sent;
+        }
         if round >= 30 {
             direct.push(straight);
             through.push(served);

@@ -166,6 +166,11 @@ impl FakeModel {
         self.requests.lock().unwrap().clone()
     }
 
+    /// The last JSON body received.
+    pub fn last_request(&self) -> Option<Value> {
+        self.requests.lock().unwrap().last().cloned()
+    }
+
     pub fn connections(&self) -> usize {
         self.connections.load(Ordering::SeqCst)
     }
