@@ -1050,3 +1050,76 @@ async fn a_reply_from_the_warm_state_is_written_from_the_prompt_the_database_giv
     }
     assert!(first_cut.is_some(), "the window never cut the history");
 }
+
+#[tokio::test]
+async fn a_warm_conversation_learns_of_character_edits_within_one_reply() {
+    let app = TestApp::spawn().await;
+    // Creating characters is a paid feature.
+    let ann = app.premium("ann@example.com").await;
+    let created = app
+        .send_auth(
+            Method::POST,
+            "/api/v1/characters",
+            &ann.token,
+            &json!({"name": "Nova", "category": "sci-fi",
+                    "description": "{{char}} keeps a lighthouse."}),
+        )
+        .await;
+    assert_eq!(created.status(), 201);
+    let nova = body(created).await["id"].as_str().unwrap().to_owned();
+    let (id, _) = start(&app, &ann, &nova, None).await;
+    let system = |prompt: &Value| {
+        prompt["messages"][0]["content"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let prompt_of = |reply: Value| {
+        let path = format!(
+            "/api/v1/conversations/{id}/messages/{}/prompt",
+            reply["id"].as_str().unwrap()
+        );
+        let (app, token) = (&app, ann.token.clone());
+        async move { body(app.get_auth(&path, &token).await).await }
+    };
+    send(&app, &ann, &id, "One").await;
+    let two = send(&app, &ann, &id, "Two").await;
+    assert_eq!(warm_sends(&app, "hit").await, 1);
+    assert!(system(&prompt_of(two["reply"].clone()).await).contains("keeps a lighthouse"));
+
+    let path = format!("/api/v1/characters/{nova}");
+    let edit = json!({"description": "{{char}} sails the northern sea."});
+    let edited = app.send_auth(Method::PATCH, &path, &ann.token, &edit).await;
+    assert_eq!(edited.status(), 200);
+    // The reply under way when the edit lands may still use the old text; the next has the
+    // new one.
+    send(&app, &ann, &id, "Three").await;
+    let four = send(&app, &ann, &id, "Four").await;
+    assert_eq!(warm_sends(&app, "hit").await, 3);
+    let four = system(&prompt_of(four["reply"].clone()).await);
+    assert!(four.contains("sails the northern sea"), "{four}");
+
+    // Once the character is gone, at most the reply under way is written; the next message
+    // is refused as for a conversation never kept warm.
+    let deleted = app
+        .send_auth(Method::DELETE, &path, &ann.token, &json!({}))
+        .await;
+    assert!(deleted.status().is_success(), "{}", deleted.status());
+    let messages = format!("/api/v1/conversations/{id}/messages");
+    let five = post(
+        &app,
+        &ann,
+        &messages,
+        json!({"content": "Five", "type": "text"}),
+    )
+    .await;
+    assert!([201, 409].contains(&five.status().as_u16()));
+    let six = post(
+        &app,
+        &ann,
+        &messages,
+        json!({"content": "Six", "type": "text"}),
+    )
+    .await;
+    assert_error(six, 409, "CONFLICT").await;
+}

@@ -24,6 +24,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use futures_util::future::BoxFuture;
 use serde_json::json;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
@@ -65,13 +66,19 @@ pub struct Job {
     pub prompt: Option<String>,
     /// The prompt's size by our estimate, counted when the model reports no usage.
     pub prompt_tokens: u32,
+    /// Called once the first piece of text is published: work the reply needs soon, but
+    /// not before its first token (the warm state's re-reads).
+    pub first_text: Option<FirstText>,
     /// Called with the reply as stored once it ended, before anyone is told (the reply's
     /// branch is kept warm there, so the next message can already use it).
     pub ended: Option<Ended>,
 }
 
-/// What a job calls with its stored reply when it ends ([`Job::ended`]).
-pub type Ended = Box<dyn FnOnce(&MessageView) + Send>;
+/// What a job calls after its first piece of text ([`Job::first_text`]).
+pub type FirstText = Box<dyn FnOnce() + Send>;
+
+/// What a job calls with its stored reply when it ends, and waits for ([`Job::ended`]).
+pub type Ended = Box<dyn FnOnce(&MessageView) -> BoxFuture<'static, ()> + Send>;
 
 struct Running {
     stop: CancellationToken,
@@ -214,6 +221,7 @@ impl Engine {
         }
         let mut stream = job.upstream.events;
         let mut prompt = job.prompt;
+        let mut first_text = job.first_text;
         let first_seq = job.seq;
         let job_prefix_len = job.prefix.len();
         let mut content = job.prefix;
@@ -252,6 +260,9 @@ impl Engine {
                             "type": "token", "conversationId": job.conversation,
                             "messageId": job.message, "seq": seq, "delta": piece,
                         })).await;
+                        if let Some(first_text) = first_text.take() {
+                            first_text();
+                        }
                         if seq - stored_seq >= FLUSH_PIECES {
                             match self.flush(job.message, &content, seq, &ends, prompt.take()).await {
                                 Ok(true) => break Outcome::Stopped,
@@ -270,6 +281,8 @@ impl Engine {
         };
         // Dropping the stream closes the upstream request (a stop really stops the model).
         drop(stream);
+        // Not called by now, it never will be (what waits on it learns so).
+        drop(first_text);
         drop(streaming);
         let elapsed = started.elapsed();
         let tokens = match &outcome {
@@ -305,7 +318,7 @@ impl Engine {
             Ok(view) => {
                 tracing::info!(message = %job.message, status = %view.status, ?elapsed, "reply ended");
                 if let Some(ended) = job.ended {
-                    ended(view);
+                    ended(view).await;
                 }
                 self.publish(job.user, json!({"type": "message", "message": view}))
                     .await;

@@ -1,7 +1,7 @@
 //! Chat's rules: who owns what, the message tree, starting replies.
 
 use std::borrow::Cow;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use diesel::PgConnection;
@@ -9,7 +9,7 @@ use serde_json::Value;
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use super::generation::{Ended, Engine, Job};
+use super::generation::{Ended, Engine, FirstText, Job};
 use super::metrics::ChatMetrics;
 use super::prompt::{self, Turn};
 use super::store::{
@@ -774,6 +774,7 @@ impl Service {
             announce: vec![row.clone()],
             prompt: None,
             prompt_tokens,
+            first_text: None,
             ended: None,
         });
         Ok(Started {
@@ -1031,19 +1032,22 @@ impl Service {
         let mut views = placed.into_iter().map(MessageView::from);
         let reply_view = views.next().ok_or(ChatError::NotFound)?;
         let user_view = views.next();
-        let ended = revision.and_then(|revision| {
-            let kept = KeptTurn {
-                conversation: id,
-                user,
-                revision: revision + 1,
-                reply: reply_id,
-                reply_depth,
-                user_text: plan.user_text,
-                history: plan.history,
-                ask_early: !matches!(source, Source::Read { after_stale: true }),
-            };
-            self.keep_warm(kept, voice, source)
-        });
+        let (first_text, ended) = match revision {
+            None => (None, None),
+            Some(revision) => {
+                let kept = KeptTurn {
+                    conversation: id,
+                    user,
+                    revision: revision + 1,
+                    reply: reply_id,
+                    reply_depth,
+                    user_text: plan.user_text,
+                    history: plan.history,
+                    ask_early: !matches!(source, Source::Read { after_stale: true }),
+                };
+                self.keep_warm(kept, voice, source)
+            }
+        };
         let done = self.engine.start(Job {
             user,
             conversation: id,
@@ -1055,6 +1059,7 @@ impl Service {
             announce: user_view.iter().chain([&reply_view]).cloned().collect(),
             prompt: Some(stored),
             prompt_tokens,
+            first_text,
             ended,
         });
         Ok(Started {
@@ -1065,57 +1070,78 @@ impl Service {
     }
 
     /// What keeps a reply's branch warm when it ends: the voice as read for it, or (when it
-    /// came from the warm state) as read again now, while the reply is written. Nothing is
-    /// kept when the character is gone, the quota is spent or the read failed, so the next
-    /// message goes the cold way and is refused as before.
-    fn keep_warm(&self, kept: KeptTurn, voice: Voice, source: Source) -> Option<Ended> {
+    /// came from the warm state) as read again while the reply is written, from its first
+    /// token on (so the re-reads do not compete with it). Nothing is kept when the character
+    /// is gone, the quota is spent or the read failed, so the next message goes the cold way
+    /// and is refused as before.
+    fn keep_warm(
+        &self,
+        kept: KeptTurn,
+        voice: Voice,
+        source: Source,
+    ) -> (Option<FirstText>, Option<Ended>) {
         if !self.warm.enabled() {
-            return None;
+            return (None, None);
         }
-        let fresh = Arc::new(Mutex::new(None));
-        match source {
-            Source::Read { .. } => *lock(&fresh) = Some(voice),
+        let (fresh, first_text): (Fresh, Option<FirstText>) = match source {
+            Source::Read { .. } => (Fresh::Known(voice), None),
             Source::Warm { .. } => {
-                let (service, slot) = (self.clone(), fresh.clone());
-                let character = voice.persona.id;
-                tokio::spawn(async move {
-                    let voice = service.voice(kept.user, character).await;
-                    *lock(&slot) = voice;
+                let (sender, receiver) = tokio::sync::oneshot::channel();
+                let service = self.clone();
+                let (user, character) = (kept.user, voice.persona.id);
+                let reread: FirstText = Box::new(move || {
+                    tokio::spawn(async move {
+                        let _ = sender.send(service.voice(user, character).await);
+                    });
                 });
+                (Fresh::Coming(receiver), Some(reread))
             }
-        }
+        };
         let (warm, max_chars) = (self.warm.clone(), self.history_chars());
-        Some(Box::new(move |reply: &MessageView| {
-            // Read again, and still allowed (if the read has not finished, nothing is kept).
-            let Some(voice) = lock(&fresh).take() else {
-                return;
-            };
-            let turn = |role: &str, content: String| store::TurnRow {
-                role: role.to_owned(),
-                content,
-            };
-            let history = warm::extended(
-                turn("assistant", reply.content.clone()),
-                kept.user_text.map(|text| turn("user", text)),
-                &kept.history,
-                PROMPT_HISTORY,
-                max_chars,
-            );
-            warm.put(
-                kept.conversation,
-                warm::Entry {
-                    user: kept.user,
-                    revision: kept.revision,
-                    leaf: kept.reply,
-                    leaf_depth: kept.reply_depth,
-                    history: Arc::new(history),
-                    persona: voice.persona,
-                    user_name: voice.user_name,
-                    allowance: voice.allowance,
-                    ask_early: kept.ask_early,
-                },
-            );
-        }))
+        let ended: Ended = Box::new(move |reply: &MessageView| {
+            let content = reply.content.clone();
+            Box::pin(async move {
+                // Read again and still allowed; a re-read that never started (no text came)
+                // or takes too long keeps nothing.
+                let voice = match fresh {
+                    Fresh::Known(voice) => Some(voice),
+                    Fresh::Coming(receiver) => tokio::time::timeout(REREAD_WAIT, receiver)
+                        .await
+                        .ok()
+                        .and_then(Result::ok)
+                        .flatten(),
+                };
+                let Some(voice) = voice else {
+                    return;
+                };
+                let turn = |role: &str, content: String| store::TurnRow {
+                    role: role.to_owned(),
+                    content,
+                };
+                let history = warm::extended(
+                    turn("assistant", content),
+                    kept.user_text.map(|text| turn("user", text)),
+                    &kept.history,
+                    PROMPT_HISTORY,
+                    max_chars,
+                );
+                warm.put(
+                    kept.conversation,
+                    warm::Entry {
+                        user: kept.user,
+                        revision: kept.revision,
+                        leaf: kept.reply,
+                        leaf_depth: kept.reply_depth,
+                        history: Arc::new(history),
+                        persona: voice.persona,
+                        user_name: voice.user_name,
+                        allowance: voice.allowance,
+                        ask_early: kept.ask_early,
+                    },
+                );
+            })
+        });
+        (first_text, Some(ended))
     }
 
     /// The character, the user's name and the allowance, read now; `None` when the
@@ -1151,9 +1177,14 @@ struct KeptTurn {
     ask_early: bool,
 }
 
-fn lock<T>(slot: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    slot.lock().unwrap_or_else(|e| e.into_inner())
+/// The voice a warm entry will hold: known (read for this reply) or being read again.
+enum Fresh {
+    Known(Voice),
+    Coming(tokio::sync::oneshot::Receiver<Option<Voice>>),
 }
+
+/// How long a reply's end waits for the voice's re-read before keeping nothing.
+const REREAD_WAIT: Duration = Duration::from_secs(1);
 
 /// Whether `target` lies on the branch ending at `leaf`.
 fn on_branch(
