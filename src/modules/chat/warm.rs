@@ -15,7 +15,7 @@
 //!   is stored, the model's request is dropped (which cancels it), and the message is sent
 //!   again the cold way, from the database.
 //! - **Other modules' data.** The character, the user's name and the allowance are read
-//!   again with every warm reply, while it is written, and the entry the reply leaves
+//!   again with every warm reply, from its first token on, and the entry the reply leaves
 //!   behind holds what was read. An edited character, a new display name, a spent quota or
 //!   a changed plan therefore reaches at most one reply late; a character that is gone or a
 //!   spent quota leaves no entry, so the next message is refused as before.
