@@ -911,6 +911,12 @@ async fn warm_sends(app: &TestApp, outcome: &str) -> u64 {
         .unwrap()
 }
 
+/// A message as `role: content`.
+fn role_content(message: &Value) -> String {
+    let (role, content) = (message["role"].as_str(), message["content"].as_str());
+    format!("{}: {}", role.unwrap(), content.unwrap())
+}
+
 /// The turns a reply was written from (its stored prompt without the system messages).
 async fn prompt_turns(app: &TestApp, user: &TestUser, id: &str, reply: &Value) -> Vec<String> {
     let reply = reply["id"].as_str().unwrap();
@@ -921,13 +927,7 @@ async fn prompt_turns(app: &TestApp, user: &TestUser, id: &str, reply: &Value) -
         .unwrap()
         .iter()
         .filter(|m| m["role"] != "system")
-        .map(|m| {
-            format!(
-                "{}: {}",
-                m["role"].as_str().unwrap(),
-                m["content"].as_str().unwrap()
-            )
-        })
+        .map(role_content)
         .collect()
 }
 
@@ -938,13 +938,7 @@ async fn branch_turns(app: &TestApp, user: &TestUser, id: &str) -> Vec<String> {
         .as_array()
         .unwrap()
         .iter()
-        .map(|m| {
-            format!(
-                "{}: {}",
-                m["role"].as_str().unwrap(),
-                m["content"].as_str().unwrap()
-            )
-        })
+        .map(role_content)
         .collect()
 }
 

@@ -159,10 +159,11 @@ enum Source {
     /// Read from the database for this message. `after_stale`: a warm attempt just found
     /// the conversation changed elsewhere.
     Read { after_stale: bool },
-    /// Kept warm on this instance ([`warm`]); checked by the revision when storing, and the
-    /// voice read again while the reply is written. `ask_early`: ask the model before the
-    /// message is stored (else after, so a conversation that moves between instances does
-    /// not start model requests only to drop them).
+    /// Kept warm on this instance ([`warm`]); checked by the revision when storing, the
+    /// quota asked again before it (while the model is already asked), and the voice read
+    /// again while the reply is written. `ask_early`: ask the model before the message is
+    /// stored (else after, so a conversation that moves between instances does not start
+    /// model requests only to drop them).
     Warm { ask_early: bool },
 }
 
@@ -966,6 +967,11 @@ impl Service {
         } else {
             Asking::Later(request)
         };
+        if let Source::Warm { .. } = source {
+            // The quota is never taken from memory: a spent month refuses the message before
+            // anything is stored (dropping the model's answer cancels it), warm or not.
+            self.allowance(user).await?;
+        }
         let model = self.engine.model_name().to_owned();
         let (parent_id, first_depth) = match plan.parent {
             Some((parent, depth)) => (Some(parent), depth + 1),

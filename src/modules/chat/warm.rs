@@ -14,11 +14,13 @@
 //!   stores the next turn claims the conversation only at that revision. If it moved, nothing
 //!   is stored, the model's request is dropped (which cancels it), and the message is sent
 //!   again the cold way, from the database.
-//! - **Other modules' data.** The character, the user's name and the allowance are read
-//!   again with every warm reply, from its first token on, and the entry the reply leaves
-//!   behind holds what was read. An edited character, a new display name, a spent quota or
-//!   a changed plan therefore reaches at most one reply late; a character that is gone or a
-//!   spent quota leaves no entry, so the next message is refused as before.
+//! - **The quota.** Never taken from here: a warm message asks billing again before anything
+//!   is stored (while the model is already asked), so a spent month is refused as before.
+//! - **Other modules' data.** The character, the user's name and the plan's context size are
+//!   read again with every warm reply, from its first token on, and the entry the reply
+//!   leaves behind holds what was read. An edited character, a new display name or a
+//!   changed plan therefore reaches at most one reply late; a character that is gone leaves
+//!   no entry, so the next message is refused as before.
 //! - **Whose it is.** An entry serves only the conversation's owner; anyone else goes the
 //!   cold way, which answers 404.
 //! - **Memory.** Bounded by `llm.warm_cache_mib` (0 turns it off) and dropped after
