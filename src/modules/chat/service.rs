@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use diesel::PgConnection;
+use futures_util::FutureExt;
 use serde_json::Value;
 use tokio::sync::watch;
 use uuid::Uuid;
@@ -945,6 +946,13 @@ impl Service {
         plan: ReplyPlan,
         source: Source,
     ) -> Result<Started, ChatError> {
+        // A warm message asks billing again (the quota is never taken from memory). Polled
+        // once now, so its read is under way while the prompt is built.
+        let mut quota = match source {
+            Source::Warm { .. } => Some(Box::pin(self.allowance(user))),
+            Source::Read { .. } => None,
+        };
+        let quota_now = quota.as_mut().and_then(|q| q.as_mut().now_or_never());
         let user_message_id = plan.user_text.as_ref().map(|_| Uuid::now_v7());
         let reply_id = Uuid::now_v7();
         // The prompt is built from the branch as it is; the user message, not stored yet,
@@ -967,10 +975,16 @@ impl Service {
         } else {
             Asking::Later(request)
         };
-        if let Source::Warm { .. } = source {
-            // The quota is never taken from memory: a spent month refuses the message before
-            // anything is stored (dropping the model's answer cancels it), warm or not.
-            self.allowance(user).await?;
+        // A spent month refuses the message before anything is stored (dropping the model's
+        // answer cancels it), warm or not.
+        match (quota_now, quota) {
+            (Some(allowed), _) => {
+                allowed?;
+            }
+            (None, Some(pending)) => {
+                pending.await?;
+            }
+            (None, None) => {}
         }
         let model = self.engine.model_name().to_owned();
         let (parent_id, first_depth) = match plan.parent {
