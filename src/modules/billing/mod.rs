@@ -115,13 +115,6 @@ pub trait TokenQuota: Send + Sync {
     fn allow(&self, user: Uuid)
     -> BoxFuture<'_, Result<Result<Allowance, QuotaExceeded>, DbError>>;
 
-    /// What [`Self::allow`] would answer now, without counting a refusal: for checking again
-    /// while a generation that was allowed runs.
-    fn assess(
-        &self,
-        user: Uuid,
-    ) -> BoxFuture<'_, Result<Result<Allowance, QuotaExceeded>, DbError>>;
-
     /// Counts one reply and its prompt + completion tokens in this month's usage.
     fn record(&self, user: Uuid, tokens: u64) -> BoxFuture<'_, Result<(), DbError>>;
 }
@@ -207,13 +200,6 @@ impl TokenQuota for service::Service {
         user: Uuid,
     ) -> BoxFuture<'_, Result<Result<Allowance, QuotaExceeded>, DbError>> {
         self.allow(user).boxed()
-    }
-
-    fn assess(
-        &self,
-        user: Uuid,
-    ) -> BoxFuture<'_, Result<Result<Allowance, QuotaExceeded>, DbError>> {
-        self.assess(user).boxed()
     }
 
     fn record(&self, user: Uuid, tokens: u64) -> BoxFuture<'_, Result<(), DbError>> {

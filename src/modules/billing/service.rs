@@ -245,21 +245,13 @@ impl Service {
     }
 
     pub async fn allow(&self, user: Uuid) -> Result<Result<Allowance, QuotaExceeded>, DbError> {
-        let allowed = self.assess(user).await?;
-        if allowed.is_err() {
-            self.quota_rejections.with_label_values(&["tokens"]).inc();
-        }
-        Ok(allowed)
-    }
-
-    /// What [`Self::allow`] answers, without counting a refusal.
-    pub async fn assess(&self, user: Uuid) -> Result<Result<Allowance, QuotaExceeded>, DbError> {
         let (standing, usage, resets_at) = self.standing_and_usage(user).await?;
         let plan = self.plans.get(&standing.tier);
         let used = u64::try_from(usage.tokens).unwrap_or(0);
         if let Some(quota) = plan.token_quota()
             && used >= quota
         {
+            self.quota_rejections.with_label_values(&["tokens"]).inc();
             return Ok(Err(QuotaExceeded {
                 quota,
                 used,

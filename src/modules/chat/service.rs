@@ -147,7 +147,6 @@ struct ReplyPlan {
 
 /// What a reply is written with besides its branch: the character, what the user is
 /// called, and what their plan allows.
-#[derive(Clone)]
 struct Voice {
     persona: Arc<Persona>,
     user_name: String,
@@ -942,7 +941,7 @@ impl Service {
     async fn start_reply(
         &self,
         (user, id): (Uuid, Uuid),
-        voice: Voice,
+        mut voice: Voice,
         plan: ReplyPlan,
         source: Source,
     ) -> Result<Started, ChatError> {
@@ -976,15 +975,14 @@ impl Service {
             Asking::Later(request)
         };
         // A spent month refuses the message before anything is stored (dropping the model's
-        // answer cancels it), warm or not.
-        match (quota_now, quota) {
-            (Some(allowed), _) => {
-                allowed?;
-            }
-            (None, Some(pending)) => {
-                pending.await?;
-            }
-            (None, None) => {}
+        // answer cancels it), warm or not. What it allows now is what the warm entry keeps.
+        let allowed = match (quota_now, quota) {
+            (Some(allowed), _) => Some(allowed?),
+            (None, Some(pending)) => Some(pending.await?),
+            (None, None) => None,
+        };
+        if let Some(allowed) = allowed {
+            voice.allowance = allowed;
         }
         let model = self.engine.model_name().to_owned();
         let (parent_id, first_depth) = match plan.parent {
@@ -1090,10 +1088,10 @@ impl Service {
     }
 
     /// What keeps a reply's branch warm when it ends: the voice as read for it, or (when it
-    /// came from the warm state) as read again while the reply is written, from its first
-    /// token on (so the re-reads do not compete with it). Nothing is kept when the character
-    /// is gone, the quota is spent or the read failed, so the next message goes the cold way
-    /// and is refused as before.
+    /// came from the warm state) with the character and the user's name read again while the
+    /// reply is written, from its first token on (so the re-reads do not compete with it),
+    /// and the allowance billing gave it. Nothing is kept when the character is gone or a
+    /// read failed, so the next message goes the cold way and is refused as before.
     fn keep_warm(
         &self,
         kept: KeptTurn,
@@ -1108,10 +1106,10 @@ impl Service {
             Source::Warm { .. } => {
                 let (sender, receiver) = tokio::sync::oneshot::channel();
                 let service = self.clone();
-                let (user, character) = (kept.user, voice.persona.id);
+                let (user, character, allowance) = (kept.user, voice.persona.id, voice.allowance);
                 let reread: FirstText = Box::new(move || {
                     tokio::spawn(async move {
-                        let _ = sender.send(service.voice(user, character).await);
+                        let _ = sender.send(service.voice(user, character, allowance).await);
                     });
                 });
                 (Fresh::Coming(receiver), Some(reread))
@@ -1121,8 +1119,8 @@ impl Service {
         let ended: Ended = Box::new(move |reply: &MessageView| {
             let content = reply.content.clone();
             Box::pin(async move {
-                // Read again and still allowed; a re-read that never started (no text came)
-                // or takes too long keeps nothing.
+                // A re-read that found the character gone, never started (no text came) or
+                // takes too long keeps nothing.
                 let voice = match fresh {
                     Fresh::Known(voice) => Some(voice),
                     Fresh::Coming(receiver) => tokio::time::timeout(REREAD_WAIT, receiver)
@@ -1164,16 +1162,15 @@ impl Service {
         (first_text, Some(ended))
     }
 
-    /// The character, the user's name and the allowance, read now; `None` when the
-    /// character is gone, the quota is spent or a read failed.
-    async fn voice(&self, user: Uuid, character: Uuid) -> Option<Voice> {
-        let (persona, user_name, allowance) = futures_util::join!(
+    /// The character and the user's name, read now, with `allowance`; `None` when the
+    /// character is gone or a read failed.
+    async fn voice(&self, user: Uuid, character: Uuid, allowance: Allowance) -> Option<Voice> {
+        let (persona, user_name) = futures_util::join!(
             self.directory.persona(character, user),
-            self.user_name(user),
-            self.engine.quota().assess(user)
+            self.user_name(user)
         );
-        match (persona, user_name, allowance) {
-            (Ok(Some(persona)), Ok(user_name), Ok(Ok(allowance))) => Some(Voice {
+        match (persona, user_name) {
+            (Ok(Some(persona)), Ok(user_name)) => Some(Voice {
                 persona: Arc::new(persona),
                 user_name,
                 allowance,

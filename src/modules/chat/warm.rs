@@ -15,10 +15,11 @@
 //!   is stored, the model's request is dropped (which cancels it), and the message is sent
 //!   again the cold way, from the database.
 //! - **The quota.** Never taken from here: a warm message asks billing again before anything
-//!   is stored (while the model is already asked), so a spent month is refused as before.
-//! - **Other modules' data.** The character, the user's name and the plan's context size are
-//!   read again with every warm reply, from its first token on, and the entry the reply
-//!   leaves behind holds what was read. An edited character, a new display name or a
+//!   is stored (while the model is already asked), so a spent month is refused as before;
+//!   what it allows then is what the next entry keeps.
+//! - **Other modules' data.** The character and the user's name are read again with every
+//!   warm reply, from its first token on, and the entry the reply leaves behind holds what
+//!   was read. An edited character, a new display name or a
 //!   changed plan therefore reaches at most one reply late; a character that is gone leaves
 //!   no entry, so the next message is refused as before.
 //! - **Whose it is.** An entry serves only the conversation's owner; anyone else goes the
