@@ -50,6 +50,10 @@ enum Command {
         /// Measured requests of each kind (after 30 of warm-up).
         #[arg(long, default_value_t = 500)]
         count: usize,
+        /// Milliseconds between one round and the next (a person reads a reply before
+        /// writing again; 0 sends at once, while the last reply's bookkeeping still runs).
+        #[arg(long, default_value_t = 0)]
+        pause_ms: u64,
     },
     Tokens {
         /// Lines `user-id session-id`.
@@ -75,7 +79,8 @@ async fn main() {
             server_bin,
             port,
             count,
-        } => ttft(&server_bin, port, count).await,
+            pause_ms,
+        } => ttft(&server_bin, port, count, Duration::from_millis(pause_ms)).await,
         Command::Tokens { sessions } => tokens(&sessions),
         Command::Idle { url, tokens, count } => idle(&url, &tokens, count).await,
     }
@@ -108,7 +113,7 @@ async fn first_then_rest(response: reqwest::Response, marker: &[u8], started: In
     first.expect("the answer held no text")
 }
 
-async fn ttft(server_bin: &Path, port: u16, count: usize) {
+async fn ttft(server_bin: &Path, port: u16, count: usize, pause: Duration) {
     let events = openai_events(&["Hello", " there, traveller."], "\n\n", (20, 4));
     let fake =
         FakeModel::start(move |_| Reply::new("text/event-stream", vec![events.clone()])).await;
@@ -169,6 +174,7 @@ async fn ttft(server_bin: &Path, port: u16, count: usize) {
 
     let (mut direct, mut through) = (Vec::new(), Vec::new());
     for round in 0..count + 30 {
+        tokio::time::sleep(pause).await;
         let started = Instant::now();
         let response = client
             .post(&model_url)

@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use actix_web::web;
 use chrono::{DateTime, Utc};
+use diesel::PgConnection;
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 use uuid::Uuid;
@@ -115,6 +116,14 @@ pub trait TokenQuota: Send + Sync {
     fn allow(&self, user: Uuid)
     -> BoxFuture<'_, Result<Result<Allowance, QuotaExceeded>, DbError>>;
 
+    /// The same question asked on a connection the caller holds (inside `Db::run`), so
+    /// that a caller about to store something pays one trip to the database, not two.
+    fn allow_on(
+        &self,
+        conn: &mut PgConnection,
+        user: Uuid,
+    ) -> Result<Result<Allowance, QuotaExceeded>, DbError>;
+
     /// Counts one reply and its prompt + completion tokens in this month's usage.
     fn record(&self, user: Uuid, tokens: u64) -> BoxFuture<'_, Result<(), DbError>>;
 }
@@ -200,6 +209,14 @@ impl TokenQuota for service::Service {
         user: Uuid,
     ) -> BoxFuture<'_, Result<Result<Allowance, QuotaExceeded>, DbError>> {
         self.allow(user).boxed()
+    }
+
+    fn allow_on(
+        &self,
+        conn: &mut PgConnection,
+        user: Uuid,
+    ) -> Result<Result<Allowance, QuotaExceeded>, DbError> {
+        self.allow_on(conn, user)
     }
 
     fn record(&self, user: Uuid, tokens: u64) -> BoxFuture<'_, Result<(), DbError>> {

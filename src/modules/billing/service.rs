@@ -230,11 +230,7 @@ impl Service {
         let (period, resets_at) = period_of(now);
         let (row, usage) = self
             .db
-            .run(move |conn| {
-                let row = store::find(conn, user)?;
-                let usage = store::usage_in(conn, user, period)?;
-                Ok::<_, DbError>((row, usage))
-            })
+            .run(move |conn| Ok::<_, DbError>(store::find_with_usage(conn, user, period)?))
             .await?;
         let usage = usage.unwrap_or(store::UsageRow {
             period,
@@ -246,21 +242,49 @@ impl Service {
 
     pub async fn allow(&self, user: Uuid) -> Result<Result<Allowance, QuotaExceeded>, DbError> {
         let (standing, usage, resets_at) = self.standing_and_usage(user).await?;
+        Ok(self.judge(&standing, &usage, resets_at))
+    }
+
+    /// [`Self::allow`] on a connection the caller holds (on the blocking pool), so a
+    /// caller that stores something next asks in the same trip to the database.
+    pub fn allow_on(
+        &self,
+        conn: &mut PgConnection,
+        user: Uuid,
+    ) -> Result<Result<Allowance, QuotaExceeded>, DbError> {
+        let now = Utc::now();
+        let (period, resets_at) = period_of(now);
+        let (row, usage) = store::find_with_usage(conn, user, period)?;
+        let usage = usage.unwrap_or(store::UsageRow {
+            period,
+            requests: 0,
+            tokens: 0,
+        });
+        Ok(self.judge(&standing_of(row.as_ref(), now), &usage, resets_at))
+    }
+
+    /// Whether the month's tokens are spent, and else what the plan allows a generation.
+    fn judge(
+        &self,
+        standing: &Standing,
+        usage: &store::UsageRow,
+        resets_at: DateTime<Utc>,
+    ) -> Result<Allowance, QuotaExceeded> {
         let plan = self.plans.get(&standing.tier);
         let used = u64::try_from(usage.tokens).unwrap_or(0);
         if let Some(quota) = plan.token_quota()
             && used >= quota
         {
             self.quota_rejections.with_label_values(&["tokens"]).inc();
-            return Ok(Err(QuotaExceeded {
+            return Err(QuotaExceeded {
                 quota,
                 used,
                 resets_at,
-            }));
+            });
         }
-        Ok(Ok(Allowance {
+        Ok(Allowance {
             context_tokens: self.context_of(plan),
-        }))
+        })
     }
 
     pub async fn record(&self, user: Uuid, tokens: u64) -> Result<(), DbError> {

@@ -148,16 +148,85 @@ pub struct UsageRow {
     pub tokens: i64,
 }
 
-pub fn usage_in(
+/// The subscription (if any) and the usage of `period` (if any), in one round trip: asked
+/// before every reply, so kept prepared.
+pub fn find_with_usage(
     conn: &mut PgConnection,
     user: Uuid,
     period: NaiveDate,
-) -> QueryResult<Option<UsageRow>> {
-    usage::table
-        .find((user, period))
-        .select(UsageRow::as_select())
-        .first(conn)
-        .optional()
+) -> QueryResult<(Option<SubscriptionRow>, Option<UsageRow>)> {
+    use diesel::sql_types::{BigInt, Date, Nullable, Text, Timestamptz};
+    #[derive(QueryableByName)]
+    struct Both {
+        #[diesel(sql_type = Nullable<diesel::sql_types::Uuid>)]
+        user_id: Option<Uuid>,
+        #[diesel(sql_type = Nullable<Text>)]
+        tier: Option<String>,
+        #[diesel(sql_type = Nullable<Text>)]
+        status: Option<String>,
+        #[diesel(sql_type = Nullable<Timestamptz>)]
+        valid_until: Option<DateTime<Utc>>,
+        #[diesel(sql_type = Nullable<Text>)]
+        source: Option<String>,
+        #[diesel(sql_type = Nullable<Text>)]
+        provider_customer_id: Option<String>,
+        #[diesel(sql_type = Nullable<Text>)]
+        provider_subscription_id: Option<String>,
+        #[diesel(sql_type = Nullable<Timestamptz>)]
+        event_at: Option<DateTime<Utc>>,
+        #[diesel(sql_type = Nullable<Timestamptz>)]
+        created_at: Option<DateTime<Utc>>,
+        #[diesel(sql_type = Nullable<Date>)]
+        period: Option<NaiveDate>,
+        #[diesel(sql_type = Nullable<BigInt>)]
+        requests: Option<i64>,
+        #[diesel(sql_type = Nullable<BigInt>)]
+        tokens: Option<i64>,
+    }
+    let both = Prepared(
+        diesel::sql_query(
+            "SELECT s.user_id, s.tier, s.status, s.valid_until, s.source, \
+                    s.provider_customer_id, s.provider_subscription_id, s.event_at, \
+                    s.created_at, u.period, u.requests, u.tokens \
+             FROM (SELECT $1::uuid AS id) k \
+             LEFT JOIN billing.subscriptions s ON s.user_id = k.id \
+             LEFT JOIN billing.usage u ON u.user_id = k.id AND u.period = $2",
+        )
+        .bind::<diesel::sql_types::Uuid, _>(user)
+        .bind::<Date, _>(period),
+    )
+    .get_result::<Both>(conn)?;
+    let subscription = match (
+        both.user_id,
+        both.tier,
+        both.status,
+        both.source,
+        both.created_at,
+    ) {
+        (Some(user_id), Some(tier), Some(status), Some(source), Some(created_at)) => {
+            Some(SubscriptionRow {
+                user_id,
+                tier,
+                status,
+                valid_until: both.valid_until,
+                source,
+                provider_customer_id: both.provider_customer_id,
+                provider_subscription_id: both.provider_subscription_id,
+                event_at: both.event_at,
+                created_at,
+            })
+        }
+        _ => None,
+    };
+    let usage = match (both.period, both.requests, both.tokens) {
+        (Some(period), Some(requests), Some(tokens)) => Some(UsageRow {
+            period,
+            requests,
+            tokens,
+        }),
+        _ => None,
+    };
+    Ok((subscription, usage))
 }
 
 /// Adds one request and `tokens` to the month's usage, in one atomic statement.

@@ -135,8 +135,8 @@ impl Engine {
     }
 
     /// Billing's quota: asked before a reply starts, told what it cost when it ends.
-    pub fn quota(&self) -> &dyn TokenQuota {
-        self.quota.as_ref()
+    pub fn quota(&self) -> &Arc<dyn TokenQuota> {
+        &self.quota
     }
 
     pub fn model_name(&self) -> &str {
@@ -260,6 +260,9 @@ impl Engine {
                             "type": "token", "conversationId": job.conversation,
                             "messageId": job.message, "seq": seq, "delta": piece,
                         })).await;
+                        // The readers this woke write the piece out before this task goes
+                        // on (to storing, or to work the first text starts).
+                        tokio::task::yield_now().await;
                         if let Some(first_text) = first_text.take() {
                             first_text();
                         }

@@ -934,10 +934,13 @@ impl Service {
 
     /// Inserts the user message (if any) and the reply's row in one statement
     /// ([`store::start_turn`]), then hands the reply to the engine. Refused (nothing stored)
-    /// while another reply is written or when the conversation's revision moved since the
-    /// plan was read. The prompt is stored by the engine with the reply's first progress, off
-    /// the path to the first token. When the reply ends, its branch is kept warm for the
-    /// next message ([`warm`]).
+    /// while another reply is written, when the conversation's revision moved since the
+    /// plan was read, or (warm) when billing's quota, asked on the same connection just
+    /// before, says the month is spent. Storing starts first and runs on the blocking pool
+    /// while the prompt is built and the model asked, so the first token waits for
+    /// whichever of the two ends last. The prompt is stored by the engine with the reply's
+    /// first progress, off the path to the first token. When the reply ends, its branch is
+    /// kept warm for the next message ([`warm`]).
     async fn start_reply(
         &self,
         (user, id): (Uuid, Uuid),
@@ -945,45 +948,8 @@ impl Service {
         plan: ReplyPlan,
         source: Source,
     ) -> Result<Started, ChatError> {
-        // A warm message asks billing again (the quota is never taken from memory). Polled
-        // once now, so its read is under way while the prompt is built.
-        let mut quota = match source {
-            Source::Warm { .. } => Some(Box::pin(self.allowance(user))),
-            Source::Read { .. } => None,
-        };
-        let quota_now = quota.as_mut().and_then(|q| q.as_mut().now_or_never());
         let user_message_id = plan.user_text.as_ref().map(|_| Uuid::now_v7());
         let reply_id = Uuid::now_v7();
-        // The prompt is built from the branch as it is; the user message, not stored yet,
-        // is added at its end.
-        let (request, stored, prompt_tokens) = self.request(
-            &plan.history,
-            plan.user_text.as_deref(),
-            (&voice.persona, &voice.user_name),
-            reply_id,
-            voice.allowance,
-        );
-        // The model usually starts while the messages are stored; if storing fails (another
-        // reply began meanwhile, or the conversation changed), dropping the answer cancels it.
-        let ask_early = match source {
-            Source::Read { .. } => true,
-            Source::Warm { ask_early } => ask_early,
-        };
-        let asking = if ask_early {
-            Asking::Early(self.engine.ask(request))
-        } else {
-            Asking::Later(request)
-        };
-        // A spent month refuses the message before anything is stored (dropping the model's
-        // answer cancels it), warm or not. What it allows now is what the warm entry keeps.
-        let allowed = match (quota_now, quota) {
-            (Some(allowed), _) => Some(allowed?),
-            (None, Some(pending)) => Some(pending.await?),
-            (None, None) => None,
-        };
-        if let Some(allowed) = allowed {
-            voice.allowance = allowed;
-        }
         let model = self.engine.model_name().to_owned();
         let (parent_id, first_depth) = match plan.parent {
             Some((parent, depth)) => (Some(parent), depth + 1),
@@ -993,56 +959,103 @@ impl Service {
         let user_text = plan.user_text.clone();
         let revision = plan.revision;
         let warm = matches!(source, Source::Warm { .. });
+        // A warm message asks billing again (the quota is never taken from memory), on the
+        // connection that then stores the turn: one trip to the database, nothing stored
+        // when the month is spent. The cold path asked while it read the conversation.
+        let quota = warm.then(|| self.engine.quota().clone());
         let (name, avatar) = (voice.persona.name.clone(), voice.persona.avatar_url.clone());
-        let placed = self
-            .db
-            .run(move |conn| {
-                let mut messages = Vec::with_capacity(2);
-                let (mut parent, mut depth) = (parent_id, first_depth);
-                if let (Some(message_id), Some(text)) = (user_message_id, &user_text) {
-                    messages.push(TurnMessage {
-                        id: message_id,
-                        parent_id: parent,
-                        depth,
-                        role: "user",
-                        content: text,
-                    });
-                    parent = Some(message_id);
-                    depth += 1;
-                }
+        let storing = self.db.run(move |conn| {
+            let allowed = match quota {
+                Some(quota) => Some(
+                    quota
+                        .allow_on(conn, user)?
+                        .map_err(ChatError::QuotaExceeded)?,
+                ),
+                None => None,
+            };
+            let mut messages = Vec::with_capacity(2);
+            let (mut parent, mut depth) = (parent_id, first_depth);
+            if let (Some(message_id), Some(text)) = (user_message_id, &user_text) {
                 messages.push(TurnMessage {
-                    id: reply_id,
+                    id: message_id,
                     parent_id: parent,
                     depth,
-                    role: "assistant",
-                    content: "",
+                    role: "user",
+                    content: text,
                 });
-                let placed = store::start_turn(
-                    conn,
-                    &NewTurn {
-                        conversation: id,
-                        user,
-                        messages: &messages,
-                        model: &model,
-                        character_name: &name,
-                        character_avatar_url: avatar.as_deref(),
-                        revision,
-                    },
-                )?;
-                if placed.is_empty() {
-                    // A warm plan is simply read again; otherwise say why.
-                    if warm {
-                        return Err(ChatError::Changed);
-                    }
-                    return match store::find_conversation(conn, id, user)? {
-                        None => Err(ChatError::NotFound),
-                        Some(c) if c.generating_id.is_some() => Err(ChatError::Busy),
-                        Some(_) => Err(ChatError::Changed),
-                    };
+                parent = Some(message_id);
+                depth += 1;
+            }
+            messages.push(TurnMessage {
+                id: reply_id,
+                parent_id: parent,
+                depth,
+                role: "assistant",
+                content: "",
+            });
+            let placed = store::start_turn(
+                conn,
+                &NewTurn {
+                    conversation: id,
+                    user,
+                    messages: &messages,
+                    model: &model,
+                    character_name: &name,
+                    character_avatar_url: avatar.as_deref(),
+                    revision,
+                },
+            )?;
+            if placed.is_empty() {
+                // A warm plan is simply read again; otherwise say why.
+                if warm {
+                    return Err(ChatError::Changed);
                 }
-                Ok::<_, ChatError>(placed)
-            })
-            .await?;
+                return match store::find_conversation(conn, id, user)? {
+                    None => Err(ChatError::NotFound),
+                    Some(c) if c.generating_id.is_some() => Err(ChatError::Busy),
+                    Some(_) => Err(ChatError::Changed),
+                };
+            }
+            Ok::<_, ChatError>((placed, allowed))
+        });
+        // Polled once, so the turn is on its way to the database while the prompt is built
+        // and the model asked: the first token waits for whichever ends last.
+        let mut storing = Box::pin(storing);
+        let stored_now = match storing.as_mut().now_or_never() {
+            Some(Err(error)) => return Err(error),
+            other => other,
+        };
+        // The prompt is built from the branch as it is; the user message, not stored yet,
+        // is added at its end.
+        let (request, stored, prompt_tokens) = self.request(
+            &plan.history,
+            plan.user_text.as_deref(),
+            (&voice.persona, &voice.user_name),
+            reply_id,
+            voice.allowance,
+        );
+        // If storing fails (another reply began meanwhile, the conversation changed, the
+        // month is spent), dropping the model's answer cancels it.
+        let ask_early = match source {
+            Source::Read { .. } => true,
+            Source::Warm { ask_early } => ask_early,
+        };
+        let asking = if ask_early {
+            let upstream = self.engine.ask(request);
+            // Lets the request leave now, before the storing is waited on.
+            tokio::task::yield_now().await;
+            Asking::Early(upstream)
+        } else {
+            Asking::Later(request)
+        };
+        let (placed, allowed) = match stored_now {
+            Some(done) => done?,
+            None => storing.await?,
+        };
+        // What billing allows now is what the warm entry keeps.
+        if let Some(allowed) = allowed {
+            voice.allowance = allowed;
+        }
         let upstream = match asking {
             Asking::Early(upstream) => upstream,
             Asking::Later(request) => self.engine.ask(request),

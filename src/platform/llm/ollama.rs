@@ -3,13 +3,13 @@
 //! `prompt_eval_count` and `eval_count`; a failure is an object with `error`.
 
 use futures_util::{StreamExt, TryStreamExt, stream};
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 use tokio_util::codec::{FramedRead, LinesCodec};
 use tokio_util::io::StreamReader;
 
 use super::{
-    Event, EventStream, LanguageModel, LlmError, Request, Usage, http_client, post_and_read,
+    Event, EventStream, LanguageModel, LlmError, Message, Request, Usage, http_client,
+    post_and_read,
 };
 use crate::config::LlmSettings;
 
@@ -100,23 +100,39 @@ impl LanguageModel for Ollama {
     }
 
     fn stream(&self, request: Request) -> EventStream {
-        let mut options = json!({
-            "num_predict": request.max_tokens,
-            "temperature": request.temperature,
-            "seed": request.seed,
-        });
-        if !request.stop.is_empty() {
-            options["stop"] = json!(request.stop);
-        }
-        let body = json!({
-            "model": self.model,
-            "messages": request.messages,
-            "stream": true,
-            "options": options,
-        });
+        // Serialized once, straight from the request.
+        let body = Body {
+            model: &self.model,
+            messages: &request.messages,
+            stream: true,
+            options: Options {
+                num_predict: request.max_tokens,
+                temperature: request.temperature,
+                seed: request.seed,
+                stop: &request.stop,
+            },
+        };
         let http = self.client.post(&self.url).json(&body);
         post_and_read(http, self.retries, lines)
     }
+}
+
+/// The body of `POST /api/chat`.
+#[derive(Serialize)]
+struct Body<'a> {
+    model: &'a str,
+    messages: &'a [Message],
+    stream: bool,
+    options: Options<'a>,
+}
+
+#[derive(Serialize)]
+struct Options<'a> {
+    num_predict: u32,
+    temperature: f32,
+    seed: u64,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    stop: &'a [String],
 }
 
 fn lines(response: reqwest::Response) -> EventStream {

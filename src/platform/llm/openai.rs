@@ -8,11 +8,11 @@
 use eventsource_stream::Eventsource;
 use futures_util::{StreamExt, stream};
 use secrecy::ExposeSecret;
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 
 use super::{
-    Event, EventStream, LanguageModel, LlmError, Request, Usage, http_client, post_and_read,
+    Event, EventStream, LanguageModel, LlmError, Message, Request, Usage, http_client,
+    post_and_read,
 };
 use crate::config::LlmSettings;
 
@@ -132,18 +132,20 @@ impl LanguageModel for OpenAi {
     }
 
     fn stream(&self, request: Request) -> EventStream {
-        let mut body = json!({
-            "model": self.model,
-            "messages": request.messages,
-            "stream": true,
-            "stream_options": {"include_usage": true},
-            "max_tokens": request.max_tokens,
-            "temperature": request.temperature,
-            "seed": request.seed,
-        });
-        if !request.stop.is_empty() {
-            body["stop"] = json!(request.stop);
-        }
+        // Serialized once, straight from the request (a `serde_json::Value` built first
+        // copied every message of a long prompt).
+        let body = Body {
+            model: &self.model,
+            messages: &request.messages,
+            stream: true,
+            stream_options: StreamOptions {
+                include_usage: true,
+            },
+            max_tokens: request.max_tokens,
+            temperature: request.temperature,
+            seed: request.seed,
+            stop: &request.stop,
+        };
         let mut http = self
             .client
             .post(&self.url)
@@ -154,6 +156,25 @@ impl LanguageModel for OpenAi {
         }
         post_and_read(http, self.retries, events)
     }
+}
+
+/// The body of `POST /chat/completions`.
+#[derive(Serialize)]
+struct Body<'a> {
+    model: &'a str,
+    messages: &'a [Message],
+    stream: bool,
+    stream_options: StreamOptions,
+    max_tokens: u32,
+    temperature: f32,
+    seed: u64,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    stop: &'a [String],
+}
+
+#[derive(Serialize)]
+struct StreamOptions {
+    include_usage: bool,
 }
 
 fn events(response: reqwest::Response) -> EventStream {
