@@ -296,17 +296,6 @@ impl Engine {
         if let Outcome::Failed(error) = &outcome {
             self.metrics.upstream_error(error.code());
         }
-        // A reply that ended before its first progress was stored: its prompt is stored now.
-        if let Some(prompt) = prompt.take() {
-            let message = job.message;
-            let stored = self
-                .db
-                .run(move |conn| store::set_prompt(conn, message, &prompt).map_err(DbError::from))
-                .await;
-            if let Err(error) = stored {
-                tracing::warn!(%error, "could not store a reply's prompt");
-            }
-        }
         let finished = self
             .finish(
                 &job.conversation,
@@ -315,6 +304,7 @@ impl Engine {
                 seq,
                 &ends,
                 &outcome,
+                prompt.take(),
             )
             .await;
         match &finished {
@@ -372,6 +362,7 @@ impl Engine {
         seq: i32,
         ends: &[i32],
         outcome: &Outcome,
+        prompt: Option<String>,
     ) -> Result<MessageView, DbError> {
         let (status, failure, usage) = match outcome {
             Outcome::Complete(usage) => ("complete", None, *usage),
@@ -393,26 +384,36 @@ impl Engine {
         let conversation = *conversation;
         let (content, ends) = (content.to_owned(), ends.to_vec());
         self.db
-            .transaction(move |conn| {
-                let ending = Ending {
-                    status,
-                    content: &content,
-                    seq,
-                    piece_ends: &ends,
-                    failure: failure.as_ref().map(|(c, m)| (c.as_str(), m.as_str())),
-                    prompt_tokens: usage
-                        .map(|u| i32::try_from(u.prompt_tokens).unwrap_or(i32::MAX)),
-                    completion_tokens: usage
-                        .map(|u| i32::try_from(u.completion_tokens).unwrap_or(i32::MAX)),
-                };
-                store::finish_reply(conn, message, &ending)?;
-                store::release_generating(conn, conversation, message)?;
-                let placed = store::branch(conn, conversation, message, 1)?;
-                placed
-                    .into_iter()
-                    .next()
-                    .map(MessageView::from)
-                    .ok_or(DbError::Query(diesel::result::Error::NotFound))
+            .run(move |conn| {
+                // A reply that ended before its first progress was stored: its prompt is
+                // stored now, in the same trip to the database (on its own: a prompt that
+                // cannot be stored must not keep the reply from ending).
+                if let Some(prompt) = &prompt
+                    && let Err(error) = store::set_prompt(conn, message, prompt)
+                {
+                    tracing::warn!(%error, "could not store a reply's prompt");
+                }
+                diesel::Connection::transaction(conn, |conn| {
+                    let ending = Ending {
+                        status,
+                        content: &content,
+                        seq,
+                        piece_ends: &ends,
+                        failure: failure.as_ref().map(|(c, m)| (c.as_str(), m.as_str())),
+                        prompt_tokens: usage
+                            .map(|u| i32::try_from(u.prompt_tokens).unwrap_or(i32::MAX)),
+                        completion_tokens: usage
+                            .map(|u| i32::try_from(u.completion_tokens).unwrap_or(i32::MAX)),
+                    };
+                    store::finish_reply(conn, message, &ending)?;
+                    store::release_generating(conn, conversation, message)?;
+                    let placed = store::branch(conn, conversation, message, 1)?;
+                    placed
+                        .into_iter()
+                        .next()
+                        .map(MessageView::from)
+                        .ok_or(DbError::Query(diesel::result::Error::NotFound))
+                })
             })
             .await
     }
