@@ -298,8 +298,7 @@ impl Engine {
         }
         let finished = self
             .finish(
-                &job.conversation,
-                job.message,
+                (job.conversation, job.message),
                 &content,
                 seq,
                 &ends,
@@ -354,10 +353,10 @@ impl Engine {
             .await
     }
 
+    /// Ends the reply `message` of `conversation`.
     async fn finish(
         &self,
-        conversation: &Uuid,
-        message: Uuid,
+        (conversation, message): (Uuid, Uuid),
         content: &str,
         seq: i32,
         ends: &[i32],
@@ -381,7 +380,6 @@ impl Engine {
                 None,
             ),
         };
-        let conversation = *conversation;
         let (content, ends) = (content.to_owned(), ends.to_vec());
         self.db
             .run(move |conn| {
