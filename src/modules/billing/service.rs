@@ -41,6 +41,23 @@ pub struct Service {
     quota_rejections: IntCounterVec,
 }
 
+/// The standing and this month's usage (zero when nothing was counted yet), in one
+/// statement, and when the month ends.
+fn standing_and_usage_on(
+    conn: &mut PgConnection,
+    user: Uuid,
+) -> Result<(Standing, store::UsageRow, DateTime<Utc>), DbError> {
+    let now = Utc::now();
+    let (period, resets_at) = period_of(now);
+    let (row, usage) = store::find_with_usage(conn, user, period)?;
+    let usage = usage.unwrap_or(store::UsageRow {
+        period,
+        requests: 0,
+        tokens: 0,
+    });
+    Ok((standing_of(row.as_ref(), now), usage, resets_at))
+}
+
 /// The first day of `at`'s month, and the first instant of the next month.
 pub fn period_of(at: DateTime<Utc>) -> (NaiveDate, DateTime<Utc>) {
     let start = NaiveDate::from_ymd_opt(at.year(), at.month(), 1).unwrap_or_default();
@@ -226,18 +243,9 @@ impl Service {
         &self,
         user: Uuid,
     ) -> Result<(Standing, store::UsageRow, DateTime<Utc>), DbError> {
-        let now = Utc::now();
-        let (period, resets_at) = period_of(now);
-        let (row, usage) = self
-            .db
-            .run(move |conn| Ok::<_, DbError>(store::find_with_usage(conn, user, period)?))
-            .await?;
-        let usage = usage.unwrap_or(store::UsageRow {
-            period,
-            requests: 0,
-            tokens: 0,
-        });
-        Ok((standing_of(row.as_ref(), now), usage, resets_at))
+        self.db
+            .run(move |conn| standing_and_usage_on(conn, user))
+            .await
     }
 
     pub async fn allow(&self, user: Uuid) -> Result<Result<Allowance, QuotaExceeded>, DbError> {
@@ -252,15 +260,8 @@ impl Service {
         conn: &mut PgConnection,
         user: Uuid,
     ) -> Result<Result<Allowance, QuotaExceeded>, DbError> {
-        let now = Utc::now();
-        let (period, resets_at) = period_of(now);
-        let (row, usage) = store::find_with_usage(conn, user, period)?;
-        let usage = usage.unwrap_or(store::UsageRow {
-            period,
-            requests: 0,
-            tokens: 0,
-        });
-        Ok(self.judge(&standing_of(row.as_ref(), now), &usage, resets_at))
+        let (standing, usage, resets_at) = standing_and_usage_on(conn, user)?;
+        Ok(self.judge(&standing, &usage, resets_at))
     }
 
     /// Whether the month's tokens are spent, and else what the plan allows a generation.

@@ -160,8 +160,8 @@ enum Source {
     /// the conversation changed elsewhere.
     Read { after_stale: bool },
     /// Kept warm on this instance ([`warm`]); checked by the revision when storing, the
-    /// quota asked again before it (while the model is already asked), and the voice read
-    /// again while the reply is written. `ask_early`: ask the model before the message is
+    /// quota asked again on the same connection just before it, and the voice read again
+    /// while the reply is written. `ask_early`: ask the model before the message is
     /// stored (else after, so a conversation that moves between instances does not start
     /// model requests only to drop them).
     Warm { ask_early: bool },
