@@ -51,15 +51,38 @@ fn wants_events(request: &HttpRequest) -> bool {
 /// reply does not depend on the stream: a client that goes away can re-attach with
 /// `GET …/messages/{id}/stream?afterSeq=N`.
 fn event_stream(frames: tokio::sync::mpsc::Receiver<Frame>) -> HttpResponse {
-    let events = stream::unfold(frames, |mut frames| async move {
-        let frame = frames.recv().await?;
-        let text = format!("event: {}\ndata: {}\n\n", frame.event(), frame.data());
-        Some((Ok::<_, actix_web::Error>(Bytes::from(text)), frames))
-    });
     HttpResponse::Ok()
         .content_type("text/event-stream")
         .insert_header(("X-Accel-Buffering", "no"))
-        .streaming(events)
+        .streaming(sse_chunks(frames))
+}
+
+/// The most an SSE chunk gathers from frames that are ready at once.
+const CHUNK_BYTES: usize = 16 * 1024;
+
+/// The body of an SSE answer. Frames that are ready together go out as one chunk (up to
+/// [`CHUNK_BYTES`]): one write, and one read for the client, which would otherwise wake once
+/// per event. A reply's first frames (the user's message, then the first text when the model
+/// answered before the turn was stored) usually are.
+fn sse_chunks(
+    frames: tokio::sync::mpsc::Receiver<Frame>,
+) -> impl futures_util::Stream<Item = Result<Bytes, actix_web::Error>> {
+    stream::unfold(frames, |mut frames| async move {
+        let frame = frames.recv().await?;
+        let mut text = String::new();
+        push_event(&mut text, &frame);
+        while text.len() < CHUNK_BYTES {
+            let Ok(frame) = frames.try_recv() else { break };
+            push_event(&mut text, &frame);
+        }
+        Some((Ok(Bytes::from(text)), frames))
+    })
+}
+
+/// Appends `frame` as one SSE event.
+fn push_event(text: &mut String, frame: &Frame) {
+    use std::fmt::Write;
+    let _ = write!(text, "event: {}\ndata: {}\n\n", frame.event(), frame.data());
 }
 
 /// Answers a started reply: JSON once it ends, or a live stream of it.
@@ -81,6 +104,11 @@ async fn reply_answer(
                 live,
                 first,
             );
+            // The reply and its reader were just spawned on this thread: letting them run
+            // once first means the answer's head leaves with the pieces already there (the
+            // user's message, and the first text when the model was quicker than the
+            // database), in one write the client reads at once.
+            tokio::task::yield_now().await;
             event_stream(frames)
         }
         None => HttpResponse::build(status).json(answer(started).await),
@@ -582,3 +610,69 @@ async fn prompt(
     super::socket::connect
 ))]
 pub(super) struct Docs;
+
+#[cfg(test)]
+mod tests {
+    use futures_util::StreamExt;
+
+    use super::*;
+
+    fn piece(seq: i32, delta: &str) -> Frame {
+        Frame::Token {
+            conversation_id: Uuid::nil(),
+            message_id: Uuid::nil(),
+            seq,
+            delta: delta.to_owned(),
+        }
+    }
+
+    fn events(chunk: &Bytes) -> Vec<Value> {
+        std::str::from_utf8(chunk)
+            .unwrap()
+            .split_terminator("\n\n")
+            .map(|event| {
+                let data = event.strip_prefix("event: token\ndata: ").unwrap();
+                serde_json::from_str(data).unwrap()
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn frames_ready_together_leave_as_one_chunk_in_order() {
+        let (sender, receiver) = tokio::sync::mpsc::channel(8);
+        let mut chunks = Box::pin(sse_chunks(receiver));
+        for (seq, delta) in [(1, "Hello"), (2, " there")] {
+            sender.send(piece(seq, delta)).await.unwrap();
+        }
+        let first = chunks.next().await.unwrap().unwrap();
+        let seqs: Vec<_> = events(&first).iter().map(|e| e["seq"].clone()).collect();
+        assert_eq!(seqs, [1, 2]);
+        // A frame that comes later is a chunk of its own, and the stream ends with the frames.
+        sender.send(piece(3, ".")).await.unwrap();
+        let next = chunks.next().await.unwrap().unwrap();
+        assert_eq!(events(&next)[0]["delta"], ".");
+        drop(sender);
+        assert!(chunks.next().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_chunk_stops_gathering_at_its_size() {
+        let (sender, receiver) = tokio::sync::mpsc::channel(8);
+        let big = "x".repeat(CHUNK_BYTES / 2);
+        for seq in 1..=4 {
+            sender.send(piece(seq, &big)).await.unwrap();
+        }
+        drop(sender);
+        let chunks: Vec<Bytes> = sse_chunks(receiver)
+            .map(|chunk| chunk.unwrap())
+            .collect()
+            .await;
+        let counts: Vec<usize> = chunks.iter().map(|c| events(c).len()).collect();
+        assert_eq!(counts, [2, 2]);
+        assert!(
+            chunks
+                .iter()
+                .all(|c| c.len() < CHUNK_BYTES + CHUNK_BYTES / 2 + 512)
+        );
+    }
+}
