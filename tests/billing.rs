@@ -202,7 +202,17 @@ async fn a_spent_token_quota_refuses_new_generations_until_the_month_turns() {
         .unwrap()
     };
     let stored = count(&app);
+    let conversation = |app: &TestApp| {
+        app.query_one(&format!(
+            "SELECT concat_ws(' ', active_leaf_id, generating_id, last_message_at) \
+             FROM chat.conversations WHERE id = '{id}'"
+        ))
+        .unwrap()
+    };
+    let before = conversation(&app);
 
+    // The conversation is warm (its last reply ended here): billing is asked while the
+    // turn is stored, and the refusal takes the turn back.
     let refused = send().await;
     let retry_after: u64 = refused.headers()["retry-after"]
         .to_str()
@@ -226,8 +236,19 @@ async fn a_spent_token_quota_refuses_new_generations_until_the_month_turns() {
         .unwrap();
     assert_eq!(resets, next_month);
     assert!(retry_after.abs_diff(u64::try_from((next_month - now).num_seconds()).unwrap()) < 5);
-    // Nothing of the refused message was stored; regenerating is refused alike.
+    // Nothing of the refused message was kept, and the conversation is as it was (its
+    // leaf, its last activity, free for the next message); regenerating is refused alike.
     assert_eq!(count(&app), stored);
+    assert_eq!(conversation(&app), before);
+    assert!(
+        app.get("/metrics")
+            .await
+            .text()
+            .await
+            .unwrap()
+            .contains("virtual_companion_chat_warm_sends_total{outcome=\"hit\"} 1"),
+        "the refused message went the warm way"
+    );
     let last: Value = app
         .get_auth(
             &format!("/api/v1/conversations/{id}/messages?limit=1"),
