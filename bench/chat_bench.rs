@@ -3,7 +3,9 @@
 //! - `ttft`: starts a fake OpenAI-compatible model (the one the tests use) and a server that
 //!   uses it, then alternates a streamed request straight to the model with a message sent
 //!   through the server (`POST …/messages`, `Accept: text/event-stream`), timing each until
-//!   its first piece of text, and prints both distributions and what the server adds. The
+//!   its first piece of text, and prints both distributions and what the server adds (and,
+//!   through the server, the time to the answer's head: the user's message is stored by
+//!   then, so it shows whether the first token waited for storing or for the model). The
 //!   request straight to the model is the one the server sent it for the previous message,
 //!   so the model reads the same prompt either way.
 //! - `tokens`: prints an access token for each `user session` line (for `idle`).
@@ -172,7 +174,7 @@ async fn ttft(server_bin: &Path, port: u16, count: usize, pause: Duration) {
         "stream_options": {"include_usage": true},
         "messages": [{"role": "user", "content": "Hello"}]});
 
-    let (mut direct, mut through) = (Vec::new(), Vec::new());
+    let (mut direct, mut through, mut heads) = (Vec::new(), Vec::new(), Vec::new());
     for round in 0..count + 30 {
         tokio::time::sleep(pause).await;
         let started = Instant::now();
@@ -192,6 +194,7 @@ async fn ttft(server_bin: &Path, port: u16, count: usize, pause: Duration) {
             .send()
             .await
             .unwrap();
+        let head = started.elapsed().as_secs_f64() * 1000.0;
         let served = first_then_rest(response, b"event: token", started).await;
         if let Some(sent) = fake.last_request() {
             model_body = sent;
@@ -199,11 +202,13 @@ async fn ttft(server_bin: &Path, port: u16, count: usize, pause: Duration) {
         if round >= 30 {
             direct.push(straight);
             through.push(served);
+            heads.push(head);
         }
     }
     server.kill().await.ok();
     direct.sort_by(f64::total_cmp);
     through.sort_by(f64::total_cmp);
+    heads.sort_by(f64::total_cmp);
     let row = |name: &str, values: &[f64]| {
         println!(
             "| {name} | {:.3} | {:.3} | {:.3} |",
@@ -217,6 +222,10 @@ async fn ttft(server_bin: &Path, port: u16, count: usize, pause: Duration) {
     println!("|---|---|---|---|");
     row("straight from the fake model", &direct);
     row("through the server (SSE)", &through);
+    row(
+        "through the server: the answer's head (the message stored)",
+        &heads,
+    );
     println!(
         "| added by the server | {:.3} | {:.3} | |",
         percentile(&through, 50.0) - percentile(&direct, 50.0),
