@@ -32,7 +32,8 @@ fn request() -> Request {
         messages: vec![
             Message::new(Role::System, "You are Luna."),
             Message::new(Role::User, "Hello!"),
-        ],
+        ]
+        .into(),
         max_tokens: 64,
         temperature: 0.5,
         stop: vec!["\nUser:".into()],

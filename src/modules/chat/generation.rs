@@ -4,7 +4,8 @@
 //!   row is being stored; its answer is read ahead into a queue, and dropped (cancelling the
 //!   request) if storing fails.
 //! - The reply's row exists before the first token (status `streaming`); what the model
-//!   was sent is stored with the first progress (or the end), after the first token.
+//!   was sent is serialized and stored with the first progress (or the end), after the
+//!   first token.
 //!   Pieces are published to the user's connections as they come (`platform::realtime`)
 //!   and stored at least every [`FLUSH_EVERY`] or [`FLUSH_PIECES`] pieces, so a reader that
 //!   reconnects catches up from the database.
@@ -33,6 +34,7 @@ use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
 use super::metrics::ChatMetrics;
+use super::prompt;
 use super::store::{self, Ending};
 use super::views::MessageView;
 use crate::modules::billing::TokenQuota;
@@ -61,9 +63,9 @@ pub struct Job {
     /// Messages to show every connection of the user before the first piece: the user
     /// message that asked for the reply, and the reply itself (status `streaming`).
     pub announce: Vec<MessageView>,
-    /// What the model was sent, when it is not stored yet: written with the reply's first
-    /// progress (or its end), off the path to the first token.
-    pub prompt: Option<String>,
+    /// What the model was sent, when it is not stored yet: serialized and written with the
+    /// reply's first progress (or its end), off the path to the first token.
+    pub prompt: Option<prompt::Record>,
     /// The prompt's size by our estimate, counted when the model reports no usage.
     pub prompt_tokens: u32,
     /// Called once the first piece of text is published: work the reply needs soon, but
@@ -340,13 +342,13 @@ impl Engine {
         content: &str,
         seq: i32,
         ends: &[i32],
-        prompt: Option<String>,
+        prompt: Option<prompt::Record>,
     ) -> Result<bool, DbError> {
         let (content, ends) = (content.to_owned(), ends.to_vec());
         self.db
             .run(move |conn| {
                 if let Some(prompt) = &prompt {
-                    store::set_prompt(conn, message, prompt)?;
+                    store::set_prompt(conn, message, &prompt.to_json())?;
                 }
                 Ok(store::flush_reply(conn, message, &content, seq, &ends)?)
             })
@@ -361,7 +363,7 @@ impl Engine {
         seq: i32,
         ends: &[i32],
         outcome: &Outcome,
-        prompt: Option<String>,
+        prompt: Option<prompt::Record>,
     ) -> Result<MessageView, DbError> {
         let (status, failure, usage) = match outcome {
             Outcome::Complete(usage) => ("complete", None, *usage),
@@ -387,7 +389,7 @@ impl Engine {
                 // stored now, in the same trip to the database (on its own: a prompt that
                 // cannot be stored must not keep the reply from ending).
                 if let Some(prompt) = &prompt
-                    && let Err(error) = store::set_prompt(conn, message, prompt)
+                    && let Err(error) = store::set_prompt(conn, message, &prompt.to_json())
                 {
                     tracing::warn!(%error, "could not store a reply's prompt");
                 }

@@ -10,6 +10,7 @@
 //! them).
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
 use serde::Serialize;
 
@@ -24,11 +25,35 @@ const DEFAULT_SYSTEM: &str = "You are {{char}}, talking with {{user}}. Stay in c
 answer in {{char}}'s own voice, and never speak or act for {{user}}.";
 
 /// One message of the conversation, oldest first (its text borrowed where it can be, so a
-/// long history is copied once, into the prompt).
+/// long history is copied once, into the prompt), with its size by [`estimate_tokens`].
 #[derive(Debug, Clone)]
 pub struct Turn<'a> {
     pub role: Role,
     pub content: Cow<'a, str>,
+    pub tokens: u32,
+}
+
+impl<'a> Turn<'a> {
+    pub fn new(role: Role, content: impl Into<Cow<'a, str>>) -> Self {
+        let content = content.into();
+        let tokens = estimate_tokens(&content);
+        Self {
+            role,
+            content,
+            tokens,
+        }
+    }
+
+    /// A message whose length in characters is known already (a kept branch counts each
+    /// message once, not once per prompt).
+    pub fn counted(role: Role, content: &'a str, chars: i64) -> Self {
+        let tokens = u32::try_from(chars).unwrap_or(u32::MAX).div_ceil(4);
+        Self {
+            role,
+            content: Cow::Borrowed(content),
+            tokens,
+        }
+    }
 }
 
 pub struct Input<'a> {
@@ -49,6 +74,51 @@ pub struct Prompt {
     /// Which lorebook entries were included (their positions in the book).
     pub lore_used: Vec<usize>,
     pub estimated_tokens: u32,
+}
+
+impl Prompt {
+    /// The messages, to be sent (shared, not copied), and the record to store of them.
+    pub fn into_parts(self) -> (Arc<[Message]>, Record) {
+        let messages: Arc<[Message]> = self.messages.into();
+        let record = Record {
+            messages: messages.clone(),
+            history_used: self.history_used,
+            lore_used: self.lore_used,
+            estimated_tokens: self.estimated_tokens,
+        };
+        (messages, record)
+    }
+}
+
+/// What is stored of a prompt (`…/prompt` shows it): the same fields as [`Prompt`], over
+/// the messages the model was sent. Turned into JSON only when it is stored, which the
+/// reply does after its first token, so a long prompt is serialized off that path.
+#[derive(Debug, Clone)]
+pub struct Record {
+    messages: Arc<[Message]>,
+    history_used: usize,
+    lore_used: Vec<usize>,
+    estimated_tokens: u32,
+}
+
+impl Record {
+    pub fn to_json(&self) -> String {
+        #[derive(Serialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Stored<'a> {
+            messages: &'a [Message],
+            history_used: usize,
+            lore_used: &'a [usize],
+            estimated_tokens: u32,
+        }
+        let stored = Stored {
+            messages: &self.messages,
+            history_used: self.history_used,
+            lore_used: &self.lore_used,
+            estimated_tokens: self.estimated_tokens,
+        };
+        serde_json::to_string(&stored).unwrap_or_else(|_| "null".to_owned())
+    }
 }
 
 /// `{{char}}`, `{{user}}` and their common spellings.
@@ -183,14 +253,16 @@ pub fn build(input: &Input<'_>) -> Prompt {
         .context_tokens
         .saturating_sub(input.max_tokens)
         .saturating_sub(fixed);
+    let mut history_tokens: u32 = 0;
     // Newest first until the budget is spent; the message being answered always goes in.
     let mut kept = Vec::new();
     for (n, turn) in input.history.iter().rev().enumerate() {
-        let cost = estimate_tokens(&turn.content) + PER_MESSAGE;
+        let cost = turn.tokens.saturating_add(PER_MESSAGE);
         if n > 0 && cost > budget {
             break;
         }
         budget = budget.saturating_sub(cost);
+        history_tokens = history_tokens.saturating_add(cost);
         kept.push(Message::new(turn.role, turn.content.as_ref()));
     }
     let history_used = kept.len();
@@ -199,10 +271,8 @@ pub fn build(input: &Input<'_>) -> Prompt {
     if !post.is_empty() {
         messages.push(Message::new(Role::System, post));
     }
-    let estimated_tokens = messages
-        .iter()
-        .map(|m| estimate_tokens(&m.content) + PER_MESSAGE)
-        .sum();
+    // Every message's estimate plus its markers, as counted above.
+    let estimated_tokens = fixed.saturating_add(history_tokens);
     Prompt {
         messages,
         history_used,
@@ -277,10 +347,7 @@ mod tests {
     fn turns<'a>(texts: &[(Role, &'a str)]) -> Vec<Turn<'a>> {
         texts
             .iter()
-            .map(|(role, content)| Turn {
-                role: *role,
-                content: (*content).into(),
-            })
+            .map(|(role, content)| Turn::new(*role, *content))
             .collect()
     }
 
@@ -319,6 +386,23 @@ mod tests {
     }
 
     #[test]
+    fn the_stored_record_is_the_prompt_as_built() {
+        let history = turns(&[
+            (Role::User, "Tell me about the castle"),
+            (Role::Assistant, "It has \"towers\"\nand a moat."),
+            (Role::User, "And the dragon?"),
+        ]);
+        let p = prompt(&history, 4096);
+        let whole: serde_json::Value = serde_json::to_value(&p).unwrap();
+        let (sent, record) = p.into_parts();
+        let stored: serde_json::Value = serde_json::from_str(&record.to_json()).unwrap();
+        assert_eq!(stored, whole);
+        assert_eq!(stored["messages"].as_array().unwrap().len(), sent.len());
+        assert_eq!(stored["historyUsed"], 3);
+        assert_eq!(stored["loreUsed"], serde_json::json!([4, 1, 0]));
+    }
+
+    #[test]
     fn lorebook_entries_follow_keys_in_recent_messages() {
         let quiet = prompt(&turns(&[(Role::User, "Nice evening")]), 4096);
         assert_eq!(quiet.lore_used, vec![0], "only the constant entry");
@@ -350,13 +434,13 @@ mod tests {
     fn history_is_cut_oldest_first_to_fit_the_context() {
         let long = "word ".repeat(200);
         let history: Vec<Turn> = (0..30)
-            .map(|i| Turn {
-                role: if i % 2 == 0 {
+            .map(|i| {
+                let role = if i % 2 == 0 {
                     Role::User
                 } else {
                     Role::Assistant
-                },
-                content: format!("{i} {long}").into(),
+                };
+                Turn::new(role, format!("{i} {long}"))
             })
             .collect();
         let p = prompt(&history, 2048);
@@ -407,10 +491,7 @@ mod tests {
 
         fn history() -> impl Strategy<Value = Vec<Turn<'static>>> {
             prop::collection::vec(
-                (role(), "\\PC{0,200}").prop_map(|(role, content)| Turn {
-                    role,
-                    content: content.into(),
-                }),
+                (role(), "\\PC{0,200}").prop_map(|(role, content)| Turn::new(role, content)),
                 0..30,
             )
         }

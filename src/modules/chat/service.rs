@@ -1,6 +1,5 @@
 //! Chat's rules: who owns what, the message tree, starting replies.
 
-use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -757,7 +756,7 @@ impl Service {
                 if conversation.generating_id.is_some() {
                     return Err(ChatError::Busy);
                 }
-                let row = store::restart_reply(conn, message, &model, &prompt)?;
+                let row = store::restart_reply(conn, message, &model, &prompt.to_json())?;
                 store::set_active(conn, id, Some(message), Some(message))?;
                 let placed = store::branch(conn, id, row.id, 1)?;
                 Ok(placed.into_iter().next().map(MessageView::from))
@@ -882,27 +881,25 @@ impl Service {
         (persona, user_name): (&Persona, &str),
         seed_from: Uuid,
         allowance: Allowance,
-    ) -> (Request, String, u32) {
+    ) -> (Request, prompt::Record, u32) {
         // The plan's context, within the model's window.
         let context_tokens = allowance.context_tokens.min(self.llm.context_tokens);
         let mut history: Vec<Turn> = branch
             .iter()
             .rev()
-            .filter(|turn| !(turn.role == "assistant" && turn.content.is_empty()))
-            .map(|turn| Turn {
-                role: if turn.role == "user" {
+            .filter(|turn| !(turn.role == Role::Assistant && turn.content.is_empty()))
+            .map(|turn| {
+                // A system message in the history is read as the character's.
+                let role = if turn.role == Role::User {
                     Role::User
                 } else {
                     Role::Assistant
-                },
-                content: Cow::Borrowed(turn.content.as_str()),
+                };
+                Turn::counted(role, &turn.content, turn.chars)
             })
             .collect();
         if let Some(text) = user_text {
-            history.push(Turn {
-                role: Role::User,
-                content: Cow::Borrowed(text),
-            });
+            history.push(Turn::new(Role::User, text));
         }
         let built = prompt::build(&prompt::Input {
             persona,
@@ -911,11 +908,11 @@ impl Service {
             context_tokens,
             max_tokens: self.llm.max_tokens,
         });
-        // Stored as text: serializing straight to it costs a fraction of building a `Value`.
-        let stored = serde_json::to_string(&built).unwrap_or_else(|_| "null".to_owned());
         let estimated = built.estimated_tokens;
+        // The record shares the messages with the request; it is serialized when stored.
+        let (messages, stored) = built.into_parts();
         let request = Request {
-            messages: built.messages,
+            messages,
             max_tokens: self.llm.max_tokens,
             temperature: self.llm.temperature,
             stop: Vec::new(),
@@ -938,9 +935,9 @@ impl Service {
     /// plan was read, or (warm) when billing's quota, asked on the same connection just
     /// before, says the month is spent. Storing starts first and runs on the blocking pool
     /// while the prompt is built and the model asked, so the first token waits for
-    /// whichever of the two ends last. The prompt is stored by the engine with the reply's
-    /// first progress, off the path to the first token. When the reply ends, its branch is
-    /// kept warm for the next message ([`warm`]).
+    /// whichever of the two ends last. The prompt is serialized and stored by the engine
+    /// with the reply's first progress, off the path to the first token. When the reply
+    /// ends, its branch is kept warm for the next message ([`warm`]).
     async fn start_reply(
         &self,
         (user, id): (Uuid, Uuid),
@@ -1130,7 +1127,8 @@ impl Service {
         };
         let (warm, max_chars) = (self.warm.clone(), self.history_chars());
         let ended: Ended = Box::new(move |reply: &MessageView| {
-            let content = reply.content.clone();
+            // Read into the kept form here: the reply's text is copied once.
+            let reply = store::TurnRow::new("assistant", &reply.content);
             Box::pin(async move {
                 // A re-read that found the character gone, never started (no text came) or
                 // takes too long keeps nothing.
@@ -1145,13 +1143,10 @@ impl Service {
                 let Some(voice) = voice else {
                     return;
                 };
-                let turn = |role: &str, content: String| store::TurnRow {
-                    role: role.to_owned(),
-                    content,
-                };
                 let history = warm::extended(
-                    turn("assistant", content),
-                    kept.user_text.map(|text| turn("user", text)),
+                    reply,
+                    kept.user_text
+                        .map(|text| store::TurnRow::new("user", &text)),
                     &kept.history,
                     PROMPT_HISTORY,
                     max_chars,

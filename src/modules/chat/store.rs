@@ -1,5 +1,7 @@
 //! Queries on the `chat` tables. Only this module's service calls them.
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 use diesel::dsl::now;
 use diesel::pg::Pg;
@@ -10,6 +12,7 @@ use uuid::Uuid;
 
 use super::schema::{conversations, messages};
 use crate::platform::db::Prepared;
+use crate::platform::llm::Role;
 
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = conversations, check_for_backend(Pg))]
@@ -694,13 +697,37 @@ pub fn reply_conversation(
         .optional()
 }
 
-/// A message of a prompt's history.
-#[derive(Debug, Clone, QueryableByName)]
+/// A message of a prompt's history: its text is shared, so a branch kept warm grows by a
+/// message without copying the others, and its length in characters is counted once.
+#[derive(Debug, Clone)]
 pub struct TurnRow {
+    pub role: Role,
+    pub content: Arc<str>,
+    pub chars: i64,
+}
+
+impl TurnRow {
+    pub fn new(role: &str, content: &str) -> Self {
+        let role = match role {
+            "user" => Role::User,
+            "system" => Role::System,
+            _ => Role::Assistant,
+        };
+        Self {
+            role,
+            content: content.into(),
+            chars: i64::try_from(content.chars().count()).unwrap_or(i64::MAX),
+        }
+    }
+}
+
+/// A history message as read by the recursive walk.
+#[derive(QueryableByName)]
+struct TurnRead {
     #[diesel(sql_type = Text)]
-    pub role: String,
+    role: String,
     #[diesel(sql_type = Text)]
-    pub content: String,
+    content: String,
 }
 
 /// A message as the prompt's history walk reads it: its link and its text.
@@ -769,12 +796,9 @@ pub fn turns(
             let Some(step) = by_id.remove(&want) else {
                 break;
             };
-            chars = chars
-                .saturating_add(i64::try_from(step.content.chars().count()).unwrap_or(i64::MAX));
-            branch.push(TurnRow {
-                role: step.role,
-                content: step.content,
-            });
+            let turn = TurnRow::new(&step.role, &step.content);
+            chars = chars.saturating_add(turn.chars);
+            branch.push(turn);
             next = step.parent_id;
         }
         match (next, oldest) {
@@ -818,7 +842,12 @@ fn walk(
         .bind::<BigInt, _>(limit)
         .bind::<BigInt, _>(max_chars),
     )
-    .load(conn)
+    .load::<TurnRead>(conn)
+    .map(|rows| {
+        rows.iter()
+            .map(|row| TurnRow::new(&row.role, &row.content))
+            .collect()
+    })
 }
 
 /// A batch of `user`'s conversations after `after`, in id order.

@@ -162,8 +162,7 @@ pub fn extended(
         if !branch.is_empty() && (taken >= limit || chars >= max_chars) {
             break;
         }
-        chars =
-            chars.saturating_add(i64::try_from(turn.content.chars().count()).unwrap_or(i64::MAX));
+        chars = chars.saturating_add(turn.chars);
         branch.push(turn);
     }
     branch
@@ -174,14 +173,11 @@ mod tests {
     use super::*;
 
     fn turn(role: &str, content: &str) -> TurnRow {
-        TurnRow {
-            role: role.to_owned(),
-            content: content.to_owned(),
-        }
+        TurnRow::new(role, content)
     }
 
     fn contents(branch: &[TurnRow]) -> Vec<&str> {
-        branch.iter().map(|t| t.content.as_str()).collect()
+        branch.iter().map(|t| &*t.content).collect()
     }
 
     /// The rule of `store::turns`, applied to a whole branch (newest first).
@@ -193,7 +189,7 @@ mod tests {
                 break;
             }
             chars += t.content.chars().count() as i64;
-            kept.push(turn(&t.role, &t.content));
+            kept.push(t.clone());
         }
         kept
     }
@@ -211,8 +207,8 @@ mod tests {
             for max_chars in [1, 10, 50, 120, 10_000] {
                 for start in 0..whole.len() - 2 {
                     let before = cut(&whole[start + 2..], limit, max_chars);
-                    let reply = turn(&whole[start].role, &whole[start].content);
-                    let user = turn(&whole[start + 1].role, &whole[start + 1].content);
+                    let reply = whole[start].clone();
+                    let user = whole[start + 1].clone();
                     let got = extended(reply, Some(user), &before, limit, max_chars);
                     let want = cut(&whole[start..], limit, max_chars);
                     assert_eq!(

@@ -62,7 +62,9 @@ pub struct Speaker {
 
 #[derive(Debug, Clone)]
 pub struct Request {
-    pub messages: Vec<Message>,
+    /// Shared, so a caller can keep what it sent (chat stores a reply's prompt after the
+    /// request left) without copying it.
+    pub messages: Arc<[Message]>,
     pub max_tokens: u32,
     pub temperature: f32,
     pub stop: Vec<String>,

@@ -235,7 +235,7 @@ mod tests {
 
     fn request(messages: Vec<Message>, seed: u64, max_tokens: u32) -> Request {
         Request {
-            messages,
+            messages: messages.into(),
             max_tokens,
             temperature: 0.8,
             stop: Vec::new(),
