@@ -9,7 +9,6 @@
 //! everywhere. The creator's notes are never part of it (the persona does not even carry
 //! them).
 
-use std::borrow::Cow;
 use std::sync::Arc;
 
 use serde::Serialize;
@@ -24,35 +23,27 @@ const PER_MESSAGE: u32 = 4;
 const DEFAULT_SYSTEM: &str = "You are {{char}}, talking with {{user}}. Stay in character, \
 answer in {{char}}'s own voice, and never speak or act for {{user}}.";
 
-/// One message of the conversation, oldest first (its text borrowed where it can be, so a
-/// long history is copied once, into the prompt), with its size by [`estimate_tokens`].
+/// One message of the conversation, oldest first, as the model is sent it (its text and its
+/// JSON form shared, so a history kept warm is neither copied nor encoded again), with its
+/// size by [`estimate_tokens`].
 #[derive(Debug, Clone)]
-pub struct Turn<'a> {
-    pub role: Role,
-    pub content: Cow<'a, str>,
+pub struct Turn {
+    pub message: Message,
     pub tokens: u32,
 }
 
-impl<'a> Turn<'a> {
-    pub fn new(role: Role, content: impl Into<Cow<'a, str>>) -> Self {
-        let content = content.into();
-        let tokens = estimate_tokens(&content);
-        Self {
-            role,
-            content,
-            tokens,
-        }
+impl Turn {
+    pub fn new(role: Role, content: impl Into<Arc<str>>) -> Self {
+        let message = Message::new(role, content);
+        let tokens = estimate_tokens(&message.content);
+        Self { message, tokens }
     }
 
     /// A message whose length in characters is known already (a kept branch counts each
     /// message once, not once per prompt).
-    pub fn counted(role: Role, content: &'a str, chars: i64) -> Self {
+    pub fn counted(message: Message, chars: i64) -> Self {
         let tokens = u32::try_from(chars).unwrap_or(u32::MAX).div_ceil(4);
-        Self {
-            role,
-            content: Cow::Borrowed(content),
-            tokens,
-        }
+        Self { message, tokens }
     }
 }
 
@@ -60,7 +51,7 @@ pub struct Input<'a> {
     pub persona: &'a Persona,
     pub user_name: &'a str,
     /// The active branch up to the message being answered, oldest first.
-    pub history: &'a [Turn<'a>],
+    pub history: &'a [Turn],
     pub context_tokens: u32,
     pub max_tokens: u32,
 }
@@ -160,7 +151,7 @@ fn lore(entries: &[LoreEntry], history: &[Turn]) -> Vec<usize> {
         .iter()
         .rev()
         .take(SCAN_DEPTH)
-        .map(|t| t.content.as_ref())
+        .map(|t| &*t.message.content)
         .collect::<Vec<_>>()
         .join("\n");
     let mut used: Vec<usize> = entries
@@ -263,7 +254,7 @@ pub fn build(input: &Input<'_>) -> Prompt {
         }
         budget = budget.saturating_sub(cost);
         history_tokens = history_tokens.saturating_add(cost);
-        kept.push(Message::new(turn.role, turn.content.as_ref()));
+        kept.push(turn.message.clone());
     }
     let history_used = kept.len();
     let mut messages = vec![Message::new(Role::System, system)];
@@ -344,7 +335,7 @@ mod tests {
         }
     }
 
-    fn turns<'a>(texts: &[(Role, &'a str)]) -> Vec<Turn<'a>> {
+    fn turns(texts: &[(Role, &str)]) -> Vec<Turn> {
         texts
             .iter()
             .map(|(role, content)| Turn::new(*role, *content))
@@ -377,10 +368,10 @@ mod tests {
         assert!(system.contains("Scenario: A quiet night."));
         assert!(system.contains("Ann: Hi\nLuna: Hello, Ann."));
         assert!(!system.contains("{{") && !system.contains("<USER>"));
-        assert_eq!(p.messages[1].content, "Hello there");
+        assert_eq!(&*p.messages[1].content, "Hello there");
         let last = p.messages.last().unwrap();
         assert_eq!(
-            (last.role, last.content.as_str()),
+            (last.role, &*last.content),
             (Role::System, "Answer Ann in two sentences.")
         );
     }
@@ -489,7 +480,7 @@ mod tests {
             prop_oneof![Just(Role::User), Just(Role::Assistant)]
         }
 
-        fn history() -> impl Strategy<Value = Vec<Turn<'static>>> {
+        fn history() -> impl Strategy<Value = Vec<Turn>> {
             prop::collection::vec(
                 (role(), "\\PC{0,200}").prop_map(|(role, content)| Turn::new(role, content)),
                 0..30,
@@ -545,9 +536,9 @@ mod tests {
                 let kept = &history[history.len() - p.history_used..];
                 let sent: Vec<&str> = p.messages[1..=p.history_used]
                     .iter()
-                    .map(|m| m.content.as_str())
+                    .map(|m| &*m.content)
                     .collect();
-                let expected: Vec<&str> = kept.iter().map(|t| t.content.as_ref()).collect();
+                let expected: Vec<&str> = kept.iter().map(|t| &*t.message.content).collect();
                 prop_assert_eq!(sent, expected);
                 // The estimate is what was sent.
                 let total: u32 = p
@@ -558,7 +549,7 @@ mod tests {
                 prop_assert_eq!(p.estimated_tokens, total);
                 // Within the window (beyond it only by the one message that must go in)…
                 let room = context.saturating_sub(max_tokens);
-                let cost = |t: &Turn| estimate_tokens(&t.content) + PER_MESSAGE;
+                let cost = |t: &Turn| estimate_tokens(&t.message.content) + PER_MESSAGE;
                 if p.history_used > 1 {
                     prop_assert!(p.estimated_tokens <= room, "{} > {room}", p.estimated_tokens);
                 }

@@ -887,16 +887,8 @@ impl Service {
         let mut history: Vec<Turn> = branch
             .iter()
             .rev()
-            .filter(|turn| !(turn.role == Role::Assistant && turn.content.is_empty()))
-            .map(|turn| {
-                // A system message in the history is read as the character's.
-                let role = if turn.role == Role::User {
-                    Role::User
-                } else {
-                    Role::Assistant
-                };
-                Turn::counted(role, &turn.content, turn.chars)
-            })
+            .filter(|turn| !(turn.role == Role::Assistant && turn.message.content.is_empty()))
+            .map(|turn| Turn::counted(turn.message.clone(), turn.chars))
             .collect();
         if let Some(text) = user_text {
             history.push(Turn::new(Role::User, text));

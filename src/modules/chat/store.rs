@@ -1,7 +1,5 @@
 //! Queries on the `chat` tables. Only this module's service calls them.
 
-use std::sync::Arc;
-
 use chrono::{DateTime, Utc};
 use diesel::dsl::now;
 use diesel::pg::Pg;
@@ -12,7 +10,7 @@ use uuid::Uuid;
 
 use super::schema::{conversations, messages};
 use crate::platform::db::Prepared;
-use crate::platform::llm::Role;
+use crate::platform::llm::{Message, Role};
 
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = conversations, check_for_backend(Pg))]
@@ -697,12 +695,14 @@ pub fn reply_conversation(
         .optional()
 }
 
-/// A message of a prompt's history: its text is shared, so a branch kept warm grows by a
-/// message without copying the others, and its length in characters is counted once.
+/// A message of a prompt's history: its role as stored, and the message as the model is
+/// sent it (a system message in the history is read as the character's). The message is
+/// shared, text and JSON form, so a branch kept warm grows by a message without copying or
+/// encoding the others again; its length in characters is counted once.
 #[derive(Debug, Clone)]
 pub struct TurnRow {
     pub role: Role,
-    pub content: Arc<str>,
+    pub message: Message,
     pub chars: i64,
 }
 
@@ -713,9 +713,14 @@ impl TurnRow {
             "system" => Role::System,
             _ => Role::Assistant,
         };
+        let sent = if role == Role::User {
+            Role::User
+        } else {
+            Role::Assistant
+        };
         Self {
             role,
-            content: content.into(),
+            message: Message::new(sent, content),
             chars: i64::try_from(content.chars().count()).unwrap_or(i64::MAX),
         }
     }

@@ -64,7 +64,12 @@ pub struct Entry {
 impl Entry {
     /// Roughly what the entry holds, in KiB (at least 1).
     fn weight_kib(&self) -> u32 {
-        let history: usize = self.history.iter().map(|t| t.content.len() + 48).sum();
+        // Each message's text and its JSON form (about as long), plus their headers.
+        let history: usize = self
+            .history
+            .iter()
+            .map(|t| 2 * t.message.content.len() + 96)
+            .sum();
         let p = &*self.persona;
         let persona = [
             &p.name,
@@ -177,7 +182,7 @@ mod tests {
     }
 
     fn contents(branch: &[TurnRow]) -> Vec<&str> {
-        branch.iter().map(|t| &*t.content).collect()
+        branch.iter().map(|t| &*t.message.content).collect()
     }
 
     /// The rule of `store::turns`, applied to a whole branch (newest first).
@@ -188,7 +193,7 @@ mod tests {
             if !kept.is_empty() && (kept.len() as i64 >= limit || chars >= max_chars) {
                 break;
             }
-            chars += t.content.chars().count() as i64;
+            chars += t.message.content.chars().count() as i64;
             kept.push(t.clone());
         }
         kept

@@ -15,11 +15,12 @@ mod ollama;
 mod openai;
 mod timing;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use futures_util::stream::BoxStream;
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 
 use crate::config::{LlmProvider, LlmSettings};
 
@@ -34,18 +35,65 @@ pub enum Role {
     Assistant,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// One message of a request. Its text is shared (a conversation's history goes into every
+/// prompt without being copied), and so is its JSON form (`{"role": …, "content": …}`, the
+/// same for every adapter and for a stored prompt): made the first time the message is
+/// serialized, then written as it is, so a history sent with every reply is encoded once.
+#[derive(Clone)]
 pub struct Message {
     pub role: Role,
-    pub content: String,
+    pub content: Arc<str>,
+    json: Arc<OnceLock<Box<RawValue>>>,
 }
 
 impl Message {
-    pub fn new(role: Role, content: impl Into<String>) -> Self {
+    pub fn new(role: Role, content: impl Into<Arc<str>>) -> Self {
         Self {
             role,
             content: content.into(),
+            json: Arc::default(),
         }
+    }
+
+    fn encoded(&self) -> Result<&RawValue, serde_json::Error> {
+        if let Some(json) = self.json.get() {
+            return Ok(json);
+        }
+        #[derive(Serialize)]
+        struct Plain<'a> {
+            role: Role,
+            content: &'a str,
+        }
+        let json = serde_json::value::to_raw_value(&Plain {
+            role: self.role,
+            content: &self.content,
+        })?;
+        Ok(self.json.get_or_init(|| json))
+    }
+}
+
+impl Serialize for Message {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.encoded()
+            .map_err(serde::ser::Error::custom)?
+            .serialize(serializer)
+    }
+}
+
+impl PartialEq for Message {
+    fn eq(&self, other: &Self) -> bool {
+        self.role == other.role && self.content == other.content
+    }
+}
+
+impl Eq for Message {}
+
+impl std::fmt::Debug for Message {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Message")
+            .field("role", &self.role)
+            .field("content", &self.content)
+            .finish()
     }
 }
 
@@ -239,4 +287,30 @@ async fn refused(response: reqwest::Response) -> LlmError {
     let detail: String = body.chars().take(500).collect();
     tracing::warn!(status, %detail, "language model refused the request");
     LlmError::Refused { status, detail }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_message_is_written_as_role_and_content_however_often_and_by_its_clones() {
+        let message = Message::new(Role::User, "Say \"hi\"\nthen go\u{1F319}");
+        let want = r#"{"role":"user","content":"Say \"hi\"\nthen go🌙"}"#;
+        assert_eq!(serde_json::to_string(&message).unwrap(), want);
+        assert_eq!(serde_json::to_string(&message).unwrap(), want);
+        let copy = message.clone();
+        assert!(
+            Arc::ptr_eq(&copy.json, &message.json),
+            "clones share the encoding"
+        );
+        let list = vec![copy, Message::new(Role::System, "")];
+        assert_eq!(
+            serde_json::to_value(&list).unwrap(),
+            serde_json::json!([
+                {"role": "user", "content": "Say \"hi\"\nthen go🌙"},
+                {"role": "system", "content": ""}
+            ])
+        );
+    }
 }

@@ -181,7 +181,7 @@ impl LanguageModel for OfflineEngine {
             .iter()
             .rev()
             .find(|m| m.role == Role::User)
-            .map(|m| m.content.as_str());
+            .map(|m| &*m.content);
         let speaker = request.speaker.clone().unwrap_or_default();
         let reply = compose(&speaker, last_user, request.seed);
         let prompt_tokens = request
