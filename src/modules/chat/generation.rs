@@ -407,10 +407,7 @@ impl Engine {
                     };
                     store::finish_reply(conn, message, &ending)?;
                     store::release_generating(conn, conversation, message)?;
-                    let placed = store::branch(conn, conversation, message, 1)?;
-                    placed
-                        .into_iter()
-                        .next()
+                    store::placed(conn, conversation, message)?
                         .map(MessageView::from)
                         .ok_or(DbError::Query(diesel::result::Error::NotFound))
                 })

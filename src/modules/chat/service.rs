@@ -249,10 +249,8 @@ impl Service {
         id: Uuid,
     ) -> Result<MessageView, ChatError> {
         self.db
-            .run(move |conn| Ok::<_, ChatError>(store::branch(conn, conversation, id, 1)?))
+            .run(move |conn| Ok::<_, ChatError>(store::placed(conn, conversation, id)?))
             .await?
-            .into_iter()
-            .next()
             .map(MessageView::from)
             .ok_or(ChatError::NotFound)
     }
@@ -420,7 +418,8 @@ impl Service {
                 }
                 if let Some(first) = first {
                     store::set_active(conn, id, Some(first), None)?;
-                    return Ok::<_, ChatError>(store::branch(conn, id, first, 1)?);
+                    let placed = store::placed(conn, id, first)?;
+                    return Ok::<_, ChatError>(placed.into_iter().collect());
                 }
                 Ok(Vec::new())
             })
@@ -758,8 +757,7 @@ impl Service {
                 }
                 let row = store::restart_reply(conn, message, &model, &prompt.to_json())?;
                 store::set_active(conn, id, Some(message), Some(message))?;
-                let placed = store::branch(conn, id, row.id, 1)?;
-                Ok(placed.into_iter().next().map(MessageView::from))
+                Ok(store::placed(conn, id, row.id)?.map(MessageView::from))
             })
             .await?
             .ok_or(ChatError::NotFound)?;

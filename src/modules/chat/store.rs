@@ -421,6 +421,34 @@ pub fn branch(
     .load(conn)
 }
 
+/// One message of `conversation` with its sibling count and index: what [`branch`] gives
+/// for one step, read by primary key without the recursive walk (whose plan, prepared on a
+/// table with no statistics yet, could scan the whole table).
+pub fn placed(
+    conn: &mut PgConnection,
+    conversation: Uuid,
+    id: Uuid,
+) -> QueryResult<Option<PlacedMessage>> {
+    Prepared(
+        diesel::sql_query(format!(
+            "SELECT {MESSAGE_COLUMNS}, s.sibling_count, s.sibling_index \
+             FROM chat.messages m, LATERAL ( \
+               SELECT count(*) AS sibling_count, \
+                 count(*) FILTER (WHERE x.id < m.id) AS sibling_index \
+               FROM chat.messages x \
+               WHERE x.conversation_id = m.conversation_id AND {SIBLING_KEY_X} = {SIBLING_KEY_M} \
+             ) s \
+             WHERE m.id = $1 AND m.conversation_id = $2",
+            SIBLING_KEY_X = SIBLING_KEY.replace("parent_id", "x.parent_id"),
+            SIBLING_KEY_M = SIBLING_KEY.replace("parent_id", "m.parent_id"),
+        ))
+        .bind::<SqlUuid, _>(id)
+        .bind::<SqlUuid, _>(conversation),
+    )
+    .load(conn)
+    .map(|rows: Vec<PlacedMessage>| rows.into_iter().next())
+}
+
 /// The statement of [`branch`]: `$1` the newest message, `$2` the conversation, `$3` how
 /// many.
 fn branch_sql() -> String {
