@@ -90,8 +90,13 @@ const MESSAGE_COLUMNS: &str = "m.id, m.conversation_id, m.parent_id, m.depth, m.
     m.status, m.failure_code, m.failure_message, m.seq, m.model, m.prompt_tokens, \
     m.completion_tokens, m.created_at, m.updated_at";
 
-/// The sibling key of the index `messages_siblings_idx`.
-const SIBLING_KEY: &str = "coalesce(parent_id, '00000000-0000-0000-0000-000000000000'::uuid)";
+/// Whether message `x` is a sibling of message `m` (or `m` itself), on the index
+/// `messages_sibling_key_idx`: the same parent, or both roots of the same conversation. A
+/// parent is a message and a root's key is its conversation; ids are UUIDv7 made here, so a
+/// message id never equals a conversation id. The condition names no column of another
+/// index, so the count's plan is this index range whatever the statistics say.
+const SIBLINGS: &str =
+    "coalesce(x.parent_id, x.conversation_id) = coalesce(m.parent_id, m.conversation_id)";
 
 pub fn insert_conversation(conn: &mut PgConnection, new: &NewConversation<'_>) -> QueryResult<()> {
     diesel::insert_into(conversations::table)
@@ -314,11 +319,9 @@ pub fn start_turn(conn: &mut PgConnection, turn: &NewTurn<'_>) -> QueryResult<Ve
            SELECT count(*) + 1 AS sibling_count, \
              count(*) FILTER (WHERE x.id < m.id) AS sibling_index \
            FROM chat.messages x \
-           WHERE x.conversation_id = m.conversation_id AND {SIBLING_KEY_X} = {SIBLING_KEY_M} \
+           WHERE {SIBLINGS} \
          ) s \
          ORDER BY m.depth DESC",
-            SIBLING_KEY_X = SIBLING_KEY.replace("parent_id", "x.parent_id"),
-            SIBLING_KEY_M = SIBLING_KEY.replace("parent_id", "m.parent_id"),
         ))
         .bind::<SqlUuid, _>(turn.conversation)
         .bind::<SqlUuid, _>(turn.user)
@@ -436,11 +439,9 @@ pub fn placed(
                SELECT count(*) AS sibling_count, \
                  count(*) FILTER (WHERE x.id < m.id) AS sibling_index \
                FROM chat.messages x \
-               WHERE x.conversation_id = m.conversation_id AND {SIBLING_KEY_X} = {SIBLING_KEY_M} \
+               WHERE {SIBLINGS} \
              ) s \
              WHERE m.id = $1 AND m.conversation_id = $2",
-            SIBLING_KEY_X = SIBLING_KEY.replace("parent_id", "x.parent_id"),
-            SIBLING_KEY_M = SIBLING_KEY.replace("parent_id", "m.parent_id"),
         ))
         .bind::<SqlUuid, _>(id)
         .bind::<SqlUuid, _>(conversation),
@@ -464,12 +465,9 @@ fn branch_sql() -> String {
          FROM branch b JOIN chat.messages m ON m.id = b.id, LATERAL ( \
            SELECT count(*) AS sibling_count, count(*) FILTER (WHERE x.id < m.id) AS sibling_index \
            FROM chat.messages x \
-           WHERE x.conversation_id = m.conversation_id \
-             AND {SIBLING_KEY_X} = {SIBLING_KEY_M} \
+           WHERE {SIBLINGS} \
          ) s \
          ORDER BY b.n",
-        SIBLING_KEY_X = SIBLING_KEY.replace("parent_id", "x.parent_id"),
-        SIBLING_KEY_M = SIBLING_KEY.replace("parent_id", "m.parent_id"),
     )
 }
 
