@@ -65,7 +65,7 @@ pub struct Job {
     pub announce: Vec<MessageView>,
     /// What the model was sent, when it is not stored yet: serialized and written with the
     /// reply's first progress (or its end), off the path to the first token.
-    pub prompt: Option<prompt::Record>,
+    pub prompt: Option<prompt::Prompt>,
     /// The prompt's size by our estimate, counted when the model reports no usage.
     pub prompt_tokens: u32,
     /// Called once the first piece of text is published: work the reply needs soon, but
@@ -342,7 +342,7 @@ impl Engine {
         content: &str,
         seq: i32,
         ends: &[i32],
-        prompt: Option<prompt::Record>,
+        prompt: Option<prompt::Prompt>,
     ) -> Result<bool, DbError> {
         let (content, ends) = (content.to_owned(), ends.to_vec());
         self.db
@@ -363,7 +363,7 @@ impl Engine {
         seq: i32,
         ends: &[i32],
         outcome: &Outcome,
-        prompt: Option<prompt::Record>,
+        prompt: Option<prompt::Prompt>,
     ) -> Result<MessageView, DbError> {
         let (status, failure, usage) = match outcome {
             Outcome::Complete(usage) => ("complete", None, *usage),

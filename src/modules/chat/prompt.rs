@@ -56,10 +56,14 @@ pub struct Input<'a> {
     pub max_tokens: u32,
 }
 
+/// A built prompt, and what is stored of it (`…/prompt` shows it). The messages are shared
+/// with the model's request; the JSON is made only when the prompt is stored, which a reply
+/// does after its first token, so a long prompt is serialized off that path.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Prompt {
-    pub messages: Vec<Message>,
+    #[serde(serialize_with = "shared")]
+    pub messages: Arc<[Message]>,
     /// How many of the newest history messages fit.
     pub history_used: usize,
     /// Which lorebook entries were included (their positions in the book).
@@ -68,48 +72,16 @@ pub struct Prompt {
 }
 
 impl Prompt {
-    /// The messages, to be sent (shared, not copied), and the record to store of them.
-    pub fn into_parts(self) -> (Arc<[Message]>, Record) {
-        let messages: Arc<[Message]> = self.messages.into();
-        let record = Record {
-            messages: messages.clone(),
-            history_used: self.history_used,
-            lore_used: self.lore_used,
-            estimated_tokens: self.estimated_tokens,
-        };
-        (messages, record)
-    }
-}
-
-/// What is stored of a prompt (`…/prompt` shows it): the same fields as [`Prompt`], over
-/// the messages the model was sent. Turned into JSON only when it is stored, which the
-/// reply does after its first token, so a long prompt is serialized off that path.
-#[derive(Debug, Clone)]
-pub struct Record {
-    messages: Arc<[Message]>,
-    history_used: usize,
-    lore_used: Vec<usize>,
-    estimated_tokens: u32,
-}
-
-impl Record {
     pub fn to_json(&self) -> String {
-        #[derive(Serialize)]
-        #[serde(rename_all = "camelCase")]
-        struct Stored<'a> {
-            messages: &'a [Message],
-            history_used: usize,
-            lore_used: &'a [usize],
-            estimated_tokens: u32,
-        }
-        let stored = Stored {
-            messages: &self.messages,
-            history_used: self.history_used,
-            lore_used: &self.lore_used,
-            estimated_tokens: self.estimated_tokens,
-        };
-        serde_json::to_string(&stored).unwrap_or_else(|_| "null".to_owned())
+        serde_json::to_string(self).unwrap_or_else(|_| "null".to_owned())
     }
+}
+
+fn shared<S: serde::Serializer>(
+    messages: &Arc<[Message]>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    messages[..].serialize(serializer)
 }
 
 /// `{{char}}`, `{{user}}` and their common spellings.
@@ -265,7 +237,7 @@ pub fn build(input: &Input<'_>) -> Prompt {
     // Every message's estimate plus its markers, as counted above.
     let estimated_tokens = fixed.saturating_add(history_tokens);
     Prompt {
-        messages,
+        messages: messages.into(),
         history_used,
         lore_used: used,
         estimated_tokens,
@@ -385,10 +357,16 @@ mod tests {
         ]);
         let p = prompt(&history, 4096);
         let whole: serde_json::Value = serde_json::to_value(&p).unwrap();
-        let (sent, record) = p.into_parts();
-        let stored: serde_json::Value = serde_json::from_str(&record.to_json()).unwrap();
+        let stored: serde_json::Value = serde_json::from_str(&p.to_json()).unwrap();
         assert_eq!(stored, whole);
-        assert_eq!(stored["messages"].as_array().unwrap().len(), sent.len());
+        assert_eq!(
+            stored["messages"].as_array().unwrap().len(),
+            p.messages.len()
+        );
+        assert_eq!(
+            stored["messages"][2]["content"],
+            "It has \"towers\"\nand a moat."
+        );
         assert_eq!(stored["historyUsed"], 3);
         assert_eq!(stored["loreUsed"], serde_json::json!([4, 1, 0]));
     }

@@ -879,13 +879,15 @@ impl Service {
         (persona, user_name): (&Persona, &str),
         seed_from: Uuid,
         allowance: Allowance,
-    ) -> (Request, prompt::Record, u32) {
+    ) -> (Request, prompt::Prompt, u32) {
         // The plan's context, within the model's window.
         let context_tokens = allowance.context_tokens.min(self.llm.context_tokens);
         let mut history: Vec<Turn> = branch
             .iter()
             .rev()
-            .filter(|turn| !(turn.role == Role::Assistant && turn.message.content.is_empty()))
+            .filter(|turn| {
+                !(turn.message.role == Role::Assistant && turn.message.content.is_empty())
+            })
             .map(|turn| Turn::counted(turn.message.clone(), turn.chars))
             .collect();
         if let Some(text) = user_text {
@@ -899,10 +901,9 @@ impl Service {
             max_tokens: self.llm.max_tokens,
         });
         let estimated = built.estimated_tokens;
-        // The record shares the messages with the request; it is serialized when stored.
-        let (messages, stored) = built.into_parts();
         let request = Request {
-            messages,
+            // Shared with the prompt, which is serialized when it is stored.
+            messages: built.messages.clone(),
             max_tokens: self.llm.max_tokens,
             temperature: self.llm.temperature,
             stop: Vec::new(),
@@ -916,7 +917,7 @@ impl Service {
                 interests: persona.interests.clone(),
             }),
         };
-        (request, stored, estimated)
+        (request, built, estimated)
     }
 
     /// Inserts the user message (if any) and the reply's row in one statement

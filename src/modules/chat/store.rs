@@ -98,6 +98,16 @@ const MESSAGE_COLUMNS: &str = "m.id, m.conversation_id, m.parent_id, m.depth, m.
 const SIBLINGS: &str =
     "coalesce(x.parent_id, x.conversation_id) = coalesce(m.parent_id, m.conversation_id)";
 
+/// The sibling count and index of each stored message `m` of a query, as `s`.
+fn sibling_place() -> String {
+    format!(
+        "LATERAL ( \
+           SELECT count(*) AS sibling_count, count(*) FILTER (WHERE x.id < m.id) AS sibling_index \
+           FROM chat.messages x WHERE {SIBLINGS} \
+         ) s"
+    )
+}
+
 pub fn insert_conversation(conn: &mut PgConnection, new: &NewConversation<'_>) -> QueryResult<()> {
     diesel::insert_into(conversations::table)
         .values(new)
@@ -435,13 +445,9 @@ pub fn placed(
     Prepared(
         diesel::sql_query(format!(
             "SELECT {MESSAGE_COLUMNS}, s.sibling_count, s.sibling_index \
-             FROM chat.messages m, LATERAL ( \
-               SELECT count(*) AS sibling_count, \
-                 count(*) FILTER (WHERE x.id < m.id) AS sibling_index \
-               FROM chat.messages x \
-               WHERE {SIBLINGS} \
-             ) s \
+             FROM chat.messages m, {place} \
              WHERE m.id = $1 AND m.conversation_id = $2",
+            place = sibling_place(),
         ))
         .bind::<SqlUuid, _>(id)
         .bind::<SqlUuid, _>(conversation),
@@ -462,12 +468,9 @@ fn branch_sql() -> String {
            JOIN branch b ON p.id = b.parent_id WHERE b.n < $3 \
          ) \
          SELECT {MESSAGE_COLUMNS}, s.sibling_count, s.sibling_index \
-         FROM branch b JOIN chat.messages m ON m.id = b.id, LATERAL ( \
-           SELECT count(*) AS sibling_count, count(*) FILTER (WHERE x.id < m.id) AS sibling_index \
-           FROM chat.messages x \
-           WHERE {SIBLINGS} \
-         ) s \
+         FROM branch b JOIN chat.messages m ON m.id = b.id, {place} \
          ORDER BY b.n",
+        place = sibling_place(),
     )
 }
 
@@ -721,32 +724,25 @@ pub fn reply_conversation(
         .optional()
 }
 
-/// A message of a prompt's history: its role as stored, and the message as the model is
-/// sent it (a system message in the history is read as the character's). The message is
-/// shared, text and JSON form, so a branch kept warm grows by a message without copying or
-/// encoding the others again; its length in characters is counted once.
+/// A message of a prompt's history, as the model is sent it (a system message in the
+/// history is read as the character's). The message is shared, text and JSON form, so a
+/// branch kept warm grows by a message without copying or encoding the others again; its
+/// length in characters is counted once.
 #[derive(Debug, Clone)]
 pub struct TurnRow {
-    pub role: Role,
     pub message: Message,
     pub chars: i64,
 }
 
 impl TurnRow {
     pub fn new(role: &str, content: &str) -> Self {
-        let role = match role {
-            "user" => Role::User,
-            "system" => Role::System,
-            _ => Role::Assistant,
-        };
-        let sent = if role == Role::User {
+        let role = if role == "user" {
             Role::User
         } else {
             Role::Assistant
         };
         Self {
-            role,
-            message: Message::new(sent, content),
+            message: Message::new(role, content),
             chars: i64::try_from(content.chars().count()).unwrap_or(i64::MAX),
         }
     }
