@@ -138,6 +138,49 @@ async fn ollama_lines_are_read_whatever_the_cuts() {
     }
 }
 
+/// A model server that keeps its connections open is asked again on the same connection:
+/// the next reply does not wait for a new TCP (or TLS) handshake. The body's end comes
+/// 30 ms after the last event, so the reply has ended by then and its connection must still
+/// be read to its end.
+#[tokio::test]
+async fn replies_reuse_the_connection_to_the_model() {
+    let answers = [
+        (
+            "openai",
+            openai_events(&["Hi"], "\n\n", (3, 1)),
+            "text/event-stream",
+        ),
+        (
+            "ollama",
+            ollama_lines(&["Hi"], (3, 1)),
+            "application/x-ndjson",
+        ),
+    ];
+    for (provider, body, content_type) in answers {
+        let fake = FakeModel::start(move |_| {
+            Reply::new(content_type, cut(&body, 16))
+                .paced(Duration::from_millis(2))
+                .then(End::KeepAlive)
+                .last_pause(Duration::from_millis(30))
+        })
+        .await;
+        let model = model(provider, &fake.url, &[]);
+        for _ in 0..3 {
+            let (text, end) = run(&*model).await;
+            assert_eq!(text, "Hi", "{provider}");
+            assert_eq!(end, finished(3, 1), "{provider}");
+            // The next message comes later: the end of this answer's body has been read
+            // in the background by then.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(fake.requests().len(), 3, "{provider}");
+        assert_eq!(
+            fake.connections(),
+            1,
+            "{provider}: one connection for three replies"
+        );
+    }
+}
 #[tokio::test]
 async fn a_stream_cut_in_the_middle_is_an_error_after_the_text_so_far() {
     let body = openai_events(&["one ", "two ", "three"], "\n\n", (1, 3));

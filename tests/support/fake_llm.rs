@@ -29,6 +29,9 @@ pub enum End {
     Hang,
     /// Accept and close at once, before any answer: a failed connection.
     Drop,
+    /// Send the body chunked and keep the connection for the next request, as model
+    /// servers do for clients that pool their connections.
+    KeepAlive,
 }
 
 impl Reply {
@@ -60,6 +63,14 @@ impl Reply {
 
     pub fn paced(mut self, pause: Duration) -> Self {
         for piece in &mut self.pieces {
+            piece.1 = pause;
+        }
+        self
+    }
+
+    /// The pause after the last piece (before the close, or the end of a chunked body).
+    pub fn last_pause(mut self, pause: Duration) -> Self {
+        if let Some(piece) = self.pieces.last_mut() {
             piece.1 = pause;
         }
         self
@@ -219,23 +230,51 @@ async fn serve(
     if reply.then == End::Drop {
         return;
     }
-    let Some(body) = read_request(&mut socket).await else {
-        return;
-    };
-    seen.lock().unwrap().push(body);
-    let head = format!(
-        "HTTP/1.1 {} X\r\ncontent-type: {}\r\nconnection: close\r\n\r\n",
-        reply.status, reply.content_type
-    );
-    if socket.write_all(head.as_bytes()).await.is_err() {
-        return;
+    let chunked = reply.then == End::KeepAlive;
+    if chunked {
+        // As model servers do for streamed answers: each piece leaves when written.
+        socket.set_nodelay(true).ok();
     }
-    for (piece, pause) in &reply.pieces {
-        if socket.write_all(piece).await.is_err() || socket.flush().await.is_err() {
+    loop {
+        let Some(body) = read_request(&mut socket).await else {
+            return;
+        };
+        seen.lock().unwrap().push(body);
+        let framing = if chunked {
+            "transfer-encoding: chunked"
+        } else {
+            "connection: close"
+        };
+        let head = format!(
+            "HTTP/1.1 {} X\r\ncontent-type: {}\r\n{framing}\r\n\r\n",
+            reply.status, reply.content_type
+        );
+        if socket.write_all(head.as_bytes()).await.is_err() {
             return;
         }
-        if !pause.is_zero() {
-            tokio::time::sleep(*pause).await;
+        for (piece, pause) in &reply.pieces {
+            let mut bytes = Vec::with_capacity(piece.len() + 16);
+            if chunked {
+                bytes.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
+            }
+            bytes.extend_from_slice(piece);
+            if chunked {
+                bytes.extend_from_slice(b"\r\n");
+            }
+            if socket.write_all(&bytes).await.is_err() || socket.flush().await.is_err() {
+                return;
+            }
+            if !pause.is_zero() {
+                tokio::time::sleep(*pause).await;
+            }
+        }
+        if !chunked {
+            break;
+        }
+        // The body's end: after the last piece's pause, as a server ends its response
+        // once the text is all sent.
+        if socket.write_all(b"0\r\n\r\n").await.is_err() {
+            return;
         }
     }
     if reply.then == End::Hang {

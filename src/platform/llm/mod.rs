@@ -9,6 +9,11 @@
 //! Every adapter is wrapped in [`timed`]: a first-token, an idle and a total timeout, so a
 //! silent upstream ends the reply with an error instead of hanging it. Dropping the stream
 //! cancels the upstream request (the HTTP connection is closed).
+//!
+//! A reply that ends normally leaves its connection to the client's pool: what follows the
+//! last event (a chunked body's end) is read in the background ([`drain`]), so the next
+//! reply to the same server starts on an open connection instead of a new TCP (and TLS)
+//! handshake.
 
 mod offline;
 mod ollama;
@@ -256,6 +261,28 @@ async fn send_with_retries(
             }
         }
     }
+}
+
+/// How long what follows an answer's last event may take to arrive before its connection is
+/// given up (closed, not pooled).
+const DRAIN_FOR: Duration = Duration::from_secs(1);
+
+/// How many more reads an answer may take after its last event (a server streaming on
+/// after `[DONE]` is not waited for).
+const DRAIN_READS: usize = 16;
+
+/// Reads the rest of an answer whose last event was seen, in the background: once its body
+/// has ended, the HTTP client keeps the connection for the next request. The reply's stream
+/// ends at once; nothing read here is used.
+fn drain<S>(rest: S)
+where
+    S: futures_util::Stream + Send + Unpin + 'static,
+{
+    use futures_util::StreamExt;
+    tokio::spawn(async move {
+        let rest = rest.take(DRAIN_READS).for_each(|_| async {});
+        let _ = tokio::time::timeout(DRAIN_FOR, rest).await;
+    });
 }
 
 /// Sends `request` (with [`send_with_retries`]) and reads a successful answer with `read`;

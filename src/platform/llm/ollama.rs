@@ -8,7 +8,7 @@ use tokio_util::codec::{FramedRead, LinesCodec};
 use tokio_util::io::StreamReader;
 
 use super::{
-    Event, EventStream, LanguageModel, LlmError, Message, Request, Usage, http_client,
+    Event, EventStream, LanguageModel, LlmError, Message, Request, Usage, drain, http_client,
     post_and_read,
 };
 use crate::config::LlmSettings;
@@ -148,6 +148,7 @@ fn lines(response: reqwest::Response) -> EventStream {
                 Some(Ok(line)) => {
                     let (events, over) = read(&line);
                     if over {
+                        drain(lines);
                         return Some((events, None));
                     }
                     if !events.is_empty() {

@@ -11,7 +11,7 @@ use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    Event, EventStream, LanguageModel, LlmError, Message, Request, Usage, http_client,
+    Event, EventStream, LanguageModel, LlmError, Message, Request, Usage, drain, http_client,
     post_and_read,
 };
 use crate::config::LlmSettings;
@@ -186,6 +186,7 @@ fn events(response: reqwest::Response) -> EventStream {
                 Some(Ok(event)) => {
                     let (events, over) = progress.read(&event.data);
                     if over {
+                        drain(sse);
                         return Some((events, None));
                     }
                     if !events.is_empty() {
