@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use clap::{Parser, Subcommand};
 use companion::Settings;
 use companion::platform::http::TokenKeys;
-use fake_llm::{FakeModel, Reply, openai_events};
+use fake_llm::{End, FakeModel, Reply, openai_events};
 use futures_util::{StreamExt, stream};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -56,6 +56,11 @@ enum Command {
         /// writing again; 0 sends at once, while the last reply's bookkeeping still runs).
         #[arg(long, default_value_t = 0)]
         pause_ms: u64,
+        /// The fake model closes its connection after each answer, so every request to it
+        /// opens a new one (the measure before session 35). By default it keeps connections
+        /// open, as model servers do for clients that pool them.
+        #[arg(long)]
+        model_closes: bool,
     },
     Tokens {
         /// Lines `user-id session-id`.
@@ -82,7 +87,22 @@ async fn main() {
             port,
             count,
             pause_ms,
-        } => ttft(&server_bin, port, count, Duration::from_millis(pause_ms)).await,
+            model_closes,
+        } => {
+            let end = if model_closes {
+                End::Close
+            } else {
+                End::KeepAlive
+            };
+            ttft(
+                &server_bin,
+                port,
+                count,
+                Duration::from_millis(pause_ms),
+                end,
+            )
+            .await
+        }
         Command::Tokens { sessions } => tokens(&sessions),
         Command::Idle { url, tokens, count } => idle(&url, &tokens, count).await,
     }
@@ -115,10 +135,16 @@ async fn first_then_rest(response: reqwest::Response, marker: &[u8], started: In
     first.expect("the answer held no text")
 }
 
-async fn ttft(server_bin: &Path, port: u16, count: usize, pause: Duration) {
+async fn ttft(server_bin: &Path, port: u16, count: usize, pause: Duration, end: End) {
     let events = openai_events(&["Hello", " there, traveller."], "\n\n", (20, 4));
-    let fake =
-        FakeModel::start(move |_| Reply::new("text/event-stream", vec![events.clone()])).await;
+    let fake = FakeModel::start(move |_| match end {
+        // The body ends with its last chunk, at once, so the connection is free again.
+        End::KeepAlive => Reply::new("text/event-stream", vec![events.clone()])
+            .paced(Duration::ZERO)
+            .then(end),
+        _ => Reply::new("text/event-stream", vec![events.clone()]),
+    })
+    .await;
     let mut server = tokio::process::Command::new(server_bin)
         .arg("serve")
         .env("PORT", port.to_string())
@@ -206,6 +232,7 @@ async fn ttft(server_bin: &Path, port: u16, count: usize, pause: Duration) {
         }
     }
     server.kill().await.ok();
+    let model_connections = fake.connections();
     direct.sort_by(f64::total_cmp);
     through.sort_by(f64::total_cmp);
     heads.sort_by(f64::total_cmp);
@@ -230,6 +257,10 @@ async fn ttft(server_bin: &Path, port: u16, count: usize, pause: Duration) {
         "| added by the server | {:.3} | {:.3} | |",
         percentile(&through, 50.0) - percentile(&direct, 50.0),
         percentile(&through, 99.0) - percentile(&direct, 99.0)
+    );
+    println!(
+        "the fake model saw {model_connections} connections for {} requests",
+        2 * (count + 30)
     );
 }
 
