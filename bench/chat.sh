@@ -6,7 +6,8 @@
 #      that page (`companion admin history-sql`) at the same concurrency (goal ≥ 0.5×).
 #   2. Time to first token: a message sent through the server (SSE) against a streamed
 #      request straight to the same fake model, alternated (goal: added p50 ≤ 1 ms,
-#      p99 ≤ 3 ms). Measured by the example `chat_bench ttft`.
+#      p99 ≤ 3 ms). Measured by the example `chat_bench ttft`. The fake model keeps its
+#      connections open, as model servers do, so both paths reuse one.
 #   3. 10,000 idle WebSocket connections of 10,000 different users: the server's RSS
 #      growth per connection (goal ≤ 16 KiB), next to the same measure on the example
 #      `ws_floor` (bare actix-web + actix-ws, no application): what the framework costs.
