@@ -14,7 +14,7 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use crate::modules::catalog::{LoreEntry, Persona};
-use crate::platform::llm::{Message, Role, estimate_tokens};
+use crate::platform::llm::{Message, Role, estimate_tokens, estimate_tokens_of};
 
 /// How many of the newest messages a lorebook key is looked for in.
 pub const SCAN_DEPTH: usize = 4;
@@ -42,7 +42,7 @@ impl Turn {
     /// A message whose length in characters is known already (a kept branch counts each
     /// message once, not once per prompt).
     pub fn counted(message: Message, chars: i64) -> Self {
-        let tokens = u32::try_from(chars).unwrap_or(u32::MAX).div_ceil(4);
+        let tokens = estimate_tokens_of(u64::try_from(chars).unwrap_or(0));
         Self { message, tokens }
     }
 }

@@ -204,8 +204,12 @@ pub trait LanguageModel: Send + Sync {
 /// A rough token count (about four characters per token for English text). Prompt budgets
 /// only need an estimate; the upstream reports the real usage.
 pub fn estimate_tokens(text: &str) -> u32 {
-    let chars = u32::try_from(text.chars().count()).unwrap_or(u32::MAX);
-    chars.div_ceil(4)
+    estimate_tokens_of(u64::try_from(text.chars().count()).unwrap_or(u64::MAX))
+}
+
+/// [`estimate_tokens`] of a text whose length in characters is known already.
+pub fn estimate_tokens_of(chars: u64) -> u32 {
+    u32::try_from(chars).unwrap_or(u32::MAX).div_ceil(4)
 }
 
 #[derive(Debug, thiserror::Error)]
