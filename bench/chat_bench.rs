@@ -137,14 +137,13 @@ async fn first_then_rest(response: reqwest::Response, marker: &[u8], started: In
 
 async fn ttft(server_bin: &Path, port: u16, count: usize, pause: Duration, end: End) {
     let events = openai_events(&["Hello", " there, traveller."], "\n\n", (20, 4));
-    let fake = FakeModel::start(move |_| match end {
-        // The body ends with its last chunk, at once, so the connection is free again.
-        End::KeepAlive => Reply::new("text/event-stream", vec![events.clone()])
-            .paced(Duration::ZERO)
-            .then(end),
-        _ => Reply::new("text/event-stream", vec![events.clone()]),
-    })
-    .await;
+    let reply = Reply::new("text/event-stream", vec![events]);
+    let reply = match end {
+        // The body's end follows at once, so the connection is free again.
+        End::KeepAlive => reply.paced(Duration::ZERO).then(end),
+        _ => reply,
+    };
+    let fake = FakeModel::start(move |_| reply.clone()).await;
     let mut server = tokio::process::Command::new(server_bin)
         .arg("serve")
         .env("PORT", port.to_string())

@@ -181,6 +181,7 @@ async fn replies_reuse_the_connection_to_the_model() {
         );
     }
 }
+
 #[tokio::test]
 async fn a_stream_cut_in_the_middle_is_an_error_after_the_text_so_far() {
     let body = openai_events(&["one ", "two ", "three"], "\n\n", (1, 3));

@@ -253,15 +253,14 @@ async fn serve(
             return;
         }
         for (piece, pause) in &reply.pieces {
-            let mut bytes = Vec::with_capacity(piece.len() + 16);
-            if chunked {
-                bytes.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
-            }
-            bytes.extend_from_slice(piece);
-            if chunked {
-                bytes.extend_from_slice(b"\r\n");
-            }
-            if socket.write_all(&bytes).await.is_err() || socket.flush().await.is_err() {
+            let framed;
+            let bytes = if chunked {
+                framed = [format!("{:x}\r\n", piece.len()).as_bytes(), piece, b"\r\n"].concat();
+                &framed
+            } else {
+                piece
+            };
+            if socket.write_all(bytes).await.is_err() || socket.flush().await.is_err() {
                 return;
             }
             if !pause.is_zero() {
