@@ -533,6 +533,58 @@ async fn profile_updates_only_its_own_fields() {
     assert_eq!(cleared["storage"]["quotaBytes"], 100 * 1024 * 1024);
 }
 
+/// The profile's three reads (account, subscription, storage) run on the serving thread's
+/// pipelined connection: they see every committed change at once, and any number of
+/// concurrent reads share that one connection instead of a connection each.
+#[tokio::test]
+async fn profile_reads_share_one_pipelined_connection_and_see_every_change() {
+    let app = TestApp::spawn().await;
+    let ann = app.register("ann@example.com").await;
+    let profile = |token: String| {
+        let app = &app;
+        async move {
+            let response = app.get_auth("/api/v1/users/profile", &token).await;
+            assert_eq!(response.status(), 200);
+            body(response).await
+        }
+    };
+    let before = profile(ann.token.clone()).await;
+    assert_eq!(before["subscription"]["tier"], "free");
+    assert_eq!(before["storage"]["usedBytes"], 0);
+
+    // A change in each module shows in the next read.
+    app.upload_png(&ann).await;
+    let ann = app.set_user(&ann, None, Some("premium")).await;
+    let renamed = put_profile(&app, &ann.token, json!({ "displayName": "Ann B." })).await;
+    assert_eq!(renamed.status(), 200);
+    let after = profile(ann.token.clone()).await;
+    assert_eq!(after["displayName"], "Ann B.");
+    assert_eq!(after["subscription"]["tier"], "premium");
+    assert_eq!(after["storage"]["quotaBytes"], 5_368_709_120_u64);
+    let used = after["storage"]["usedBytes"].as_u64().unwrap();
+    let stored = app
+        .query_one("SELECT sum(size) FROM media.objects")
+        .unwrap();
+    assert_eq!(used.to_string(), stored);
+    assert!(used > 0);
+
+    // Many reads at once: the same answer for each, on the connections already open (one
+    // for the test server's HTTP worker, one for this test's thread, which read the account
+    // in `set_user`): none is added or replaced.
+    let pipelined = || {
+        app.query_column(&format!(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() \
+             AND application_name = '{}' ORDER BY pid",
+            companion::platform::db::PIPELINED_READS
+        ))
+    };
+    let before = pipelined();
+    assert!(!before.is_empty() && before.len() <= 2, "{before:?}");
+    let reads = futures_util::future::join_all((0..48).map(|_| profile(ann.token.clone()))).await;
+    assert!(reads.iter().all(|read| *read == after), "{reads:?}");
+    assert_eq!(pipelined(), before);
+}
+
 #[tokio::test]
 async fn experience_awards_raise_the_level_on_the_documented_curve() {
     let app = TestApp::spawn().await;

@@ -19,6 +19,9 @@
 //!   back healthy a moment ago is handed out as is: under load that saves a round trip on
 //!   every query (the test used to double the cost of a primary-key read).
 //! - The caller's tracing span is carried into the blocking thread.
+//!
+//! The hottest single-statement reads skip the blocking pool: [`Db::read`] runs them on a
+//! pipelined connection owned by the calling thread (see [`pipeline`]).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -31,6 +34,13 @@ use diesel::{PgConnection, RunQueryDsl};
 use tokio::sync::Semaphore;
 
 use crate::config::DatabaseSettings;
+
+mod pipeline;
+
+pub use pipeline::APPLICATION_NAME as PIPELINED_READS;
+
+pub use tokio_postgres::Row;
+pub use tokio_postgres::types::ToSql;
 
 /// The longest wait for a connection while the last attempt to get one failed.
 pub const WAIT_WHILE_DOWN: Duration = Duration::from_millis(200);
@@ -93,6 +103,16 @@ pub enum DbError {
     /// The blocking task panicked or was cancelled.
     #[error("database task failed")]
     TaskFailed,
+    /// A pipelined connection could not be opened (`None`: the URL is not a connection
+    /// string).
+    #[error("database unavailable")]
+    Unreachable(#[source] Option<tokio_postgres::Error>),
+    /// A pipelined read failed, or its row could not be decoded.
+    #[error("database read failed")]
+    Read(#[source] tokio_postgres::Error),
+    /// A pipelined read did not answer within the connect timeout.
+    #[error("database unavailable: a read did not answer in time")]
+    TimedOut,
 }
 
 impl DbError {
@@ -105,7 +125,19 @@ impl DbError {
             Self::Query(Error::DatabaseError(DatabaseErrorKind::UnableToSendCommand, _)) => true,
             Self::Query(Error::BrokenTransactionManager) => true,
             Self::Query(_) | Self::TaskFailed => false,
+            Self::Unreachable(_) | Self::TimedOut => true,
+            // The connection broke under the read (closed, or the socket failed); an error
+            // PostgreSQL answered, or a column that would not decode, is the read's own.
+            Self::Read(error) => {
+                error.is_closed()
+                    || std::error::Error::source(error).is_some_and(|s| s.is::<std::io::Error>())
+            }
         }
+    }
+
+    /// A pipelined read's error, as a [`DbError`].
+    pub fn from_read(error: tokio_postgres::Error) -> Self {
+        Self::Read(error)
     }
 }
 
@@ -124,6 +156,7 @@ pub struct Db {
     connect_timeout: Duration,
     /// The last attempt to get a connection failed.
     down: Arc<AtomicBool>,
+    pipeline: Arc<pipeline::Pipeline>,
 }
 
 impl Db {
@@ -131,6 +164,7 @@ impl Db {
     /// while the database is still coming up.
     pub fn new(url: &str, settings: &DatabaseSettings) -> Self {
         let manager = Manager(ConnectionManager::<PgConnection>::new(url));
+        let down = Arc::new(AtomicBool::new(false));
         let pool = Pool::builder()
             .max_size(settings.pool_size)
             .min_idle(Some(0))
@@ -142,8 +176,26 @@ impl Db {
             permits: Arc::new(Semaphore::new(settings.pool_size as usize)),
             pool,
             connect_timeout: settings.connect_timeout(),
-            down: Arc::new(AtomicBool::new(false)),
+            pipeline: Arc::new(pipeline::Pipeline::new(
+                url,
+                settings.connect_timeout(),
+                down.clone(),
+            )),
+            down,
         }
+    }
+
+    /// Runs one read-only statement on the calling thread's pipelined connection and
+    /// returns its row, if any, without a hop to the blocking pool. For the reads asked on
+    /// nearly every request; `sql` must be the same text on every call (values go in
+    /// `params`), since it is kept prepared under it. It sees only committed data: a read
+    /// that must see a transaction's own writes belongs in [`Db::run`].
+    pub async fn read(
+        &self,
+        sql: &'static str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Option<Row>, DbError> {
+        self.pipeline.query_opt(sql, params).await
     }
 
     /// Runs `work` with a pooled connection on the blocking thread pool.

@@ -173,15 +173,16 @@ impl Service {
 
     /// The bytes the user's media take (media keeps that count).
     pub async fn storage_used(&self, user: Uuid) -> Result<u64, AppError> {
-        Ok(self.media.storage(user, "free").await?.0)
+        self.media.usage(user).await
     }
 
     pub async fn standing(&self, user: Uuid) -> Result<Standing, DbError> {
-        let row = self
-            .db
-            .run(move |conn| store::find(conn, user).map_err(DbError::from))
-            .await?;
-        Ok(standing_of(row.as_ref(), Utc::now()))
+        Ok(match store::read_terms(&self.db, user).await? {
+            Some((tier, status, valid_until)) => {
+                standing_at(&tier, &status, valid_until, Utc::now())
+            }
+            None => Standing::free(),
+        })
     }
 
     pub async fn standings(&self, users: Vec<Uuid>) -> Result<HashMap<Uuid, Standing>, DbError> {

@@ -7,7 +7,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::schema::{subscriptions, usage, webhook_events};
-use crate::platform::db::Prepared;
+use crate::platform::db::{Db, DbError, Prepared};
 
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = subscriptions, check_for_backend(diesel::pg::Pg))]
@@ -43,6 +43,21 @@ pub fn find(conn: &mut PgConnection, user: Uuid) -> QueryResult<Option<Subscript
         .select(SubscriptionRow::as_select())
         .first(conn)
         .optional()
+}
+
+/// What a standing is made of (tier, status, valid until), outside any transaction, on the
+/// pipelined connection (`Db::read`): the profile asks it on every read.
+pub async fn read_terms(
+    db: &Db,
+    user: Uuid,
+) -> Result<Option<(String, String, Option<DateTime<Utc>>)>, DbError> {
+    const SQL: &str =
+        "SELECT tier, status, valid_until FROM billing.subscriptions WHERE user_id = $1";
+    let Some(row) = db.read(SQL, &[&user]).await? else {
+        return Ok(None);
+    };
+    let decode = || Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?));
+    decode().map(Some).map_err(DbError::from_read)
 }
 
 /// The row, locked until the transaction ends (changes to one subscription queue up).

@@ -7,7 +7,18 @@ use super::audit;
 use super::service::{IdentityError, Service};
 use super::store::{self, ProfileChanges, UserRow};
 use super::{AuditEntry, Outcome};
+use crate::modules::billing::Standing;
 use crate::platform::http::{AppError, ClientInfo};
+
+/// What `GET /users/profile` shows.
+pub struct Profile {
+    pub user: UserRow,
+    pub standing: Standing,
+    /// The bytes the account's media take.
+    pub used: u64,
+    /// Its tier's storage quota (`None`: unlimited).
+    pub quota: Option<u64>,
+}
 
 impl Service {
     /// Whether media `id` may be `user_id`'s avatar: an image they uploaded.
@@ -15,9 +26,35 @@ impl Service {
         self.media.usable(user_id, id).await
     }
 
-    /// The bytes the user's media take, and the quota of their tier.
-    pub async fn storage(&self, user_id: Uuid, tier: &str) -> Result<(u64, Option<u64>), AppError> {
-        self.media.storage(user_id, tier).await
+    /// What the profile shows: the account, its subscription, and the bytes its media take
+    /// against its tier's quota. The three reads (one per module) are asked together, so on
+    /// the pipelined connection they cost one round trip.
+    pub async fn profile(&self, user_id: Uuid) -> Result<Profile, AppError> {
+        let (user, standing, used) = futures_util::try_join!(
+            async { Ok::<_, AppError>(self.user(user_id).await?) },
+            async { Ok::<_, AppError>(self.subscriptions.standing(user_id).await?) },
+            self.media.usage(user_id),
+        )?;
+        Ok(self.profile_of(user, standing, used))
+    }
+
+    /// The profile of an account just changed (`user`, as written).
+    pub async fn profile_after(&self, user: UserRow) -> Result<Profile, AppError> {
+        let (standing, used) = futures_util::try_join!(
+            async { Ok::<_, AppError>(self.subscriptions.standing(user.id).await?) },
+            self.media.usage(user.id),
+        )?;
+        Ok(self.profile_of(user, standing, used))
+    }
+
+    fn profile_of(&self, user: UserRow, standing: Standing, used: u64) -> Profile {
+        let quota = self.media.quota(&standing.tier);
+        Profile {
+            user,
+            standing,
+            used,
+            quota,
+        }
     }
 
     pub async fn update_profile(

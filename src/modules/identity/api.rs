@@ -7,6 +7,7 @@ use serde_json::{Map, Value};
 use utoipa::{IntoParams, OpenApi, ToSchema};
 use uuid::Uuid;
 
+use super::account::Profile;
 use super::admin::{AdminChange, AdminUser};
 use super::rules::{MAX_BIO_LEN, check_display_name, level_for_experience, next_level_at};
 use super::service::{Issued, Service};
@@ -341,29 +342,17 @@ async fn get_profile(
     service: web::Data<Service>,
     user: AuthUser,
 ) -> Result<HttpResponse, AppError> {
-    // The account and its subscription are read together.
-    let (row, standing) = futures_util::try_join!(
-        async { Ok::<_, AppError>(service.user(user.user_id).await?) },
-        async { Ok::<_, AppError>(service.subscriptions.standing(user.user_id).await?) },
-    )?;
-    profile_view(&service, &user, row, standing).await
+    Ok(profile_view(service.profile(user.user_id).await?))
 }
 
-/// The profile: the user, and how much of their storage quota their media take.
-async fn profile_view(
-    service: &Service,
-    user: &AuthUser,
-    row: UserRow,
-    standing: Standing,
-) -> Result<HttpResponse, AppError> {
-    let (used, quota) = service.storage(user.user_id, &standing.tier).await?;
-    Ok(HttpResponse::Ok().json(ProfileView {
-        user: UserView::new(row, standing),
+fn profile_view(profile: Profile) -> HttpResponse {
+    HttpResponse::Ok().json(ProfileView {
+        user: UserView::new(profile.user, profile.standing),
         storage: Storage {
-            used_bytes: used,
-            quota_bytes: quota,
+            used_bytes: profile.used,
+            quota_bytes: profile.quota,
         },
-    }))
+    })
 }
 
 /// The profile: the `user` object and the storage its media take.
@@ -518,8 +507,7 @@ async fn put_profile(
     let row = service
         .update_profile(user.user_id, changes, client)
         .await?;
-    let standing = service.subscriptions.standing(user.user_id).await?;
-    profile_view(&service, &user, row, standing).await
+    Ok(profile_view(service.profile_after(row).await?))
 }
 
 #[derive(Deserialize, IntoParams)]

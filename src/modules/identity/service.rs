@@ -496,8 +496,7 @@ impl Service {
     }
 
     pub async fn user(&self, user_id: Uuid) -> Result<UserRow, IdentityError> {
-        self.db
-            .run(move |conn| store::find_user(conn, user_id).map_err(IdentityError::from))
+        store::read_user(&self.db, user_id)
             .await?
             .ok_or(IdentityError::UnknownAccount)
     }

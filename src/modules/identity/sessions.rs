@@ -21,7 +21,7 @@ use redis::AsyncCommands;
 use uuid::Uuid;
 
 use super::store;
-use crate::platform::db::{Db, DbError};
+use crate::platform::db::Db;
 use crate::platform::http::{AppError, SessionCheck};
 use crate::platform::redis::RedisPool;
 
@@ -124,12 +124,7 @@ impl Sessions {
     }
 
     async fn ask_database(&self, user_id: Uuid, session_id: Uuid) -> Result<bool, AppError> {
-        let active = self
-            .db
-            .run(move |conn| {
-                store::session_active(conn, user_id, session_id).map_err(DbError::from)
-            })
-            .await?;
+        let active = store::session_active(&self.db, user_id, session_id).await?;
         let owner = active.then_some(user_id);
         self.cache.insert(session_id, (owner, Instant::now()));
         Ok(active)

@@ -1,13 +1,15 @@
-//! Every query on the identity tables. Synchronous diesel, run through `Db` by the service.
+//! Every query on the identity tables. Synchronous diesel, run through `Db` by the service;
+//! the account read that nearly every request makes is also here as a pipelined read
+//! ([`read_user`]).
 
 use chrono::{DateTime, Utc};
-use diesel::dsl::{exists, now};
+use diesel::dsl::now;
 use diesel::prelude::*;
 use serde_json::Value;
 use uuid::Uuid;
 
 use super::schema::{audit_log, email_tokens, refresh_tokens, sessions, users};
-use crate::platform::db::{Prepared, contains_pattern};
+use crate::platform::db::{Db, DbError, Prepared, Row, contains_pattern};
 use crate::platform::http::Paging;
 
 #[derive(Debug, Clone, Queryable, Selectable)]
@@ -51,6 +53,39 @@ pub fn touch_login(conn: &mut PgConnection, id: Uuid) -> QueryResult<()> {
         .set(users::last_login_at.eq(now))
         .execute(conn)?;
     Ok(())
+}
+
+/// The account outside any transaction, on the pipelined connection ([`Db::read`]). The
+/// columns are [`UserRow`]'s, in its order.
+pub async fn read_user(db: &Db, id: Uuid) -> Result<Option<UserRow>, DbError> {
+    const SQL: &str = "SELECT id, email, password_hash, display_name, avatar_media_id, bio, \
+        preferences, role, experience, email_verified_at, disabled_at, created_at, \
+        deletion_scheduled_for, last_login_at FROM identity.users WHERE id = $1";
+    let Some(row) = db.read(SQL, &[&id]).await? else {
+        return Ok(None);
+    };
+    UserRow::decode(&row).map(Some).map_err(DbError::from_read)
+}
+
+impl UserRow {
+    fn decode(row: &Row) -> Result<Self, tokio_postgres::Error> {
+        Ok(Self {
+            id: row.try_get(0)?,
+            email: row.try_get(1)?,
+            password_hash: row.try_get(2)?,
+            display_name: row.try_get(3)?,
+            avatar_media_id: row.try_get(4)?,
+            bio: row.try_get(5)?,
+            preferences: row.try_get(6)?,
+            role: row.try_get(7)?,
+            experience: row.try_get(8)?,
+            email_verified_at: row.try_get(9)?,
+            disabled_at: row.try_get(10)?,
+            created_at: row.try_get(11)?,
+            deletion_scheduled_for: row.try_get(12)?,
+            last_login_at: row.try_get(13)?,
+        })
+    }
 }
 
 pub fn find_user(conn: &mut PgConnection, id: Uuid) -> QueryResult<Option<UserRow>> {
@@ -220,20 +255,14 @@ pub fn insert_session(
 
 /// True when the session exists, belongs to the user, is not revoked and the account is
 /// not disabled.
-pub fn session_active(
-    conn: &mut PgConnection,
-    user_id: Uuid,
-    session_id: Uuid,
-) -> QueryResult<bool> {
-    diesel::select(exists(
-        sessions::table
-            .inner_join(users::table)
-            .filter(sessions::id.eq(session_id))
-            .filter(sessions::user_id.eq(user_id))
-            .filter(sessions::revoked_at.is_null())
-            .filter(users::disabled_at.is_null()),
-    ))
-    .get_result(conn)
+pub async fn session_active(db: &Db, user_id: Uuid, session_id: Uuid) -> Result<bool, DbError> {
+    const SQL: &str = "SELECT EXISTS (SELECT 1 FROM identity.sessions s \
+        JOIN identity.users u ON u.id = s.user_id WHERE s.id = $1 AND s.user_id = $2 \
+        AND s.revoked_at IS NULL AND u.disabled_at IS NULL)";
+    match db.read(SQL, &[&session_id, &user_id]).await? {
+        Some(row) => row.try_get(0).map_err(DbError::from_read),
+        None => Ok(false),
+    }
 }
 
 /// Revokes one session; true when it was active.

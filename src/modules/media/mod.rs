@@ -42,12 +42,11 @@ pub trait MediaDirectory: Send + Sync {
     /// The bytes of an image, whoever's it is (to put it in an exported card).
     fn read(&self, media: Uuid) -> BoxFuture<'_, Result<Option<Bytes>, AppError>>;
 
-    /// The bytes `owner`'s media take, and the quota of `tier` (`None`: unlimited).
-    fn storage(
-        &self,
-        owner: Uuid,
-        tier: &str,
-    ) -> BoxFuture<'_, Result<(u64, Option<u64>), AppError>>;
+    /// The bytes `owner`'s media take.
+    fn usage(&self, owner: Uuid) -> BoxFuture<'_, Result<u64, AppError>>;
+
+    /// The storage quota of `tier` (`None`: unlimited).
+    fn quota(&self, tier: &str) -> Option<u64>;
 }
 
 impl MediaDirectory for service::Service {
@@ -73,13 +72,12 @@ impl MediaDirectory for service::Service {
         async move { Ok(self.read_whole(media).await?) }.boxed()
     }
 
-    fn storage(
-        &self,
-        owner: Uuid,
-        tier: &str,
-    ) -> BoxFuture<'_, Result<(u64, Option<u64>), AppError>> {
-        let quota = self.quota(tier);
-        async move { Ok((self.usage(owner).await?, quota)) }.boxed()
+    fn usage(&self, owner: Uuid) -> BoxFuture<'_, Result<u64, AppError>> {
+        async move { Ok(service::Service::usage(self, owner).await?) }.boxed()
+    }
+
+    fn quota(&self, tier: &str) -> Option<u64> {
+        service::Service::quota(self, tier)
     }
 }
 

@@ -157,10 +157,7 @@ impl Service {
 
     /// The bytes `owner`'s media take.
     pub async fn usage(&self, owner: Uuid) -> Result<u64, MediaError> {
-        let used = self
-            .db
-            .run(move |conn| store::usage(conn, owner).map_err(DbError::from))
-            .await?;
+        let used = store::read_usage(&self.db, owner).await?;
         Ok(u64::try_from(used).unwrap_or(0))
     }
 

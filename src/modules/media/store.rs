@@ -5,7 +5,7 @@ use diesel::prelude::*;
 use uuid::Uuid;
 
 use super::schema::objects;
-use crate::platform::db::Prepared;
+use crate::platform::db::{Db, DbError, Prepared};
 
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = objects)]
@@ -73,21 +73,27 @@ pub fn insert_within(
 }
 
 /// The bytes `owner`'s files take (thumbnails, which we make, are not counted).
-pub fn usage(conn: &mut PgConnection, owner: Uuid) -> QueryResult<i64> {
+const USAGE: &str =
+    "SELECT coalesce(sum(size), 0)::bigint AS used FROM media.objects WHERE owner_id = $1";
+
+/// [`USAGE`] inside an upload's transaction.
+fn usage(conn: &mut PgConnection, owner: Uuid) -> QueryResult<i64> {
     #[derive(QueryableByName)]
     struct Used {
         #[diesel(sql_type = diesel::sql_types::BigInt)]
         used: i64,
     }
-    // Prepared: asked on every profile read, its plan is kept per connection.
-    Prepared(
-        diesel::sql_query(
-            "SELECT coalesce(sum(size), 0)::bigint AS used FROM media.objects WHERE owner_id = $1",
-        )
-        .bind::<diesel::sql_types::Uuid, _>(owner),
-    )
-    .get_result::<Used>(conn)
-    .map(|row| row.used)
+    Prepared(diesel::sql_query(USAGE).bind::<diesel::sql_types::Uuid, _>(owner))
+        .get_result::<Used>(conn)
+        .map(|row| row.used)
+}
+
+/// [`USAGE`] on the pipelined connection (`Db::read`): the profile asks it on every read.
+pub async fn read_usage(db: &Db, owner: Uuid) -> Result<i64, DbError> {
+    match db.read(USAGE, &[&owner]).await? {
+        Some(row) => row.try_get(0).map_err(DbError::from_read),
+        None => Ok(0),
+    }
 }
 
 /// One page of `owner`'s media, newest first (of one kind when `kind` is given), and how
