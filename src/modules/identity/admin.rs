@@ -204,9 +204,7 @@ impl Service {
         valid_until: Option<DateTime<Utc>>,
     ) -> Result<(), IdentityError> {
         let email = normalize_email(email).map_err(|p| IdentityError::field("email", p))?;
-        let user = self
-            .db
-            .run(move |conn| store::find_user_by_email(conn, &email).map_err(IdentityError::from))
+        let user = store::read_user_by_email(&self.db, &email)
             .await?
             .ok_or(IdentityError::UnknownAccount)?;
         let change = AdminChange {

@@ -337,10 +337,7 @@ impl Service {
         )
         .await?;
 
-        let user = self
-            .db
-            .run(move |conn| store::find_user_by_email(conn, &email).map_err(IdentityError::from))
-            .await?;
+        let user = store::read_user_by_email(&self.db, &email).await?;
         let stored = user.as_ref().map(|u| u.password_hash.clone());
         let matches = password::verify_blocking(password, stored).await?;
         Ok((user, matches))

@@ -55,36 +55,52 @@ pub fn touch_login(conn: &mut PgConnection, id: Uuid) -> QueryResult<()> {
     Ok(())
 }
 
-/// The account outside any transaction, on the pipelined connection ([`Db::read`]). The
-/// columns are [`UserRow`]'s, in its order.
-pub async fn read_user(db: &Db, id: Uuid) -> Result<Option<UserRow>, DbError> {
-    const SQL: &str = "SELECT id, email, password_hash, display_name, avatar_media_id, bio, \
-        preferences, role, experience, email_verified_at, disabled_at, created_at, \
-        deletion_scheduled_for, last_login_at FROM identity.users WHERE id = $1";
-    let Some(row) = db.read(SQL, &[&id]).await? else {
-        return Ok(None);
+/// `SELECT` of [`UserRow`]'s columns, in its order, from the accounts, followed by `$filter`.
+macro_rules! select_user {
+    ($filter:literal) => {
+        concat!(
+            "SELECT id, email, password_hash, display_name, avatar_media_id, bio, preferences, ",
+            "role, experience, email_verified_at, disabled_at, created_at, ",
+            "deletion_scheduled_for, last_login_at FROM identity.users ",
+            $filter
+        )
     };
-    UserRow::decode(&row).map(Some).map_err(DbError::from_read)
+}
+
+/// The account outside any transaction, on the pipelined connection ([`Db::read`]).
+pub async fn read_user(db: &Db, id: Uuid) -> Result<Option<UserRow>, DbError> {
+    let row = db.read(select_user!("WHERE id = $1"), &[&id]).await?;
+    row.as_ref().map(UserRow::decode).transpose()
+}
+
+/// The account with this (normalized) address, outside any transaction, on the pipelined
+/// connection: a login's first read.
+pub async fn read_user_by_email(db: &Db, email: &str) -> Result<Option<UserRow>, DbError> {
+    let row = db.read(select_user!("WHERE email = $1"), &[&email]).await?;
+    row.as_ref().map(UserRow::decode).transpose()
 }
 
 impl UserRow {
-    fn decode(row: &Row) -> Result<Self, tokio_postgres::Error> {
-        Ok(Self {
-            id: row.try_get(0)?,
-            email: row.try_get(1)?,
-            password_hash: row.try_get(2)?,
-            display_name: row.try_get(3)?,
-            avatar_media_id: row.try_get(4)?,
-            bio: row.try_get(5)?,
-            preferences: row.try_get(6)?,
-            role: row.try_get(7)?,
-            experience: row.try_get(8)?,
-            email_verified_at: row.try_get(9)?,
-            disabled_at: row.try_get(10)?,
-            created_at: row.try_get(11)?,
-            deletion_scheduled_for: row.try_get(12)?,
-            last_login_at: row.try_get(13)?,
-        })
+    fn decode(row: &Row) -> Result<Self, DbError> {
+        let decode = || {
+            Ok(Self {
+                id: row.try_get(0)?,
+                email: row.try_get(1)?,
+                password_hash: row.try_get(2)?,
+                display_name: row.try_get(3)?,
+                avatar_media_id: row.try_get(4)?,
+                bio: row.try_get(5)?,
+                preferences: row.try_get(6)?,
+                role: row.try_get(7)?,
+                experience: row.try_get(8)?,
+                email_verified_at: row.try_get(9)?,
+                disabled_at: row.try_get(10)?,
+                created_at: row.try_get(11)?,
+                deletion_scheduled_for: row.try_get(12)?,
+                last_login_at: row.try_get(13)?,
+            })
+        };
+        decode().map_err(DbError::from_read)
     }
 }
 
