@@ -35,7 +35,10 @@ use tokio::sync::Semaphore;
 
 use crate::config::DatabaseSettings;
 
+mod joint;
 mod pipeline;
+
+pub use joint::{Columns, JointRead, RowRead};
 
 pub use pipeline::APPLICATION_NAME as PIPELINED_READS;
 
@@ -187,15 +190,32 @@ impl Db {
 
     /// Runs one read-only statement on the calling thread's pipelined connection and
     /// returns its row, if any, without a hop to the blocking pool. For the reads asked on
-    /// nearly every request; `sql` must be the same text on every call (values go in
-    /// `params`), since it is kept prepared under it. It sees only committed data: a read
+    /// nearly every request; `sql` must be one of a fixed few texts (values go in
+    /// `params`), since each is kept prepared under it. It sees only committed data: a read
     /// that must see a transaction's own writes belongs in [`Db::run`].
     pub async fn read(
         &self,
-        sql: &'static str,
+        sql: &str,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Option<Row>, DbError> {
         self.pipeline.query_opt(sql, params).await
+    }
+
+    /// One module's [`RowRead`] about `key`, alone ([`Db::read`]); decode it with
+    /// [`Columns::whole`].
+    pub async fn read_part(&self, part: RowRead, key: uuid::Uuid) -> Result<Option<Row>, DbError> {
+        self.read(part.sql, &[&key]).await
+    }
+
+    /// Several modules' [`RowRead`]s about `key` as one statement ([`Db::read`]); each part
+    /// decodes its columns from [`JointRead::part`]. Always one row: a part whose row is
+    /// missing reads as NULLs.
+    pub async fn read_joint(
+        &self,
+        joint: &JointRead,
+        key: uuid::Uuid,
+    ) -> Result<Option<Row>, DbError> {
+        self.read(joint.sql(), &[&key]).await
     }
 
     /// Runs `work` with a pooled connection on the blocking thread pool.

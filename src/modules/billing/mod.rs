@@ -19,7 +19,7 @@ use uuid::Uuid;
 
 use crate::modules::media::MediaDirectory;
 use crate::platform::Platform;
-use crate::platform::db::DbError;
+use crate::platform::db::{Columns, DbError, RowRead};
 use crate::platform::http::Routes;
 use crate::platform::jobs::JobRegistry;
 use crate::platform::personal::PersonalData;
@@ -77,6 +77,13 @@ pub struct Grant {
 pub trait Subscriptions: Send + Sync {
     /// The user's standing (free when they never subscribed).
     fn standing(&self, user: Uuid) -> BoxFuture<'_, Result<Standing, DbError>>;
+
+    /// Billing's part of a joint read about a user (`platform::db::JointRead`): the terms
+    /// their standing is made of. Read them back with [`Subscriptions::standing_from`].
+    fn standing_read(&self) -> RowRead;
+
+    /// The standing that [`Subscriptions::standing_read`]'s columns say.
+    fn standing_from(&self, terms: Columns<'_>) -> Result<Standing, DbError>;
 
     /// The standing of each of `users` (those missing are free).
     fn standings(
@@ -181,6 +188,14 @@ impl Billing {
 impl Subscriptions for service::Service {
     fn standing(&self, user: Uuid) -> BoxFuture<'_, Result<Standing, DbError>> {
         self.standing(user).boxed()
+    }
+
+    fn standing_read(&self) -> RowRead {
+        store::TERMS
+    }
+
+    fn standing_from(&self, terms: Columns<'_>) -> Result<Standing, DbError> {
+        service::standing_from(terms)
     }
 
     fn standings(

@@ -17,7 +17,7 @@ use super::{AUDIT_JOB, Allowance, AuditNote, Grant, QuotaExceeded, Standing};
 use crate::config::{BillingSettings, Plan, Plans};
 use crate::modules::media::MediaDirectory;
 use crate::platform::Platform;
-use crate::platform::db::{Db, DbError};
+use crate::platform::db::{Columns, Db, DbError};
 use crate::platform::http::{AppError, ClientInfo};
 use crate::platform::jobs::{self, JobRegistry, NewJob};
 use crate::platform::realtime::Realtime;
@@ -91,6 +91,15 @@ fn standing_at(
         status: status.to_owned(),
         valid_until,
     }
+}
+
+/// The standing [`store::TERMS`] read, as of now (NULLs: never subscribed, free).
+pub fn standing_from(terms: Columns<'_>) -> Result<Standing, DbError> {
+    let Some(tier) = terms.get::<Option<String>>(0)? else {
+        return Ok(Standing::free());
+    };
+    let status: String = terms.get(1)?;
+    Ok(standing_at(&tier, &status, terms.get(2)?, Utc::now()))
 }
 
 /// A row as it stands at `now` (no row: free).
@@ -177,12 +186,11 @@ impl Service {
     }
 
     pub async fn standing(&self, user: Uuid) -> Result<Standing, DbError> {
-        Ok(match store::read_terms(&self.db, user).await? {
-            Some((tier, status, valid_until)) => {
-                standing_at(&tier, &status, valid_until, Utc::now())
-            }
-            None => Standing::free(),
-        })
+        let row = self.db.read_part(store::TERMS, user).await?;
+        match &row {
+            Some(row) => standing_from(Columns::whole(row)),
+            None => Ok(Standing::free()),
+        }
     }
 
     pub async fn standings(&self, users: Vec<Uuid>) -> Result<HashMap<Uuid, Standing>, DbError> {

@@ -7,7 +7,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::schema::{subscriptions, usage, webhook_events};
-use crate::platform::db::{Db, DbError, Prepared};
+use crate::platform::db::{Prepared, RowRead};
 
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = subscriptions, check_for_backend(diesel::pg::Pg))]
@@ -45,20 +45,12 @@ pub fn find(conn: &mut PgConnection, user: Uuid) -> QueryResult<Option<Subscript
         .optional()
 }
 
-/// What a standing is made of (tier, status, valid until), outside any transaction, on the
-/// pipelined connection (`Db::read`): the profile asks it on every read.
-pub async fn read_terms(
-    db: &Db,
-    user: Uuid,
-) -> Result<Option<(String, String, Option<DateTime<Utc>>)>, DbError> {
-    const SQL: &str =
-        "SELECT tier, status, valid_until FROM billing.subscriptions WHERE user_id = $1";
-    let Some(row) = db.read(SQL, &[&user]).await? else {
-        return Ok(None);
-    };
-    let decode = || Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?));
-    decode().map(Some).map_err(DbError::from_read)
-}
+/// A subscription's terms (tier, status, valid until): billing's part of a joint read about
+/// a user, or read alone (`Db::read_part`), on the pipelined connection.
+pub const TERMS: RowRead = RowRead {
+    sql: "SELECT tier, status, valid_until FROM billing.subscriptions WHERE user_id = $1",
+    columns: 3,
+};
 
 /// The row, locked until the transaction ends (changes to one subscription queue up).
 pub fn find_for_update(

@@ -21,7 +21,7 @@ use crate::config::Settings;
 use crate::modules::billing::{Standing, Subscriptions};
 use crate::modules::media::MediaDirectory;
 use crate::platform::Platform;
-use crate::platform::db::{Db, DbError};
+use crate::platform::db::{Db, DbError, JointRead};
 use crate::platform::http::{AppError, ClientInfo, ErrorCode, FieldErrors, TokenKeys, refusal};
 use crate::platform::jobs::JobRegistry;
 use crate::platform::ratelimit::{Decision, Limits, Quota};
@@ -132,6 +132,8 @@ pub struct Service {
     pub(super) media: Arc<dyn MediaDirectory>,
     pub(super) subscriptions: Arc<dyn Subscriptions>,
     pub(super) realtime: Realtime,
+    /// The profile's rows (account, subscription, storage) as one statement.
+    pub(super) profile_read: Arc<JointRead>,
 }
 
 impl Service {
@@ -140,9 +142,15 @@ impl Service {
         media: Arc<dyn MediaDirectory>,
         subscriptions: Arc<dyn Subscriptions>,
     ) -> Self {
+        let profile_read = Arc::new(JointRead::new(&[
+            store::USER_BY_ID,
+            subscriptions.standing_read(),
+            media.usage_read(),
+        ]));
         Self {
             media,
             subscriptions,
+            profile_read,
             db: platform.db.clone(),
             tokens: platform.tokens.clone(),
             settings: platform.settings.clone(),

@@ -9,7 +9,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::schema::{audit_log, email_tokens, refresh_tokens, sessions, users};
-use crate::platform::db::{Db, DbError, Prepared, Row, contains_pattern};
+use crate::platform::db::{Columns, Db, DbError, Prepared, RowRead, contains_pattern};
 use crate::platform::http::Paging;
 
 #[derive(Debug, Clone, Queryable, Selectable)]
@@ -67,40 +67,50 @@ macro_rules! select_user {
     };
 }
 
+/// The account by id: identity's part of a joint read about a user (the profile), or read
+/// alone (`Db::read_part`), on the pipelined connection. The columns are [`UserRow`]'s.
+pub const USER_BY_ID: RowRead = RowRead {
+    sql: select_user!("WHERE id = $1"),
+    columns: 14,
+};
+
 /// The account outside any transaction, on the pipelined connection ([`Db::read`]).
 pub async fn read_user(db: &Db, id: Uuid) -> Result<Option<UserRow>, DbError> {
-    let row = db.read(select_user!("WHERE id = $1"), &[&id]).await?;
-    row.as_ref().map(UserRow::decode).transpose()
+    let row = db.read_part(USER_BY_ID, id).await?;
+    row.as_ref()
+        .map_or(Ok(None), |row| UserRow::decode(Columns::whole(row)))
 }
 
 /// The account with this (normalized) address, outside any transaction, on the pipelined
 /// connection: a login's first read.
 pub async fn read_user_by_email(db: &Db, email: &str) -> Result<Option<UserRow>, DbError> {
     let row = db.read(select_user!("WHERE email = $1"), &[&email]).await?;
-    row.as_ref().map(UserRow::decode).transpose()
+    row.as_ref()
+        .map_or(Ok(None), |row| UserRow::decode(Columns::whole(row)))
 }
 
 impl UserRow {
-    fn decode(row: &Row) -> Result<Self, DbError> {
-        let decode = || {
-            Ok(Self {
-                id: row.try_get(0)?,
-                email: row.try_get(1)?,
-                password_hash: row.try_get(2)?,
-                display_name: row.try_get(3)?,
-                avatar_media_id: row.try_get(4)?,
-                bio: row.try_get(5)?,
-                preferences: row.try_get(6)?,
-                role: row.try_get(7)?,
-                experience: row.try_get(8)?,
-                email_verified_at: row.try_get(9)?,
-                disabled_at: row.try_get(10)?,
-                created_at: row.try_get(11)?,
-                deletion_scheduled_for: row.try_get(12)?,
-                last_login_at: row.try_get(13)?,
-            })
+    /// The account [`USER_BY_ID`]'s columns hold (`None`: NULLs, no such account).
+    pub fn decode(columns: Columns<'_>) -> Result<Option<Self>, DbError> {
+        let Some(id) = columns.get(0)? else {
+            return Ok(None);
         };
-        decode().map_err(DbError::from_read)
+        Ok(Some(Self {
+            id,
+            email: columns.get(1)?,
+            password_hash: columns.get(2)?,
+            display_name: columns.get(3)?,
+            avatar_media_id: columns.get(4)?,
+            bio: columns.get(5)?,
+            preferences: columns.get(6)?,
+            role: columns.get(7)?,
+            experience: columns.get(8)?,
+            email_verified_at: columns.get(9)?,
+            disabled_at: columns.get(10)?,
+            created_at: columns.get(11)?,
+            deletion_scheduled_for: columns.get(12)?,
+            last_login_at: columns.get(13)?,
+        }))
     }
 }
 

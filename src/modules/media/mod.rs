@@ -16,6 +16,7 @@ use futures_util::future::BoxFuture;
 use uuid::Uuid;
 
 use crate::platform::Platform;
+use crate::platform::db::{Columns, RowRead};
 use crate::platform::http::{AppError, Routes};
 
 pub use service::REMOVED_JOB;
@@ -44,6 +45,13 @@ pub trait MediaDirectory: Send + Sync {
 
     /// The bytes `owner`'s media take.
     fn usage(&self, owner: Uuid) -> BoxFuture<'_, Result<u64, AppError>>;
+
+    /// Media's part of a joint read about a user (`platform::db::JointRead`): the bytes
+    /// their media take. Read it back with [`MediaDirectory::usage_from`].
+    fn usage_read(&self) -> RowRead;
+
+    /// The bytes that [`MediaDirectory::usage_read`]'s column says.
+    fn usage_from(&self, used: Columns<'_>) -> Result<u64, AppError>;
 
     /// The storage quota of `tier` (`None`: unlimited).
     fn quota(&self, tier: &str) -> Option<u64>;
@@ -78,6 +86,14 @@ impl MediaDirectory for service::Service {
 
     fn quota(&self, tier: &str) -> Option<u64> {
         service::Service::quota(self, tier)
+    }
+
+    fn usage_read(&self) -> RowRead {
+        store::USAGE
+    }
+
+    fn usage_from(&self, used: Columns<'_>) -> Result<u64, AppError> {
+        Ok(store::usage_from(used)?)
     }
 }
 

@@ -17,7 +17,7 @@ use super::images::{self, INLINE_THUMBNAIL_PIXELS, ImageError};
 use super::sniff::{self, Format, Kind, SNIFF_BYTES};
 use super::store::{self, MediaRow, NewMedia};
 use crate::config::{MediaSettings, Plans};
-use crate::platform::db::{Db, DbError};
+use crate::platform::db::{Columns, Db, DbError};
 use crate::platform::jobs::{self, Job, JobRegistry, NewJob};
 use crate::platform::storage::Storage;
 
@@ -157,8 +157,10 @@ impl Service {
 
     /// The bytes `owner`'s media take.
     pub async fn usage(&self, owner: Uuid) -> Result<u64, MediaError> {
-        let used = store::read_usage(&self.db, owner).await?;
-        Ok(u64::try_from(used).unwrap_or(0))
+        match self.db.read_part(store::USAGE, owner).await? {
+            Some(row) => Ok(store::usage_from(Columns::whole(&row))?),
+            None => Ok(0),
+        }
     }
 
     /// Runs image work on the blocking pool, a few at a time.

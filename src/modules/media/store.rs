@@ -5,7 +5,7 @@ use diesel::prelude::*;
 use uuid::Uuid;
 
 use super::schema::objects;
-use crate::platform::db::{Db, DbError, Prepared};
+use crate::platform::db::{Columns, DbError, Prepared, RowRead};
 
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = objects)]
@@ -72,9 +72,13 @@ pub fn insert_within(
     })
 }
 
-/// The bytes `owner`'s files take (thumbnails, which we make, are not counted).
-const USAGE: &str =
-    "SELECT coalesce(sum(size), 0)::bigint AS used FROM media.objects WHERE owner_id = $1";
+/// The bytes `owner`'s files take (thumbnails, which we make, are not counted): media's part
+/// of a joint read about a user, or read alone (`Db::read_part`), on the pipelined
+/// connection. Always one row.
+pub const USAGE: RowRead = RowRead {
+    sql: "SELECT coalesce(sum(size), 0)::bigint AS used FROM media.objects WHERE owner_id = $1",
+    columns: 1,
+};
 
 /// [`USAGE`] inside an upload's transaction.
 fn usage(conn: &mut PgConnection, owner: Uuid) -> QueryResult<i64> {
@@ -83,17 +87,15 @@ fn usage(conn: &mut PgConnection, owner: Uuid) -> QueryResult<i64> {
         #[diesel(sql_type = diesel::sql_types::BigInt)]
         used: i64,
     }
-    Prepared(diesel::sql_query(USAGE).bind::<diesel::sql_types::Uuid, _>(owner))
+    Prepared(diesel::sql_query(USAGE.sql).bind::<diesel::sql_types::Uuid, _>(owner))
         .get_result::<Used>(conn)
         .map(|row| row.used)
 }
 
-/// [`USAGE`] on the pipelined connection (`Db::read`): the profile asks it on every read.
-pub async fn read_usage(db: &Db, owner: Uuid) -> Result<i64, DbError> {
-    match db.read(USAGE, &[&owner]).await? {
-        Some(row) => row.try_get(0).map_err(DbError::from_read),
-        None => Ok(0),
-    }
+/// The bytes [`USAGE`] read (NULL, as in a joint read without a row: none).
+pub fn usage_from(used: Columns<'_>) -> Result<u64, DbError> {
+    let used: Option<i64> = used.get(0)?;
+    Ok(used.map_or(0, |used| u64::try_from(used).unwrap_or(0)))
 }
 
 /// One page of `owner`'s media, newest first (of one kind when `kind` is given), and how

@@ -57,7 +57,7 @@ struct Slot {
 
 struct Conn {
     client: Client,
-    statements: Mutex<HashMap<&'static str, Statement>>,
+    statements: Mutex<HashMap<String, Statement>>,
 }
 
 impl Pipeline {
@@ -81,10 +81,10 @@ impl Pipeline {
     }
 
     /// Runs `sql` (one read-only statement; values go in `params`) and returns its row, if
-    /// any. The text must be the same on every call: it is kept prepared under it.
+    /// any. The text must be one of a fixed few: each is kept prepared under it.
     pub(super) async fn query_opt(
         &self,
-        sql: &'static str,
+        sql: &str,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Option<Row>, DbError> {
         let slot = self.slots.get_or_default();
@@ -175,7 +175,7 @@ impl Slot {
 
 impl Conn {
     /// `sql` prepared on this connection (the first use of a text prepares it).
-    async fn statement(&self, sql: &'static str) -> Result<Statement, DbError> {
+    async fn statement(&self, sql: &str) -> Result<Statement, DbError> {
         let known = self
             .statements
             .lock()
@@ -186,7 +186,7 @@ impl Conn {
         }
         let statement = self.client.prepare(sql).await.map_err(DbError::from_read)?;
         if let Ok(mut statements) = self.statements.lock() {
-            statements.insert(sql, statement.clone());
+            statements.insert(sql.to_owned(), statement.clone());
         }
         Ok(statement)
     }
