@@ -9,8 +9,9 @@
 //! - every request on the same thread shares that connection, and statements sent while
 //!   earlier ones run are queued behind them on the socket (tokio-postgres pipelines), so
 //!   under load one backend answers a stream of statements without sleeping in between;
-//! - the statements a request needs together (three for the profile) go out in one write
-//!   and come back in one read;
+//! - statements a request sends together go out in one write, though PostgreSQL still
+//!   answers each on its own (several modules' rows about one key are better joined into one
+//!   statement: [`JointRead`](super::JointRead));
 //! - each statement text is prepared once per connection and kept.
 //!
 //! Only single-statement reads that need no transaction belong here; writes, and reads that
@@ -18,8 +19,8 @@
 //!
 //! Failures: a connection that closed (PostgreSQL restarted, the network dropped) is replaced
 //! on the next read; a connection that could not be opened, or a read that did not answer
-//! within the connect timeout, is [`DbError::Unavailable`](super::DbError) (503), and the
-//! connection is dropped so that the next read starts afresh. Like the migrations, these
+//! within the connect timeout, is unavailable (`DbError::Unreachable` or `TimedOut`: 503),
+//! and the connection is dropped so that the next read starts afresh. Like the migrations, these
 //! connections do not use TLS.
 
 use std::collections::HashMap;
