@@ -13,7 +13,7 @@ pub struct Audit {
     db: Db,
 }
 
-fn row(entry: AuditEntry) -> AuditRow {
+pub(super) fn row(entry: AuditEntry) -> AuditRow {
     AuditRow {
         id: Uuid::now_v7(),
         occurred_at: chrono::Utc::now(),

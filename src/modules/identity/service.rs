@@ -359,10 +359,12 @@ impl Service {
     ) -> Result<Issued, IdentityError> {
         let (user, matches) = self.credentials(email, password, &client).await?;
 
-        let service = self.clone();
+        let (refresh, refresh_hash) = secret::generate();
+        let refresh_expires_at = Utc::now() + self.settings.auth.refresh_ttl();
+        // Every branch writes one statement, so none needs a transaction of its own.
         let outcome = self
             .db
-            .transaction(move |conn| {
+            .run(move |conn| {
                 let user = match user {
                     Some(user) if matches && user.disabled_at.is_none() => user,
                     // The right password for an account waiting for its erasure: the owner
@@ -398,15 +400,20 @@ impl Service {
                         return Ok(Err(IdentityError::InvalidCredentials));
                     }
                 };
-                let (session_id, refresh) = service.start_session(conn, user.id, &client)?;
-                store::touch_login(conn, user.id)?;
-                audit::record_in(
-                    conn,
-                    AuditEntry::new("auth.login", Outcome::Success)
-                        .by_self(user.id)
-                        .resource("session", session_id)
-                        .client(&client),
-                )?;
+                let session_id = Uuid::now_v7();
+                let login = store::NewLogin {
+                    session_id,
+                    user_id: user.id,
+                    ip: client.ip.as_deref(),
+                    user_agent: client.user_agent.as_deref(),
+                    refresh_hash: &refresh_hash,
+                    refresh_expires_at,
+                };
+                let entry = AuditEntry::new("auth.login", Outcome::Success)
+                    .by_self(user.id)
+                    .resource("session", session_id)
+                    .client(&client);
+                store::record_login(conn, &login, &audit::row(entry))?;
                 Ok::<_, IdentityError>(Ok((user, session_id, refresh)))
             })
             .await?;

@@ -458,6 +458,67 @@ pub struct AuditRow {
     pub outcome: String,
 }
 
+/// A new session with its first refresh token, as a login writes it.
+pub struct NewLogin<'a> {
+    pub session_id: Uuid,
+    pub user_id: Uuid,
+    pub ip: Option<&'a str>,
+    pub user_agent: Option<&'a str>,
+    pub refresh_hash: &'a [u8],
+    pub refresh_expires_at: DateTime<Utc>,
+}
+
+/// A login's writes in one statement: the session, its first refresh token, the account's
+/// last login and the audit record. One statement is one round trip and commits (or fails)
+/// as a whole without `BEGIN` and `COMMIT`, where the same writes one by one in a
+/// transaction took six round trips (bench/RESULTS.md, Identity, session 36). Kept
+/// prepared (its `RETURNING` lets it be loaded, which is what keeps it prepared).
+pub fn record_login(
+    conn: &mut PgConnection,
+    login: &NewLogin<'_>,
+    audit: &AuditRow,
+) -> QueryResult<()> {
+    use diesel::sql_types::{Bytea, Jsonb, Nullable, Text, Timestamptz};
+    #[derive(QueryableByName)]
+    struct Recorded {
+        #[diesel(sql_type = diesel::sql_types::Uuid)]
+        #[allow(dead_code)]
+        id: Uuid,
+    }
+    Prepared(
+        diesel::sql_query(
+            "WITH session AS (INSERT INTO identity.sessions (id, user_id, ip, user_agent) \
+             VALUES ($1, $2, $3, $4)), \
+             token AS (INSERT INTO identity.refresh_tokens (token_hash, session_id, expires_at) \
+             VALUES ($5, $1, $6)), \
+             seen AS (UPDATE identity.users SET last_login_at = now() WHERE id = $2) \
+             INSERT INTO identity.audit_log (id, occurred_at, actor_id, subject_id, action, \
+             resource_type, resource_id, old_value, new_value, ip, user_agent, outcome) \
+             VALUES ($7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18) RETURNING id",
+        )
+        .bind::<diesel::sql_types::Uuid, _>(login.session_id)
+        .bind::<diesel::sql_types::Uuid, _>(login.user_id)
+        .bind::<Nullable<Text>, _>(login.ip)
+        .bind::<Nullable<Text>, _>(login.user_agent)
+        .bind::<Bytea, _>(login.refresh_hash)
+        .bind::<Timestamptz, _>(login.refresh_expires_at)
+        .bind::<diesel::sql_types::Uuid, _>(audit.id)
+        .bind::<Timestamptz, _>(audit.occurred_at)
+        .bind::<Nullable<diesel::sql_types::Uuid>, _>(audit.actor_id)
+        .bind::<Nullable<diesel::sql_types::Uuid>, _>(audit.subject_id)
+        .bind::<Text, _>(&audit.action)
+        .bind::<Nullable<Text>, _>(&audit.resource_type)
+        .bind::<Nullable<Text>, _>(&audit.resource_id)
+        .bind::<Nullable<Jsonb>, _>(&audit.old_value)
+        .bind::<Nullable<Jsonb>, _>(&audit.new_value)
+        .bind::<Nullable<Text>, _>(&audit.ip)
+        .bind::<Nullable<Text>, _>(&audit.user_agent)
+        .bind::<Text, _>(&audit.outcome),
+    )
+    .get_result::<Recorded>(conn)
+    .map(|_| ())
+}
+
 pub fn insert_audit(conn: &mut PgConnection, row: &AuditRow) -> QueryResult<usize> {
     diesel::insert_into(audit_log::table)
         .values(row)
