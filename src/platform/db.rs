@@ -137,11 +137,6 @@ impl DbError {
             }
         }
     }
-
-    /// A pipelined read's error, as a [`DbError`].
-    pub fn from_read(error: tokio_postgres::Error) -> Self {
-        Self::Read(error)
-    }
 }
 
 /// Pool statistics for `/metrics`.

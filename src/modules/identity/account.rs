@@ -31,36 +31,22 @@ impl Service {
     /// one statement (`JointRead`): one answer from PostgreSQL instead of three.
     pub async fn profile(&self, user_id: Uuid) -> Result<Profile, AppError> {
         let read = &self.profile_read;
-        let row = self.db.read_joint(read, user_id).await?;
-        let user = match &row {
-            Some(row) => UserRow::decode(read.part(row, 0))?,
-            None => None,
-        };
-        let (Some(row), Some(user)) = (&row, user) else {
-            return Err(IdentityError::UnknownAccount.into());
-        };
-        let standing = self.subscriptions.standing_from(read.part(row, 1))?;
-        let used = self.media.usage_from(read.part(row, 2))?;
-        Ok(self.profile_of(user, standing, used))
-    }
-
-    /// The profile of an account just changed (`user`, as written).
-    pub async fn profile_after(&self, user: UserRow) -> Result<Profile, AppError> {
-        let (standing, used) = futures_util::try_join!(
-            async { Ok::<_, AppError>(self.subscriptions.standing(user.id).await?) },
-            self.media.usage(user.id),
-        )?;
-        Ok(self.profile_of(user, standing, used))
-    }
-
-    fn profile_of(&self, user: UserRow, standing: Standing, used: u64) -> Profile {
+        let unknown = || AppError::from(IdentityError::UnknownAccount);
+        let row = self
+            .db
+            .read_joint(read, user_id)
+            .await?
+            .ok_or_else(unknown)?;
+        let user = UserRow::decode(read.part(&row, 0))?.ok_or_else(unknown)?;
+        let standing = self.subscriptions.standing_from(read.part(&row, 1))?;
+        let used = self.media.usage_from(read.part(&row, 2))?;
         let quota = self.media.quota(&standing.tier);
-        Profile {
+        Ok(Profile {
             user,
             standing,
             used,
             quota,
-        }
+        })
     }
 
     pub async fn update_profile(
@@ -68,7 +54,7 @@ impl Service {
         user_id: Uuid,
         changes: ProfileChanges,
         client: ClientInfo,
-    ) -> Result<UserRow, IdentityError> {
+    ) -> Result<(), IdentityError> {
         self.db
             .transaction(move |conn| {
                 let before =
@@ -84,7 +70,7 @@ impl Service {
                             .client(&client),
                     )?;
                 }
-                Ok(after)
+                Ok(())
             })
             .await
     }

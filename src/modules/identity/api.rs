@@ -504,10 +504,11 @@ async fn put_profile(
         changes.preferences = Some(check_preferences(prefs, &mut errors));
     }
     let changes = errors.finish(changes)?;
-    let row = service
+    service
         .update_profile(user.user_id, changes, client)
         .await?;
-    Ok(profile_view(service.profile_after(row).await?))
+    // The change is committed: the profile's one joint read shows it.
+    Ok(profile_view(service.profile(user.user_id).await?))
 }
 
 #[derive(Deserialize, IntoParams)]

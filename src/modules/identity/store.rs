@@ -286,7 +286,7 @@ pub async fn session_active(db: &Db, user_id: Uuid, session_id: Uuid) -> Result<
         JOIN identity.users u ON u.id = s.user_id WHERE s.id = $1 AND s.user_id = $2 \
         AND s.revoked_at IS NULL AND u.disabled_at IS NULL)";
     match db.read(SQL, &[&session_id, &user_id]).await? {
-        Some(row) => row.try_get(0).map_err(DbError::from_read),
+        Some(row) => row.try_get(0).map_err(DbError::Read),
         None => Ok(false),
     }
 }

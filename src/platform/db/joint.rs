@@ -89,6 +89,6 @@ impl<'a> Columns<'a> {
     pub fn get<T: FromSql<'a>>(&self, index: usize) -> Result<T, DbError> {
         self.row
             .try_get(self.offset.saturating_add(index))
-            .map_err(DbError::from_read)
+            .map_err(DbError::Read)
     }
 }

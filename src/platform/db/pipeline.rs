@@ -102,7 +102,7 @@ impl Pipeline {
             conn.client
                 .query_opt(&statement, params)
                 .await
-                .map_err(DbError::from_read)
+                .map_err(DbError::Read)
         };
         let result = match tokio::time::timeout(wait, read).await {
             Ok(result) => result,
@@ -185,7 +185,7 @@ impl Conn {
         if let Some(statement) = known {
             return Ok(statement);
         }
-        let statement = self.client.prepare(sql).await.map_err(DbError::from_read)?;
+        let statement = self.client.prepare(sql).await.map_err(DbError::Read)?;
         if let Ok(mut statements) = self.statements.lock() {
             statements.insert(sql.to_owned(), statement.clone());
         }
